@@ -1,0 +1,90 @@
+//! `wsx`: a WebSocket echo server with a demo page, and more to come.
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+
+mod serve;
+
+/// wsx: a WebSocket toolkit.
+#[derive(Debug, Parser)]
+#[command(name = "wsx", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the WebSocket echo server, with a demo page at `/`.
+    Serve(ServeArgs),
+}
+
+/// Options of `wsx serve`.
+#[derive(Debug, clap::Args)]
+struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    listen: SocketAddr,
+    /// Worker threads (1 runs everything on the main thread). Default: one per core.
+    #[arg(long)]
+    threads: Option<usize>,
+    /// Seconds a client has to send its upgrade request.
+    #[arg(long, default_value_t = 10.0)]
+    handshake_timeout: f64,
+    /// Seconds to wait for clients to finish closing on shutdown.
+    #[arg(long, default_value_t = 5.0)]
+    shutdown_timeout: f64,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let result = match cli.command {
+        Command::Serve(args) => run_serve(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("wsx: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
+    let threads = args.threads.unwrap_or_else(|| {
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+    });
+    let runtime = if threads <= 1 {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(threads)
+            .enable_all()
+            .build()?
+    };
+    let options = serve::Options {
+        listen: args.listen,
+        handshake_timeout: secs(args.handshake_timeout, "--handshake-timeout")?,
+        shutdown_timeout: secs(args.shutdown_timeout, "--shutdown-timeout")?,
+    };
+    runtime.block_on(serve::run(options))
+}
+
+fn secs(value: f64, flag: &str) -> anyhow::Result<Duration> {
+    Duration::try_from_secs_f64(value)
+        .map_err(|_| anyhow::anyhow!("{flag} must be a non-negative number of seconds"))
+}

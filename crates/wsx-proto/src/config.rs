@@ -1,0 +1,89 @@
+//! Limits and behaviour of one connection.
+
+use std::time::Duration;
+
+/// Settings for one WebSocket connection, with safe defaults.
+///
+/// A plain struct: build it with [`Config::default`] and the named setters, then hand it to a
+/// connection. Settings cannot change on a live connection.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct Config {
+    /// Largest frame payload accepted, in bytes. Default 16 MiB. Larger frames close with 1009.
+    pub max_frame_size: usize,
+    /// Largest message accepted, in bytes, counted across all fragments. Default 64 MiB. Larger
+    /// messages close with 1009 as soon as a frame header shows the limit would be crossed.
+    pub max_message_size: usize,
+    /// Largest HTTP head accepted in the opening handshake, in bytes. Default 16 KiB; a larger
+    /// request is refused with 431.
+    pub max_handshake_size: usize,
+    /// Most header fields accepted in the opening handshake. Default 100; more are refused with
+    /// 431.
+    pub max_headers: usize,
+    /// Answer pings with pongs automatically. Default `true`.
+    pub auto_pong: bool,
+    /// How long to wait for the peer's close reply (or, on a client, for the server to close the
+    /// transport) before dropping the connection. Default 10 s; `None` waits forever.
+    pub close_timeout: Option<Duration>,
+    /// Bytes queued for sending above which a sender should wait for the transport to drain.
+    /// Default 128 KiB. The core never refuses to queue; drivers apply this as backpressure.
+    pub write_buffer_high_water: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            max_frame_size: 16 << 20,
+            max_message_size: 64 << 20,
+            max_handshake_size: 16 << 10,
+            max_headers: 100,
+            auto_pong: true,
+            close_timeout: Some(Duration::from_secs(10)),
+            write_buffer_high_water: 128 << 10,
+        }
+    }
+}
+
+impl Config {
+    /// Sets [`Config::max_frame_size`].
+    pub fn max_frame_size(mut self, bytes: usize) -> Self {
+        self.max_frame_size = bytes;
+        self
+    }
+
+    /// Sets [`Config::max_message_size`].
+    pub fn max_message_size(mut self, bytes: usize) -> Self {
+        self.max_message_size = bytes;
+        self
+    }
+
+    /// Sets [`Config::max_handshake_size`].
+    pub fn max_handshake_size(mut self, bytes: usize) -> Self {
+        self.max_handshake_size = bytes;
+        self
+    }
+
+    /// Sets [`Config::max_headers`].
+    pub fn max_headers(mut self, count: usize) -> Self {
+        self.max_headers = count;
+        self
+    }
+
+    /// Sets [`Config::auto_pong`].
+    pub fn auto_pong(mut self, on: bool) -> Self {
+        self.auto_pong = on;
+        self
+    }
+
+    /// Sets [`Config::close_timeout`].
+    pub fn close_timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.close_timeout = timeout;
+        self
+    }
+
+    /// Sets [`Config::write_buffer_high_water`].
+    pub fn write_buffer_high_water(mut self, bytes: usize) -> Self {
+        self.write_buffer_high_water = bytes;
+        self
+    }
+}

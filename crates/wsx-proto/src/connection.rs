@@ -1,0 +1,624 @@
+//! The session state machine: frames in, messages out; messages in, frames out.
+//!
+//! [`Connection`] owns the read buffer, the message being reassembled, the send queue and the
+//! close handshake. It never blocks and never does I/O; see the crate docs for the driver loop.
+
+use std::collections::VecDeque;
+use std::io::IoSlice;
+use std::time::Instant;
+
+use bytes::{Buf, Bytes, BytesMut};
+use rand::rngs::StdRng;
+use rand::{RngCore, SeedableRng};
+
+use crate::config::Config;
+use crate::error::{ProtocolError, SendError};
+use crate::frame::{FrameHeader, OpCode, MAX_HEADER_LEN};
+use crate::mask::apply_mask;
+use crate::message::{CloseCode, CloseFrame, Message, Utf8Bytes};
+use crate::utf8::Utf8Validator;
+
+/// Which end of the connection this is. Clients mask what they send and require unmasked frames;
+/// servers the reverse (RFC 6455 §5.1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// The end that sent the opening handshake request.
+    Client,
+    /// The end that accepted it.
+    Server,
+}
+
+/// Where the closing handshake stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum State {
+    /// Messages flow both ways.
+    Open,
+    /// This end sent a close frame and waits for the peer's.
+    Closing,
+    /// The closing handshake finished, failed, or timed out. No more messages either way.
+    Closed,
+}
+
+/// Smallest spare capacity offered to a driver's read.
+const READ_CHUNK_MIN: usize = 16 << 10;
+/// Largest step the read buffer grows by at once while a large frame arrives.
+const READ_CHUNK_MAX: usize = 1 << 20;
+/// Payloads up to this size are copied into the send buffer next to their header, so that many
+/// small frames go out in one write; larger ones are queued as their own chunk without a copy.
+const INLINE_PAYLOAD_MAX: usize = 4 << 10;
+
+/// One WebSocket connection after the opening handshake.
+#[derive(Debug)]
+pub struct Connection {
+    role: Role,
+    config: Config,
+    read_buf: BytesMut,
+    /// The frame whose header has been read and whose payload is (partly) in `read_buf`.
+    frame: Option<InFrame>,
+    /// The fragmented message being reassembled.
+    message: Option<Partial>,
+    utf8: Utf8Validator,
+    out: SendQueue,
+    rng: Option<StdRng>,
+    close_sent: bool,
+    close_received: bool,
+    /// No further messages will be reported.
+    read_done: bool,
+    failed: bool,
+    eof: bool,
+    timed_out: bool,
+    close_deadline: Option<Instant>,
+}
+
+#[derive(Debug)]
+struct InFrame {
+    header: FrameHeader,
+    len: usize,
+    /// Payload bytes at the front of `read_buf` already unmasked (and validated, for text).
+    checked: usize,
+    /// Whether this frame's text is validated piece by piece as it arrives.
+    incremental: bool,
+}
+
+#[derive(Debug)]
+struct Partial {
+    text: bool,
+    buf: BytesMut,
+}
+
+impl Connection {
+    /// A connection in the given role, after a successful opening handshake.
+    pub fn new(role: Role, config: Config) -> Self {
+        let rng = match role {
+            // Masking keys must be unpredictable (RFC 6455 §5.3): a CSPRNG seeded once from the
+            // OS, so each frame costs a few nanoseconds rather than a syscall.
+            Role::Client => Some(StdRng::from_os_rng()),
+            Role::Server => None,
+        };
+        Self {
+            role,
+            config,
+            read_buf: BytesMut::new(),
+            frame: None,
+            message: None,
+            utf8: Utf8Validator::new(),
+            out: SendQueue::default(),
+            rng,
+            close_sent: false,
+            close_received: false,
+            read_done: false,
+            failed: false,
+            eof: false,
+            timed_out: false,
+            close_deadline: None,
+        }
+    }
+
+    /// This connection's role.
+    pub fn role(&self) -> Role {
+        self.role
+    }
+
+    /// This connection's configuration.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Where the closing handshake stands.
+    pub fn state(&self) -> State {
+        if self.failed || self.close_received || self.timed_out || (self.eof && self.read_done) {
+            State::Closed
+        } else if self.close_sent {
+            State::Closing
+        } else {
+            State::Open
+        }
+    }
+
+    /// Whether the driver should close the transport once [`Self::transmit`] is empty.
+    ///
+    /// The server closes TCP first after a closing handshake (RFC 6455 §7.1.1); a client waits
+    /// for the server to do so, up to [`Config::close_timeout`].
+    pub fn should_close_transport(&self) -> bool {
+        self.state() == State::Closed
+            && (self.role == Role::Server || self.failed || self.eof || self.timed_out)
+    }
+
+    /// The read buffer, with spare capacity for the driver to read into. Bytes appended to it
+    /// are parsed by the next [`Self::poll_message`].
+    pub fn recv_buf(&mut self) -> &mut BytesMut {
+        let pending = match &self.frame {
+            Some(f) => f.len.saturating_sub(self.read_buf.len()),
+            None => 0,
+        };
+        let want = pending.clamp(READ_CHUNK_MIN, READ_CHUNK_MAX);
+        if self.read_buf.capacity() - self.read_buf.len() < want {
+            self.read_buf.reserve(want);
+        }
+        &mut self.read_buf
+    }
+
+    /// Appends received bytes (a copy; [`Self::recv_buf`] avoids it).
+    pub fn handle_input(&mut self, data: &[u8]) {
+        if !self.read_done {
+            self.read_buf.extend_from_slice(data);
+        }
+    }
+
+    /// The transport reached end of stream: no more bytes will arrive.
+    pub fn handle_eof(&mut self) {
+        self.eof = true;
+    }
+
+    /// Advances timers to `now`. Call it after each batch of input or output and when the
+    /// deadline from [`Self::poll_timeout`] passes.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        let waiting = match self.state() {
+            State::Closing => true,
+            State::Closed => !self.should_close_transport(),
+            State::Open => false,
+        };
+        if !waiting {
+            return;
+        }
+        let Some(timeout) = self.config.close_timeout else {
+            return;
+        };
+        match self.close_deadline {
+            None => self.close_deadline = Some(now + timeout),
+            Some(deadline) if now >= deadline => {
+                self.timed_out = true;
+                self.read_done = true;
+                self.close_deadline = None;
+            }
+            Some(_) => {}
+        }
+    }
+
+    /// The next instant at which [`Self::handle_timeout`] must be called, if any.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.close_deadline
+    }
+
+    /// The next message parsed from the bytes received so far, or `None` when more bytes are
+    /// needed or the stream has ended.
+    ///
+    /// A protocol violation is returned once as an error, after every message that preceded it;
+    /// the matching close frame is already queued in [`Self::transmit`]. After the peer's close
+    /// frame ([`Message::Close`]) or an error, this only returns `None`.
+    pub fn poll_message(&mut self) -> Option<Result<Message, ProtocolError>> {
+        loop {
+            if self.read_done {
+                return None;
+            }
+            if self.frame.is_none() {
+                match self.read_header() {
+                    Ok(true) => {}
+                    Ok(false) => return self.end_of_input(),
+                    Err(e) => return Some(Err(self.fail(e))),
+                }
+            }
+            match self.read_payload() {
+                Ok(Progress::NeedMore) => return self.end_of_input(),
+                Ok(Progress::Fragment) => {}
+                Ok(Progress::Message(m)) => return Some(Ok(m)),
+                Err(e) => return Some(Err(self.fail(e))),
+            }
+        }
+    }
+
+    /// Queues a message for sending. Data messages go out as one frame each.
+    ///
+    /// `Message::Close` is the same as [`Self::close`].
+    pub fn send(&mut self, message: Message) -> Result<(), SendError> {
+        if self.close_sent {
+            return Err(SendError::Closed);
+        }
+        match message {
+            Message::Text(text) => self.queue_frame(OpCode::Text, text.into_bytes()),
+            Message::Binary(data) => self.queue_frame(OpCode::Binary, data),
+            Message::Ping(data) => {
+                check_control_len(data.len())?;
+                self.queue_frame(OpCode::Ping, data);
+            }
+            Message::Pong(data) => {
+                check_control_len(data.len())?;
+                self.queue_frame(OpCode::Pong, data);
+            }
+            Message::Close(frame) => return self.close(frame),
+        }
+        Ok(())
+    }
+
+    /// Starts the closing handshake: queues a close frame. Nothing may be sent after it; messages
+    /// the peer sent before its reply are still delivered.
+    pub fn close(&mut self, frame: Option<CloseFrame>) -> Result<(), SendError> {
+        if self.close_sent {
+            return Err(SendError::Closed);
+        }
+        if let Some(f) = &frame {
+            if !f.code.is_sendable() {
+                return Err(SendError::InvalidCloseCode(f.code.0));
+            }
+            check_control_len(2 + f.reason.len())?;
+        }
+        self.queue_close(frame.as_ref().map(|f| (f.code, f.reason.as_str())));
+        Ok(())
+    }
+
+    /// The bytes waiting to be written to the transport, as a vectored [`Buf`]. The driver
+    /// writes from it and advances it by what was written.
+    pub fn transmit(&mut self) -> &mut SendQueue {
+        &mut self.out
+    }
+
+    /// How many bytes wait in [`Self::transmit`].
+    pub fn buffered_amount(&self) -> usize {
+        self.out.remaining()
+    }
+
+    /// Whether senders should wait for the transport to drain before queuing more
+    /// ([`Config::write_buffer_high_water`]).
+    pub fn is_send_buffer_full(&self) -> bool {
+        self.out.remaining() >= self.config.write_buffer_high_water
+    }
+
+    /// Reads and checks a frame header. `Ok(false)` when the header is not complete yet.
+    fn read_header(&mut self) -> Result<bool, ProtocolError> {
+        let Some((header, header_len)) = FrameHeader::decode(&self.read_buf)? else {
+            return Ok(false);
+        };
+        let len = self.check_header(&header)?;
+        self.read_buf.advance(header_len);
+        self.frame = Some(InFrame {
+            header,
+            len,
+            checked: 0,
+            incremental: false,
+        });
+        Ok(true)
+    }
+
+    /// Enforces RFC 6455 §5 on a header and the configured limits; returns the payload length.
+    fn check_header(&self, h: &FrameHeader) -> Result<usize, ProtocolError> {
+        if h.rsv != 0 {
+            return Err(ProtocolError::ReservedBits(h.rsv));
+        }
+        match (self.role, h.mask.is_some()) {
+            (Role::Server, false) => return Err(ProtocolError::UnmaskedFrame),
+            (Role::Client, true) => return Err(ProtocolError::MaskedFrame),
+            _ => {}
+        }
+        if h.opcode.is_control() {
+            if !h.fin {
+                return Err(ProtocolError::FragmentedControlFrame);
+            }
+            if h.payload_len > 125 {
+                return Err(ProtocolError::ControlFrameTooLong(h.payload_len));
+            }
+            return Ok(h.payload_len as usize);
+        }
+        match (h.opcode, &self.message) {
+            (OpCode::Continuation, None) => return Err(ProtocolError::UnexpectedContinuation),
+            (OpCode::Text | OpCode::Binary, Some(_)) => {
+                return Err(ProtocolError::ExpectedContinuation)
+            }
+            _ => {}
+        }
+        if h.payload_len > self.config.max_frame_size as u64 {
+            return Err(ProtocolError::FrameTooLarge {
+                size: h.payload_len,
+                max: self.config.max_frame_size,
+            });
+        }
+        let so_far = self.message.as_ref().map_or(0, |m| m.buf.len()) as u64;
+        let total = so_far + h.payload_len;
+        if total > self.config.max_message_size as u64 {
+            return Err(ProtocolError::MessageTooLarge {
+                size: total,
+                max: self.config.max_message_size,
+            });
+        }
+        // Both limits are usize, so the length fits.
+        Ok(h.payload_len as usize)
+    }
+
+    /// Unmasks and checks what has arrived of the current frame's payload; completes the frame
+    /// when all of it is there.
+    fn read_payload(&mut self) -> Result<Progress, ProtocolError> {
+        let text_message = self.message.as_ref().map(|m| m.text);
+        let Some(f) = self.frame.as_mut() else {
+            return Ok(Progress::NeedMore);
+        };
+        let avail = self.read_buf.len().min(f.len);
+        if avail > f.checked || f.len == 0 {
+            if f.checked == 0 {
+                let is_text = match f.header.opcode {
+                    OpCode::Text => true,
+                    OpCode::Continuation => text_message == Some(true),
+                    _ => false,
+                };
+                // A whole unfragmented text frame is validated once when the message is built;
+                // anything arriving in pieces is validated as it comes, to fail fast.
+                let whole = avail == f.len && f.header.fin && text_message.is_none();
+                f.incremental = is_text && !whole;
+            }
+            let fresh = &mut self.read_buf[f.checked..avail];
+            if let Some(key) = f.header.mask {
+                apply_mask(fresh, key, f.checked);
+            }
+            if f.incremental {
+                self.utf8
+                    .feed(fresh)
+                    .map_err(|_| ProtocolError::InvalidUtf8)?;
+            }
+            f.checked = avail;
+        }
+        if avail < f.len {
+            return Ok(Progress::NeedMore);
+        }
+        let header = f.header;
+        let incremental = f.incremental;
+        let payload = self.read_buf.split_to(f.len);
+        self.frame = None;
+
+        match header.opcode {
+            OpCode::Ping => {
+                let payload = payload.freeze();
+                if self.config.auto_pong && !self.close_sent {
+                    self.queue_frame(OpCode::Pong, payload.clone());
+                }
+                Ok(Progress::Message(Message::Ping(payload)))
+            }
+            OpCode::Pong => Ok(Progress::Message(Message::Pong(payload.freeze()))),
+            OpCode::Close => self.read_close(payload).map(Progress::Message),
+            OpCode::Text | OpCode::Binary if header.fin => finish(
+                header.opcode == OpCode::Text,
+                payload,
+                incremental.then_some(&mut self.utf8),
+            )
+            .map(Progress::Message),
+            OpCode::Text | OpCode::Binary => {
+                self.message = Some(Partial {
+                    text: header.opcode == OpCode::Text,
+                    buf: payload,
+                });
+                Ok(Progress::Fragment)
+            }
+            OpCode::Continuation => {
+                let Some(m) = self.message.as_mut() else {
+                    // check_header refuses a continuation without a message.
+                    return Err(ProtocolError::UnexpectedContinuation);
+                };
+                m.buf.extend_from_slice(&payload);
+                if !header.fin {
+                    return Ok(Progress::Fragment);
+                }
+                let Some(m) = self.message.take() else {
+                    return Err(ProtocolError::UnexpectedContinuation);
+                };
+                finish(m.text, m.buf, m.text.then_some(&mut self.utf8)).map(Progress::Message)
+            }
+        }
+    }
+
+    /// Handles the peer's close frame (RFC 6455 §5.5.1, §7.4): checks it and echoes the code.
+    fn read_close(&mut self, mut payload: BytesMut) -> Result<Message, ProtocolError> {
+        let frame = match payload.len() {
+            0 => None,
+            1 => return Err(ProtocolError::InvalidClosePayload),
+            _ => {
+                let code = CloseCode(u16::from_be_bytes([payload[0], payload[1]]));
+                if !code.is_valid_on_wire() {
+                    return Err(ProtocolError::InvalidCloseCode(code.0));
+                }
+                payload.advance(2);
+                let reason = Utf8Bytes::try_from(payload.freeze())
+                    .map_err(|_| ProtocolError::InvalidUtf8)?;
+                Some(CloseFrame { code, reason })
+            }
+        };
+        self.close_received = true;
+        self.read_done = true;
+        self.message = None;
+        if !self.close_sent {
+            // RFC 6455 §5.5.1: reply with a close frame, typically echoing the status code.
+            self.queue_close(frame.as_ref().map(|f| (f.code, "")));
+        }
+        Ok(Message::Close(frame))
+    }
+
+    /// What to report when the buffered input is used up.
+    fn end_of_input(&mut self) -> Option<Result<Message, ProtocolError>> {
+        if !self.eof {
+            return None;
+        }
+        self.read_done = true;
+        if self.close_sent {
+            // We asked to close and the peer hung up without replying: over, not an error.
+            return None;
+        }
+        self.failed = true;
+        Some(Err(ProtocolError::ResetWithoutClosingHandshake))
+    }
+
+    /// Fails the connection (RFC 6455 §7.1.7): queues the close frame for `err` and stops
+    /// reading.
+    fn fail(&mut self, err: ProtocolError) -> ProtocolError {
+        if !self.close_sent {
+            let reason = err.to_string();
+            // Reasons are ASCII and kept under the 123-byte limit.
+            let reason = if reason.len() <= 123 {
+                reason.as_str()
+            } else {
+                ""
+            };
+            self.queue_close(Some((err.close_code(), reason)));
+        }
+        self.failed = true;
+        self.read_done = true;
+        self.frame = None;
+        self.message = None;
+        self.read_buf = BytesMut::new();
+        err
+    }
+
+    fn queue_close(&mut self, frame: Option<(CloseCode, &str)>) {
+        let mut payload = Vec::with_capacity(125);
+        if let Some((code, reason)) = frame {
+            payload.extend_from_slice(&code.0.to_be_bytes());
+            payload.extend_from_slice(reason.as_bytes());
+        }
+        self.queue_frame(OpCode::Close, Bytes::from(payload));
+        self.close_sent = true;
+    }
+
+    fn queue_frame(&mut self, opcode: OpCode, payload: Bytes) {
+        let mask = self.rng.as_mut().map(|rng| rng.next_u32().to_ne_bytes());
+        let header = FrameHeader {
+            fin: true,
+            rsv: 0,
+            opcode,
+            mask,
+            payload_len: payload.len() as u64,
+        };
+        self.out.push_frame(&header, payload);
+    }
+}
+
+enum Progress {
+    NeedMore,
+    Fragment,
+    Message(Message),
+}
+
+/// Builds a complete data message; `utf8` is the incremental validator if one was used.
+fn finish(
+    text: bool,
+    buf: BytesMut,
+    utf8: Option<&mut Utf8Validator>,
+) -> Result<Message, ProtocolError> {
+    if !text {
+        return Ok(Message::Binary(buf.freeze()));
+    }
+    if let Some(v) = utf8 {
+        v.finish().map_err(|_| ProtocolError::InvalidUtf8)?;
+    }
+    Utf8Bytes::try_from(buf.freeze())
+        .map(Message::Text)
+        .map_err(|_| ProtocolError::InvalidUtf8)
+}
+
+fn check_control_len(len: usize) -> Result<(), SendError> {
+    if len > 125 {
+        return Err(SendError::ControlFrameTooLong(len));
+    }
+    Ok(())
+}
+
+/// Outgoing bytes: small frames coalesced into one buffer, large payloads queued as their own
+/// chunks without copying. Implements [`Buf`] with vectored chunks.
+#[derive(Debug, Default)]
+pub struct SendQueue {
+    /// Sealed chunks, sent before `tail`.
+    chunks: VecDeque<Bytes>,
+    /// The buffer small frames are appended to.
+    tail: BytesMut,
+    len: usize,
+}
+
+impl SendQueue {
+    fn push_frame(&mut self, header: &FrameHeader, payload: Bytes) {
+        let mut head = [0u8; MAX_HEADER_LEN];
+        let n = header.encode(&mut head);
+        self.tail.extend_from_slice(&head[..n]);
+        if let Some(key) = header.mask {
+            // A masked payload must be copied anyway: mask it in its place in the buffer.
+            let start = self.tail.len();
+            self.tail.extend_from_slice(&payload);
+            apply_mask(&mut self.tail[start..], key, 0);
+        } else if payload.len() <= INLINE_PAYLOAD_MAX {
+            self.tail.extend_from_slice(&payload);
+        } else {
+            self.chunks.push_back(self.tail.split().freeze());
+            self.chunks.push_back(payload);
+        }
+        self.len += n + header.payload_len as usize;
+    }
+}
+
+impl Buf for SendQueue {
+    fn remaining(&self) -> usize {
+        self.len
+    }
+
+    fn chunk(&self) -> &[u8] {
+        match self.chunks.iter().find(|c| !c.is_empty()) {
+            Some(c) => c,
+            None => &self.tail,
+        }
+    }
+
+    fn advance(&mut self, mut cnt: usize) {
+        assert!(cnt <= self.len, "advance past the end of the send queue");
+        self.len -= cnt;
+        while cnt > 0 {
+            match self.chunks.front_mut() {
+                Some(front) if front.len() <= cnt => {
+                    cnt -= front.len();
+                    self.chunks.pop_front();
+                }
+                Some(front) => {
+                    front.advance(cnt);
+                    return;
+                }
+                None => {
+                    self.tail.advance(cnt);
+                    break;
+                }
+            }
+        }
+        if self.len == 0 {
+            // Reuse the allocation from the start once everything has been written.
+            self.tail.clear();
+        }
+    }
+
+    fn chunks_vectored<'a>(&'a self, dst: &mut [IoSlice<'a>]) -> usize {
+        let mut n = 0;
+        for c in &self.chunks {
+            if n == dst.len() {
+                return n;
+            }
+            if !c.is_empty() {
+                dst[n] = IoSlice::new(c);
+                n += 1;
+            }
+        }
+        if n < dst.len() && !self.tail.is_empty() {
+            dst[n] = IoSlice::new(&self.tail);
+            n += 1;
+        }
+        n
+    }
+}

@@ -1,0 +1,358 @@
+//! The opening handshake (RFC 6455 §4), as pure functions: find and parse an HTTP head, check
+//! it, and build the bytes to answer with.
+//!
+//! Server: [`HeadScanner`] finds the end of the request head in linear time however the bytes
+//! are chunked; [`parse_request`] parses it with `httparse`; [`validate_request`] checks the
+//! upgrade and computes `Sec-WebSocket-Accept`; [`response_101`] or [`rejection`] build the answer.
+//!
+//! Client: [`generate_key`], [`request`], then [`parse_response`] and [`validate_response`].
+
+use base64::engine::general_purpose::STANDARD as BASE64;
+use base64::Engine as _;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Method, Request, Response, StatusCode, Version};
+use rand::{RngCore, SeedableRng};
+use sha1::{Digest, Sha1};
+
+use crate::error::HandshakeError;
+
+/// The GUID that RFC 6455 §1.3 appends to the key.
+pub const GUID: &str = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
+
+/// `Sec-WebSocket-Accept` for a `Sec-WebSocket-Key`: base64(SHA-1(key + GUID)).
+pub fn accept_key(key: &[u8]) -> String {
+    let mut sha = Sha1::new();
+    sha.update(key);
+    sha.update(GUID.as_bytes());
+    BASE64.encode(sha.finalize())
+}
+
+/// Finds the end of an HTTP head (`\r\n\r\n`) as bytes accumulate, scanning each byte once.
+#[derive(Debug, Clone)]
+pub struct HeadScanner {
+    scanned: usize,
+    max: usize,
+}
+
+impl HeadScanner {
+    /// A scanner that refuses heads longer than `max` bytes.
+    pub fn new(max: usize) -> Self {
+        Self { scanned: 0, max }
+    }
+
+    /// Looks at `buf` (all bytes received so far, the same prefix as in earlier calls) and
+    /// returns the head's length once it is complete.
+    pub fn scan(&mut self, buf: &[u8]) -> Result<Option<usize>, HandshakeError> {
+        let from = self.scanned.saturating_sub(3);
+        let found = buf[from.min(buf.len())..]
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .map(|p| from + p + 4);
+        match found {
+            Some(end) if end <= self.max => Ok(Some(end)),
+            Some(_) => Err(HandshakeError::HeadTooLarge(self.max)),
+            None if buf.len() >= self.max => Err(HandshakeError::HeadTooLarge(self.max)),
+            None => {
+                self.scanned = buf.len();
+                Ok(None)
+            }
+        }
+    }
+}
+
+/// Parses a complete request head (as found by [`HeadScanner`]) into an [`http::Request`].
+pub fn parse_request(head: &[u8], max_headers: usize) -> Result<Request<()>, HandshakeError> {
+    let mut headers = vec![httparse::EMPTY_HEADER; max_headers];
+    let mut req = httparse::Request::new(&mut headers);
+    match req.parse(head) {
+        Ok(httparse::Status::Complete(_)) => {}
+        Ok(httparse::Status::Partial) => return Err(HandshakeError::Malformed("incomplete head")),
+        Err(httparse::Error::TooManyHeaders) => {
+            return Err(HandshakeError::TooManyHeaders(max_headers))
+        }
+        Err(_) => return Err(HandshakeError::Malformed("invalid request head")),
+    }
+    let method = Method::from_bytes(req.method.unwrap_or("").as_bytes())
+        .map_err(|_| HandshakeError::Malformed("invalid method"))?;
+    let mut builder = Request::builder()
+        .method(method)
+        .uri(req.path.unwrap_or("/"))
+        .version(http_version(req.version));
+    if let Some(map) = builder.headers_mut() {
+        copy_headers(req.headers, map)?;
+    }
+    builder
+        .body(())
+        .map_err(|_| HandshakeError::Malformed("invalid request target"))
+}
+
+/// Whether a request asks for a WebSocket upgrade at all (`Upgrade: websocket`), as opposed to
+/// being a plain HTTP request a server may want to answer itself.
+pub fn is_upgrade_request<B>(req: &Request<B>) -> bool {
+    has_token(req.headers(), &header::UPGRADE, "websocket")
+}
+
+/// Checks an upgrade request (RFC 6455 §4.2.1) and returns the `Sec-WebSocket-Accept` value.
+pub fn validate_request<B>(req: &Request<B>) -> Result<String, HandshakeError> {
+    if req.method() != Method::GET {
+        return Err(HandshakeError::MethodNotGet(req.method().to_string()));
+    }
+    if req.version() < Version::HTTP_11 {
+        return Err(HandshakeError::WrongHttpVersion);
+    }
+    let h = req.headers();
+    if !h.contains_key(header::HOST) {
+        return Err(HandshakeError::BadHeader("Host"));
+    }
+    if !has_token(h, &header::UPGRADE, "websocket") {
+        return Err(HandshakeError::BadHeader("Upgrade"));
+    }
+    if !has_token(h, &header::CONNECTION, "upgrade") {
+        return Err(HandshakeError::BadHeader("Connection"));
+    }
+    if h.get(header::SEC_WEBSOCKET_VERSION)
+        .map(|v| v.as_bytes().trim_ascii())
+        != Some(b"13")
+    {
+        return Err(HandshakeError::UnsupportedVersion);
+    }
+    let key = h
+        .get(header::SEC_WEBSOCKET_KEY)
+        .ok_or(HandshakeError::BadKey)?;
+    let key = key.as_bytes().trim_ascii();
+    match BASE64.decode(key) {
+        Ok(raw) if raw.len() == 16 => Ok(accept_key(key)),
+        _ => Err(HandshakeError::BadKey),
+    }
+}
+
+/// The subprotocols a request offers, in order of preference.
+pub fn offered_protocols<B>(req: &Request<B>) -> Vec<String> {
+    tokens(req.headers(), &header::SEC_WEBSOCKET_PROTOCOL)
+        .map(str::to_owned)
+        .collect()
+}
+
+/// The `101 Switching Protocols` response head, with an optional chosen subprotocol and extra
+/// headers.
+pub fn response_101(accept: &str, protocol: Option<&str>, extra: &HeaderMap) -> Vec<u8> {
+    let mut out = Vec::with_capacity(256);
+    out.extend_from_slice(
+        b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n",
+    );
+    push_header(&mut out, "Sec-WebSocket-Accept", accept.as_bytes());
+    if let Some(p) = protocol {
+        push_header(&mut out, "Sec-WebSocket-Protocol", p.as_bytes());
+    }
+    for (name, value) in extra {
+        push_header(&mut out, name.as_str(), value.as_bytes());
+    }
+    out.extend_from_slice(b"\r\n");
+    out
+}
+
+/// A plain HTTP response with `Connection: close`, a body and its length: for refused upgrades
+/// and for servers answering non-WebSocket requests.
+pub fn http_response(
+    status: StatusCode,
+    extra: &HeaderMap,
+    content_type: &str,
+    body: &[u8],
+) -> Vec<u8> {
+    let mut out = Vec::with_capacity(128 + body.len());
+    out.extend_from_slice(b"HTTP/1.1 ");
+    out.extend_from_slice(status.as_str().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
+    out.extend_from_slice(b"\r\n");
+    push_header(&mut out, "Content-Type", content_type.as_bytes());
+    push_header(
+        &mut out,
+        "Content-Length",
+        body.len().to_string().as_bytes(),
+    );
+    push_header(&mut out, "Connection", b"close");
+    for (name, value) in extra {
+        push_header(&mut out, name.as_str(), value.as_bytes());
+    }
+    out.extend_from_slice(b"\r\n");
+    out.extend_from_slice(body);
+    out
+}
+
+/// The response refusing an upgrade for `err`: its status, `Sec-WebSocket-Version: 13` on 426,
+/// and the reason as a short text body.
+pub fn rejection(err: &HandshakeError) -> Vec<u8> {
+    let mut extra = HeaderMap::new();
+    if matches!(err, HandshakeError::UnsupportedVersion) {
+        extra.insert(
+            header::SEC_WEBSOCKET_VERSION,
+            HeaderValue::from_static("13"),
+        );
+    }
+    let body = format!("{err}\n");
+    http_response(
+        err.status(),
+        &extra,
+        "text/plain; charset=utf-8",
+        body.as_bytes(),
+    )
+}
+
+/// A fresh random `Sec-WebSocket-Key`: 16 random bytes, base64-encoded.
+pub fn generate_key() -> String {
+    let mut raw = [0u8; 16];
+    // Seeded from the OS, like the masking keys; the key is not a secret, it only proves the
+    // server understood the WebSocket request (RFC 6455 §4.1).
+    rand::rngs::StdRng::from_os_rng().fill_bytes(&mut raw);
+    BASE64.encode(raw)
+}
+
+/// The client's upgrade request head for `host` (with port, if not the default) and
+/// `path_and_query`.
+pub fn request(
+    host: &str,
+    path_and_query: &str,
+    key: &str,
+    protocols: &[String],
+    extra: &HeaderMap,
+) -> Vec<u8> {
+    let mut out = Vec::with_capacity(256);
+    out.extend_from_slice(b"GET ");
+    out.extend_from_slice(
+        if path_and_query.is_empty() {
+            "/"
+        } else {
+            path_and_query
+        }
+        .as_bytes(),
+    );
+    out.extend_from_slice(b" HTTP/1.1\r\n");
+    push_header(&mut out, "Host", host.as_bytes());
+    out.extend_from_slice(
+        b"Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\n",
+    );
+    push_header(&mut out, "Sec-WebSocket-Key", key.as_bytes());
+    if !protocols.is_empty() {
+        push_header(
+            &mut out,
+            "Sec-WebSocket-Protocol",
+            protocols.join(", ").as_bytes(),
+        );
+    }
+    for (name, value) in extra {
+        push_header(&mut out, name.as_str(), value.as_bytes());
+    }
+    out.extend_from_slice(b"\r\n");
+    out
+}
+
+/// Parses a complete response head (as found by [`HeadScanner`]).
+pub fn parse_response(head: &[u8], max_headers: usize) -> Result<Response<()>, HandshakeError> {
+    let mut headers = vec![httparse::EMPTY_HEADER; max_headers];
+    let mut resp = httparse::Response::new(&mut headers);
+    match resp.parse(head) {
+        Ok(httparse::Status::Complete(_)) => {}
+        Ok(httparse::Status::Partial) => return Err(HandshakeError::Malformed("incomplete head")),
+        Err(httparse::Error::TooManyHeaders) => {
+            return Err(HandshakeError::TooManyHeaders(max_headers))
+        }
+        Err(_) => return Err(HandshakeError::Malformed("invalid response head")),
+    }
+    let status = StatusCode::from_u16(resp.code.unwrap_or(0))
+        .map_err(|_| HandshakeError::Malformed("invalid status code"))?;
+    let mut builder = Response::builder()
+        .status(status)
+        .version(http_version(resp.version));
+    if let Some(map) = builder.headers_mut() {
+        copy_headers(resp.headers, map)?;
+    }
+    builder
+        .body(())
+        .map_err(|_| HandshakeError::Malformed("invalid response"))
+}
+
+/// Checks a server's response (RFC 6455 §4.2.2 / §4.1) against the request's key and offered
+/// subprotocols; returns the selected subprotocol.
+pub fn validate_response<B>(
+    resp: &Response<B>,
+    key: &str,
+    offered: &[String],
+) -> Result<Option<String>, HandshakeError> {
+    if resp.status() != StatusCode::SWITCHING_PROTOCOLS {
+        return Err(HandshakeError::UnexpectedStatus {
+            status: resp.status(),
+        });
+    }
+    let h = resp.headers();
+    if !has_token(h, &header::UPGRADE, "websocket") {
+        return Err(HandshakeError::BadHeader("Upgrade"));
+    }
+    if !has_token(h, &header::CONNECTION, "upgrade") {
+        return Err(HandshakeError::BadHeader("Connection"));
+    }
+    let expected = accept_key(key.as_bytes());
+    if h.get(header::SEC_WEBSOCKET_ACCEPT)
+        .map(|v| v.as_bytes().trim_ascii())
+        != Some(expected.as_bytes())
+    {
+        return Err(HandshakeError::BadAccept);
+    }
+    if let Some(ext) = tokens(h, &header::SEC_WEBSOCKET_EXTENSIONS).next() {
+        return Err(HandshakeError::UnofferedExtension(ext.to_owned()));
+    }
+    match h.get(header::SEC_WEBSOCKET_PROTOCOL) {
+        None => Ok(None),
+        Some(v) => {
+            let chosen = v
+                .to_str()
+                .map_err(|_| HandshakeError::BadHeader("Sec-WebSocket-Protocol"))?
+                .trim();
+            if offered.iter().any(|p| p == chosen) {
+                Ok(Some(chosen.to_owned()))
+            } else {
+                Err(HandshakeError::UnofferedProtocol(chosen.to_owned()))
+            }
+        }
+    }
+}
+
+fn http_version(minor: Option<u8>) -> Version {
+    match minor {
+        Some(0) => Version::HTTP_10,
+        _ => Version::HTTP_11,
+    }
+}
+
+fn copy_headers(src: &[httparse::Header<'_>], dst: &mut HeaderMap) -> Result<(), HandshakeError> {
+    dst.reserve(src.len());
+    for h in src {
+        let name = HeaderName::from_bytes(h.name.as_bytes())
+            .map_err(|_| HandshakeError::Malformed("invalid header name"))?;
+        let value = HeaderValue::from_bytes(h.value)
+            .map_err(|_| HandshakeError::Malformed("invalid header value"))?;
+        dst.append(name, value);
+    }
+    Ok(())
+}
+
+/// The comma-separated tokens of every field named `name`, trimmed.
+fn tokens<'a>(h: &'a HeaderMap, name: &HeaderName) -> impl Iterator<Item = &'a str> {
+    h.get_all(name)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+}
+
+fn has_token(h: &HeaderMap, name: &HeaderName, token: &str) -> bool {
+    tokens(h, name).any(|t| t.eq_ignore_ascii_case(token))
+}
+
+fn push_header(out: &mut Vec<u8>, name: &str, value: &[u8]) {
+    out.extend_from_slice(name.as_bytes());
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value);
+    out.extend_from_slice(b"\r\n");
+}

@@ -1,0 +1,320 @@
+//! Connecting to WebSocket servers: [`connect`] for the common case, [`ClientBuilder`] for
+//! headers, subprotocols, limits and timeouts.
+
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use http::header::{HeaderName, HeaderValue, ORIGIN};
+use http::{HeaderMap, Response, StatusCode};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::net::TcpStream;
+use wsx_proto::handshake::{self, HeadScanner};
+use wsx_proto::{Config, Connection, Role};
+
+use crate::{Error, WebSocket};
+
+/// The most body bytes kept from a refused upgrade, for the error message.
+const MAX_REJECTION_BODY: usize = 4096;
+
+/// Connects to a `ws://` URL with default settings. Returns the connection and the server's
+/// handshake response.
+pub async fn connect(url: &str) -> Result<(WebSocket<MaybeTlsStream>, Response<()>), Error> {
+    ClientBuilder::new(url).connect().await
+}
+
+/// Options for a client connection.
+#[derive(Debug, Clone)]
+pub struct ClientBuilder {
+    url: String,
+    headers: HeaderMap,
+    protocols: Vec<String>,
+    config: Config,
+    connect_timeout: Option<Duration>,
+}
+
+impl ClientBuilder {
+    /// A builder for `url` (`ws://host[:port]/path?query`).
+    pub fn new(url: impl Into<String>) -> Self {
+        Self {
+            url: url.into(),
+            headers: HeaderMap::new(),
+            protocols: Vec::new(),
+            config: Config::default(),
+            connect_timeout: Some(Duration::from_secs(30)),
+        }
+    }
+
+    /// Adds a request header (authorization, cookies…). Repeatable.
+    pub fn header(mut self, name: HeaderName, value: HeaderValue) -> Self {
+        self.headers.append(name, value);
+        self
+    }
+
+    /// Sets the `Origin` header.
+    pub fn origin(self, origin: HeaderValue) -> Self {
+        self.header(ORIGIN, origin)
+    }
+
+    /// Offers a subprotocol. Repeatable, in order of preference.
+    pub fn protocol(mut self, name: impl Into<String>) -> Self {
+        self.protocols.push(name.into());
+        self
+    }
+
+    /// Sets the connection's limits and behaviour.
+    pub fn config(mut self, config: Config) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// Limits the time for TCP connect plus the opening handshake. Default 30 s; `None` waits
+    /// forever.
+    pub fn connect_timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.connect_timeout = timeout;
+        self
+    }
+
+    /// Connects over TCP and performs the opening handshake.
+    pub async fn connect(self) -> Result<(WebSocket<MaybeTlsStream>, Response<()>), Error> {
+        let timeout = self.connect_timeout;
+        let attempt = async move {
+            let target = Target::parse(&self.url)?;
+            let tcp = TcpStream::connect((target.connect_host.as_str(), target.port)).await?;
+            tcp.set_nodelay(true)?;
+            self.handshake(MaybeTlsStream::Plain(tcp), &target).await
+        };
+        match timeout {
+            Some(t) => tokio::time::timeout(t, attempt)
+                .await
+                .map_err(|_| Error::Timeout("connecting"))?,
+            None => attempt.await,
+        }
+    }
+
+    /// Performs the opening handshake over an already connected transport.
+    pub async fn connect_on<S>(self, stream: S) -> Result<(WebSocket<S>, Response<()>), Error>
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
+        let target = Target::parse(&self.url)?;
+        self.handshake(stream, &target).await
+    }
+
+    async fn handshake<S>(
+        self,
+        mut io: S,
+        target: &Target,
+    ) -> Result<(WebSocket<S>, Response<()>), Error>
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
+        let key = handshake::generate_key();
+        let request = handshake::request(
+            &target.host_header,
+            &target.path,
+            &key,
+            &self.protocols,
+            &self.headers,
+        );
+        io.write_all(&request).await?;
+        io.flush().await?;
+
+        let mut buf = BytesMut::with_capacity(1024);
+        let mut scanner = HeadScanner::new(self.config.max_handshake_size);
+        let head_len = loop {
+            if let Some(n) = scanner.scan(&buf)? {
+                break n;
+            }
+            buf.reserve(1024);
+            if io.read_buf(&mut buf).await? == 0 {
+                return Err(Error::Io(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "server closed the connection during the handshake",
+                )));
+            }
+        };
+        let response = handshake::parse_response(&buf[..head_len], self.config.max_headers)?;
+        let mut rest = buf.split_off(head_len);
+        if response.status() != StatusCode::SWITCHING_PROTOCOLS {
+            let body = read_body(&mut io, &response, rest).await;
+            let (parts, ()) = response.into_parts();
+            return Err(Error::Rejected(Box::new(Response::from_parts(parts, body))));
+        }
+        let protocol = handshake::validate_response(&response, &key, &self.protocols)?;
+        let mut conn = Connection::new(Role::Client, self.config);
+        conn.handle_input(&rest.split());
+        Ok((WebSocket::from_connection(io, conn, protocol), response))
+    }
+}
+
+/// Reads up to [`MAX_REJECTION_BODY`] bytes of a refusal's body, best effort: a body that does not
+/// arrive within a second is left out.
+async fn read_body<S: AsyncRead + Unpin>(
+    io: &mut S,
+    response: &Response<()>,
+    mut body: BytesMut,
+) -> Bytes {
+    let declared = response
+        .headers()
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<usize>().ok());
+    let want = declared
+        .unwrap_or(MAX_REJECTION_BODY)
+        .min(MAX_REJECTION_BODY);
+    let read = async {
+        while body.len() < want {
+            body.reserve(want - body.len());
+            match io.read_buf(&mut body).await {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {}
+            }
+        }
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(1), read).await;
+    body.truncate(want);
+    body.freeze()
+}
+
+/// Where a URL points.
+#[derive(Debug)]
+struct Target {
+    /// Host to resolve: a name or an IP literal without brackets.
+    connect_host: String,
+    port: u16,
+    /// The `Host` header: with brackets for IPv6, with the port when it is not the default.
+    host_header: String,
+    path: String,
+}
+
+impl Target {
+    fn parse(raw: &str) -> Result<Self, Error> {
+        let url = url::Url::parse(raw).map_err(|e| Error::Url(format!("{raw}: {e}")))?;
+        let default_port = match url.scheme() {
+            "ws" => 80,
+            "wss" => {
+                return Err(Error::Url(format!(
+                    "{raw}: wss:// needs TLS, which is not built yet"
+                )))
+            }
+            other => return Err(Error::Url(format!("{raw}: scheme {other} is not ws"))),
+        };
+        let host = url
+            .host_str()
+            .ok_or_else(|| Error::Url(format!("{raw}: no host")))?;
+        let port = url.port().unwrap_or(default_port);
+        let host_header = match url.port() {
+            Some(p) if p != default_port => format!("{host}:{p}"),
+            _ => host.to_owned(),
+        };
+        let connect_host = host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_owned();
+        let mut path = url.path().to_owned();
+        if let Some(q) = url.query() {
+            path.push('?');
+            path.push_str(q);
+        }
+        Ok(Self {
+            connect_host,
+            port,
+            host_header,
+            path,
+        })
+    }
+}
+
+/// The transport [`connect`] returns.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum MaybeTlsStream {
+    /// Plain TCP (`ws://`).
+    Plain(TcpStream),
+}
+
+impl AsyncRead for MaybeTlsStream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Self::Plain(s) => Pin::new(s).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for MaybeTlsStream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Self::Plain(s) => Pin::new(s).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Self::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        match self {
+            Self::Plain(s) => s.is_write_vectored(),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Self::Plain(s) => Pin::new(s).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Self::Plain(s) => Pin::new(s).poll_shutdown(cx),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn targets() {
+        let t = Target::parse("ws://example.com/chat?x=1").unwrap();
+        assert_eq!(
+            (
+                t.connect_host.as_str(),
+                t.port,
+                t.host_header.as_str(),
+                t.path.as_str()
+            ),
+            ("example.com", 80, "example.com", "/chat?x=1")
+        );
+        let t = Target::parse("ws://[::1]:9001").unwrap();
+        assert_eq!(
+            (
+                t.connect_host.as_str(),
+                t.port,
+                t.host_header.as_str(),
+                t.path.as_str()
+            ),
+            ("::1", 9001, "[::1]:9001", "/")
+        );
+        assert!(matches!(Target::parse("http://x/"), Err(Error::Url(_))));
+        assert!(matches!(Target::parse("not a url"), Err(Error::Url(_))));
+    }
+}

@@ -1,0 +1,67 @@
+use std::io;
+
+use bytes::Bytes;
+use http::Response;
+use wsx_proto::{HandshakeError, ProtocolError, SendError};
+
+/// Everything that can go wrong on a wsx connection.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The transport failed.
+    #[error("I/O error: {0}")]
+    Io(#[from] io::Error),
+    /// The peer broke the protocol or a limit; the matching close frame was sent.
+    #[error("protocol error: {0}")]
+    Protocol(#[from] ProtocolError),
+    /// The opening handshake failed on this side's checks.
+    #[error("handshake failed: {0}")]
+    Handshake(#[from] HandshakeError),
+    /// The server refused the upgrade with an HTTP response (client side).
+    /// The response carries the status, the headers and the start of the body (at most 4 KiB).
+    #[error("server refused the WebSocket upgrade: {}{}", .0.status(), body_suffix(.0.body()))]
+    Rejected(Box<Response<Bytes>>),
+    /// A message could not be sent: the protocol forbids it.
+    #[error("cannot send: {0}")]
+    Send(SendError),
+    /// The connection is closed; nothing more can be sent.
+    #[error("the connection is closed")]
+    Closed,
+    /// The URL was not a valid `ws://` or `wss://` URL.
+    #[error("invalid URL: {0}")]
+    Url(String),
+    /// An operation did not finish in its configured time.
+    #[error("timed out: {0}")]
+    Timeout(&'static str),
+}
+
+impl Error {
+    /// The HTTP status of a refused upgrade ([`Error::Rejected`]) or of a handshake this side
+    /// refused ([`Error::Handshake`]).
+    pub fn status(&self) -> Option<http::StatusCode> {
+        match self {
+            Self::Rejected(r) => Some(r.status()),
+            Self::Handshake(e) => Some(e.status()),
+            _ => None,
+        }
+    }
+}
+
+impl From<SendError> for Error {
+    fn from(e: SendError) -> Self {
+        match e {
+            SendError::Closed => Self::Closed,
+            other => Self::Send(other),
+        }
+    }
+}
+
+fn body_suffix(body: &Bytes) -> String {
+    let text = String::from_utf8_lossy(body);
+    let text = text.trim();
+    if text.is_empty() {
+        String::new()
+    } else {
+        format!(" ({text})")
+    }
+}

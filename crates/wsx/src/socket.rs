@@ -1,0 +1,272 @@
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
+
+use futures_core::Stream;
+use futures_sink::Sink;
+use futures_util::future::poll_fn;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::time::{sleep_until, Instant, Sleep};
+use tokio_util::io::{poll_read_buf, poll_write_buf};
+use wsx_proto::connection::State;
+use wsx_proto::{CloseCode, CloseFrame, Config, Connection, Message, Role};
+
+use crate::split::{self, ReadHalf, WriteHalf};
+use crate::Error;
+
+/// A WebSocket connection over a transport `S` (a `TcpStream`, a TLS stream, an in-memory
+/// duplex…), after the opening handshake.
+///
+/// Receive with [`WebSocket::recv`] or as a [`Stream`]; send with [`WebSocket::send`] or as a
+/// [`Sink`]. Pings are answered and the peer's close is echoed while receiving, so keep
+/// receiving: the stream yields the peer's [`Message::Close`] and then ends (`None`). Sending
+/// after a close returns [`Error::Closed`].
+#[derive(Debug)]
+pub struct WebSocket<S> {
+    io: S,
+    conn: Connection,
+    timer: Option<Pin<Box<Sleep>>>,
+    protocol: Option<String>,
+    finished: bool,
+}
+
+impl<S> WebSocket<S>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    /// Wraps a transport on which the opening handshake has already happened.
+    pub fn from_raw(io: S, role: Role, config: Config) -> Self {
+        Self::from_connection(io, Connection::new(role, config), None)
+    }
+
+    /// Wraps a transport and a protocol core, with the negotiated subprotocol.
+    pub fn from_connection(io: S, conn: Connection, protocol: Option<String>) -> Self {
+        Self {
+            io,
+            conn,
+            timer: None,
+            protocol,
+            finished: false,
+        }
+    }
+
+    /// Receives the next message. `None` once the connection is closed.
+    ///
+    /// Data messages, pings and pongs are all returned; the peer's close frame is returned as
+    /// [`Message::Close`] just before the end. A protocol violation by the peer is returned once
+    /// as [`Error::Protocol`] (the close frame for it has been sent).
+    pub async fn recv(&mut self) -> Option<Result<Message, Error>> {
+        poll_fn(|cx| self.poll_recv(cx)).await
+    }
+
+    /// Sends a message and flushes it to the transport.
+    pub async fn send(&mut self, message: Message) -> Result<(), Error> {
+        self.feed(message).await?;
+        self.flush().await
+    }
+
+    /// Queues a message without flushing, waiting only while the send buffer is above its
+    /// high-water mark. Many small messages fed in a row go out in one write; queued bytes are
+    /// also written when receiving.
+    pub async fn feed(&mut self, message: Message) -> Result<(), Error> {
+        poll_fn(|cx| self.poll_ready_to_send(cx)).await?;
+        self.conn.send(message).map_err(Error::from)
+    }
+
+    /// Writes everything queued to the transport.
+    pub async fn flush(&mut self) -> Result<(), Error> {
+        poll_fn(|cx| self.poll_write_out(cx))
+            .await
+            .map_err(Error::from)
+    }
+
+    /// Starts the closing handshake with `frame` (or 1000 with no reason when `None`) and
+    /// flushes it. Keep calling [`Self::recv`] until `None` to read what the peer sent before its
+    /// reply and to finish the handshake. Calling it again does nothing.
+    pub async fn close(&mut self, frame: Option<CloseFrame>) -> Result<(), Error> {
+        if self.conn.state() == State::Open {
+            let frame = frame.unwrap_or_else(|| CloseFrame::new(CloseCode::NORMAL, ""));
+            self.conn.close(Some(frame))?;
+        }
+        self.flush().await
+    }
+
+    /// The subprotocol negotiated in the opening handshake.
+    pub fn protocol(&self) -> Option<&str> {
+        self.protocol.as_deref()
+    }
+
+    /// Where the closing handshake stands.
+    pub fn state(&self) -> State {
+        self.conn.state()
+    }
+
+    /// The transport.
+    pub fn get_ref(&self) -> &S {
+        &self.io
+    }
+
+    /// Splits into a receiving half and a sending half that can live in different tasks.
+    pub fn split(self) -> (ReadHalf<S>, WriteHalf<S>) {
+        split::split(self)
+    }
+
+    /// The receive loop: parse what is buffered, write what the core queued, close the transport
+    /// when the core says so, fire timers, read more.
+    pub(crate) fn poll_recv(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Message, Error>>> {
+        loop {
+            if self.finished {
+                return Poll::Ready(None);
+            }
+            if let Some(result) = self.conn.poll_message() {
+                return Poll::Ready(Some(result.map_err(Error::from)));
+            }
+            // Reading implies writing: pongs, close replies and echoes go out before waiting.
+            match self.poll_write_out(cx) {
+                Poll::Ready(Ok(())) => {}
+                Poll::Ready(Err(e)) => {
+                    self.finished = true;
+                    return Poll::Ready(self.io_error(e));
+                }
+                Poll::Pending => {
+                    if self.conn.is_send_buffer_full() || self.conn.should_close_transport() {
+                        return Poll::Pending;
+                    }
+                }
+            }
+            if self.conn.should_close_transport() {
+                // A failed shutdown changes nothing: the connection is over either way.
+                let _ = ready!(Pin::new(&mut self.io).poll_shutdown(cx));
+                self.finished = true;
+                return Poll::Ready(None);
+            }
+            if self.poll_timer(cx) {
+                continue;
+            }
+            match ready!(poll_read_buf(
+                Pin::new(&mut self.io),
+                cx,
+                self.conn.recv_buf()
+            )) {
+                Ok(0) => self.conn.handle_eof(),
+                Ok(_) => {}
+                Err(e) => {
+                    self.finished = true;
+                    return Poll::Ready(self.io_error(e));
+                }
+            }
+        }
+    }
+
+    /// Waits while the send buffer is above its high-water mark.
+    pub(crate) fn poll_ready_to_send(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        if self.conn.is_send_buffer_full() {
+            ready!(self.poll_write_out(cx))?;
+        }
+        Poll::Ready(Ok(()))
+    }
+
+    pub(crate) fn start_send_message(&mut self, message: Message) -> Result<(), Error> {
+        self.conn.send(message).map_err(Error::from)
+    }
+
+    /// Sends a normal close if still open, then flushes.
+    pub(crate) fn poll_close_sink(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        if self.conn.state() == State::Open {
+            self.conn
+                .close(Some(CloseFrame::new(CloseCode::NORMAL, "")))?;
+        }
+        self.poll_write_out(cx).map_err(Error::from)
+    }
+
+    /// Writes everything the core queued, vectored, then flushes the transport.
+    pub(crate) fn poll_write_out(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        while self.conn.buffered_amount() > 0 {
+            let n = ready!(poll_write_buf(
+                Pin::new(&mut self.io),
+                cx,
+                self.conn.transmit()
+            ))?;
+            if n == 0 {
+                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+            }
+        }
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    /// Drives the core's timers; true when one fired.
+    fn poll_timer(&mut self, cx: &mut Context<'_>) -> bool {
+        // The core has no timers while open (keepalive is not configured).
+        if self.conn.state() == State::Open {
+            return false;
+        }
+        self.conn.handle_timeout(Instant::now().into_std());
+        let Some(deadline) = self.conn.poll_timeout() else {
+            self.timer = None;
+            return false;
+        };
+        let deadline = Instant::from_std(deadline);
+        let timer = match &mut self.timer {
+            Some(t) => {
+                if t.deadline() != deadline {
+                    t.as_mut().reset(deadline);
+                }
+                t
+            }
+            None => self.timer.insert(Box::pin(sleep_until(deadline))),
+        };
+        if timer.as_mut().poll(cx).is_pending() {
+            return false;
+        }
+        self.timer = None;
+        self.conn
+            .handle_timeout(Instant::now().into_std().max(deadline.into_std()));
+        true
+    }
+
+    /// An I/O error ends the stream; after a close frame went either way it is just the end.
+    fn io_error(&self, e: io::Error) -> Option<Result<Message, Error>> {
+        match self.conn.state() {
+            State::Open => Some(Err(Error::Io(e))),
+            _ => None,
+        }
+    }
+}
+
+impl<S> Stream for WebSocket<S>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    type Item = Result<Message, Error>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        self.get_mut().poll_recv(cx)
+    }
+}
+
+impl<S> Sink<Message> for WebSocket<S>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    type Error = Error;
+
+    fn poll_ready(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        self.get_mut().poll_ready_to_send(cx)
+    }
+
+    fn start_send(self: Pin<&mut Self>, item: Message) -> Result<(), Error> {
+        self.get_mut().start_send_message(item)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        self.get_mut().poll_write_out(cx).map_err(Error::from)
+    }
+
+    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        self.get_mut().poll_close_sink(cx)
+    }
+}
