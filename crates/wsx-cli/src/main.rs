@@ -1,9 +1,11 @@
 //! `wsx`: a WebSocket echo server with a demo page, and more to come.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
+use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 
 mod serve;
@@ -34,6 +36,12 @@ struct ServeArgs {
     /// Seconds a client has to send its upgrade request.
     #[arg(long, default_value_t = 10.0)]
     handshake_timeout: f64,
+    /// PEM certificate chain: serve `wss://` (and the demo page over https). Needs --tls-key.
+    #[arg(long, requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key for --tls-cert.
+    #[arg(long, requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
     /// Seconds to wait for clients to finish closing on shutdown.
     #[arg(long, default_value_t = 5.0)]
     shutdown_timeout: f64,
@@ -61,27 +69,35 @@ fn main() -> ExitCode {
 }
 
 fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
-    let threads = args.threads.unwrap_or_else(|| {
-        std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(1)
-    });
+    let threads = args
+        .threads
+        .unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
     let runtime = if threads <= 1 {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()?
+        tokio::runtime::Builder::new_current_thread().enable_all().build()?
     } else {
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(threads)
-            .enable_all()
-            .build()?
+        tokio::runtime::Builder::new_multi_thread().worker_threads(threads).enable_all().build()?
     };
     let options = serve::Options {
         listen: args.listen,
         handshake_timeout: secs(args.handshake_timeout, "--handshake-timeout")?,
         shutdown_timeout: secs(args.shutdown_timeout, "--shutdown-timeout")?,
+        tls: match (&args.tls_cert, &args.tls_key) {
+            (Some(cert), Some(key)) => Some(load_tls(cert, key)?),
+            _ => None,
+        },
     };
     runtime.block_on(serve::run(options))
+}
+
+fn load_tls(
+    cert: &std::path::Path,
+    key: &std::path::Path,
+) -> anyhow::Result<std::sync::Arc<wsx::tls::rustls::ServerConfig>> {
+    let read = |p: &std::path::Path| {
+        std::fs::read(p).with_context(|| format!("cannot read {}", p.display()))
+    };
+    wsx::tls::server_config(&read(cert)?, &read(key)?)
+        .with_context(|| format!("TLS setup from {} and {}", cert.display(), key.display()))
 }
 
 fn secs(value: f64, flag: &str) -> anyhow::Result<Duration> {

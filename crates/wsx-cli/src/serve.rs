@@ -1,14 +1,18 @@
 //! `wsx serve`: the echo server and its demo page.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
 use http::{Method, StatusCode};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
+use tokio::time::{timeout_at, Instant};
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
+use wsx::tls::{rustls::ServerConfig, TlsAcceptor};
 use wsx::{Accept, CloseCode, CloseFrame, Config, Incoming};
 
 /// The demo page, embedded in the binary.
@@ -20,6 +24,8 @@ pub(crate) struct Options {
     pub(crate) listen: SocketAddr,
     pub(crate) handshake_timeout: Duration,
     pub(crate) shutdown_timeout: Duration,
+    /// Serve `wss://` and https with this configuration.
+    pub(crate) tls: Option<Arc<ServerConfig>>,
 }
 
 /// Serves until Ctrl-C or SIGTERM, then closes every connection with 1001.
@@ -28,7 +34,8 @@ pub(crate) async fn run(options: Options) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {}", options.listen))?;
     let addr = listener.local_addr()?;
-    info!("listening on http://{addr}/ (WebSocket echo on ws://{addr}/ at any path)");
+    let (http, ws) = if options.tls.is_some() { ("https", "wss") } else { ("http", "ws") };
+    info!("listening on {http}://{addr}/ (WebSocket echo on {ws}://{addr}/ at any path)");
 
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let tracker = TaskTracker::new();
@@ -62,32 +69,49 @@ pub(crate) async fn run(options: Options) -> anyhow::Result<()> {
     tracker.close();
     // Receivers only fail if every connection already ended, which is fine.
     let _ = shutdown_tx.send(true);
-    if tokio::time::timeout(options.shutdown_timeout, tracker.wait())
-        .await
-        .is_err()
-    {
-        warn!(
-            "{} connections did not close in time; dropping them",
-            tracker.len()
-        );
+    if tokio::time::timeout(options.shutdown_timeout, tracker.wait()).await.is_err() {
+        warn!("{} connections did not close in time; dropping them", tracker.len());
     }
     info!("stopped");
     Ok(())
 }
 
-/// One connection: the demo page for plain HTTP, the echo for WebSocket upgrades.
+/// One connection: TLS if configured, then the demo page for plain HTTP or the echo for
+/// WebSocket upgrades. The handshake timeout covers TLS and the HTTP request together.
 async fn handle(
     tcp: TcpStream,
     options: &Options,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
 ) -> Result<(), wsx::Error> {
     tcp.set_nodelay(true)?;
-    let incoming = tokio::time::timeout(
-        options.handshake_timeout,
-        Incoming::read(tcp, Config::default()),
-    )
-    .await
-    .map_err(|_| wsx::Error::Timeout("handshake"))??;
+    let deadline = Instant::now() + options.handshake_timeout;
+    let timed_out = |_| wsx::Error::Timeout("handshake");
+    match &options.tls {
+        Some(config) => {
+            let tls = timeout_at(deadline, TlsAcceptor::from(config.clone()).accept(tcp))
+                .await
+                .map_err(timed_out)??;
+            let incoming = timeout_at(deadline, Incoming::read(tls, Config::default()))
+                .await
+                .map_err(timed_out)??;
+            serve(incoming, shutdown).await
+        }
+        None => {
+            let incoming = timeout_at(deadline, Incoming::read(tcp, Config::default()))
+                .await
+                .map_err(timed_out)??;
+            serve(incoming, shutdown).await
+        }
+    }
+}
+
+async fn serve<S>(
+    incoming: Incoming<S>,
+    mut shutdown: watch::Receiver<bool>,
+) -> Result<(), wsx::Error>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
     if !incoming.is_upgrade() {
         return serve_page(incoming).await;
     }
@@ -114,19 +138,16 @@ async fn handle(
     }
 }
 
-async fn serve_page(incoming: Incoming<TcpStream>) -> Result<(), wsx::Error> {
+async fn serve_page<S>(incoming: Incoming<S>) -> Result<(), wsx::Error>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
     let req = incoming.request();
     let (status, content_type, body) = match (req.method(), req.uri().path()) {
-        (&Method::GET | &Method::HEAD, "/" | "/index.html") => (
-            StatusCode::OK,
-            "text/html; charset=utf-8",
-            DEMO_PAGE.as_bytes(),
-        ),
-        _ => (
-            StatusCode::NOT_FOUND,
-            "text/plain; charset=utf-8",
-            &b"not found\n"[..],
-        ),
+        (&Method::GET | &Method::HEAD, "/" | "/index.html") => {
+            (StatusCode::OK, "text/html; charset=utf-8", DEMO_PAGE.as_bytes())
+        }
+        _ => (StatusCode::NOT_FOUND, "text/plain; charset=utf-8", &b"not found\n"[..]),
     };
     incoming.respond(status, content_type, body).await
 }

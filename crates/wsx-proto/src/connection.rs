@@ -290,12 +290,7 @@ impl Connection {
         };
         let len = self.check_header(&header)?;
         self.read_buf.advance(header_len);
-        self.frame = Some(InFrame {
-            header,
-            len,
-            checked: 0,
-            incremental: false,
-        });
+        self.frame = Some(InFrame { header, len, checked: 0, incremental: false });
         Ok(true)
     }
 
@@ -368,9 +363,7 @@ impl Connection {
                 apply_mask(fresh, key, f.checked);
             }
             if f.incremental {
-                self.utf8
-                    .feed(fresh)
-                    .map_err(|_| ProtocolError::InvalidUtf8)?;
+                self.utf8.feed(fresh).map_err(|_| ProtocolError::InvalidUtf8)?;
             }
             f.checked = avail;
         }
@@ -399,10 +392,7 @@ impl Connection {
             )
             .map(Progress::Message),
             OpCode::Text | OpCode::Binary => {
-                self.message = Some(Partial {
-                    text: header.opcode == OpCode::Text,
-                    buf: payload,
-                });
+                self.message = Some(Partial { text: header.opcode == OpCode::Text, buf: payload });
                 Ok(Progress::Fragment)
             }
             OpCode::Continuation => {
@@ -468,11 +458,7 @@ impl Connection {
         if !self.close_sent {
             let reason = err.to_string();
             // Reasons are ASCII and kept under the 123-byte limit.
-            let reason = if reason.len() <= 123 {
-                reason.as_str()
-            } else {
-                ""
-            };
+            let reason = if reason.len() <= 123 { reason.as_str() } else { "" };
             self.queue_close(Some((err.close_code(), reason)));
         }
         self.failed = true;
@@ -495,13 +481,8 @@ impl Connection {
 
     fn queue_frame(&mut self, opcode: OpCode, payload: Bytes) {
         let mask = self.rng.as_mut().map(|rng| rng.next_u32().to_ne_bytes());
-        let header = FrameHeader {
-            fin: true,
-            rsv: 0,
-            opcode,
-            mask,
-            payload_len: payload.len() as u64,
-        };
+        let header =
+            FrameHeader { fin: true, rsv: 0, opcode, mask, payload_len: payload.len() as u64 };
         self.out.push_frame(&header, payload);
     }
 }
@@ -524,9 +505,7 @@ fn finish(
     if let Some(v) = utf8 {
         v.finish().map_err(|_| ProtocolError::InvalidUtf8)?;
     }
-    Utf8Bytes::try_from(buf.freeze())
-        .map(Message::Text)
-        .map_err(|_| ProtocolError::InvalidUtf8)
+    Utf8Bytes::try_from(buf.freeze()).map(Message::Text).map_err(|_| ProtocolError::InvalidUtf8)
 }
 
 fn check_control_len(len: usize) -> Result<(), SendError> {

@@ -108,13 +108,7 @@ impl FrameHeader {
             None
         };
         Ok(Some((
-            Self {
-                fin: b0 & 0x80 != 0,
-                rsv: (b0 >> 4) & 0x07,
-                opcode,
-                mask,
-                payload_len,
-            },
+            Self { fin: b0 & 0x80 != 0, rsv: (b0 >> 4) & 0x07, opcode, mask, payload_len },
             pos,
         )))
     }
@@ -176,13 +170,7 @@ mod tests {
     }
 
     fn hdr(fin: bool, opcode: OpCode, mask: Option<[u8; 4]>, payload_len: u64) -> FrameHeader {
-        FrameHeader {
-            fin,
-            rsv: 0,
-            opcode,
-            mask,
-            payload_len,
-        }
+        FrameHeader { fin, rsv: 0, opcode, mask, payload_len }
     }
 
     #[test]
@@ -200,34 +188,20 @@ mod tests {
         // Unmasked ping "Hello".
         check(&[0x89, 0x05], hdr(true, OpCode::Ping, None, 5));
         // 256 bytes binary in one unmasked frame.
-        check(
-            &[0x82, 0x7e, 0x01, 0x00],
-            hdr(true, OpCode::Binary, None, 256),
-        );
+        check(&[0x82, 0x7e, 0x01, 0x00], hdr(true, OpCode::Binary, None, 256));
         // 64 KiB binary in one unmasked frame.
-        check(
-            &[0x82, 0x7f, 0, 0, 0, 0, 0, 1, 0, 0],
-            hdr(true, OpCode::Binary, None, 65536),
-        );
+        check(&[0x82, 0x7f, 0, 0, 0, 0, 0, 1, 0, 0], hdr(true, OpCode::Binary, None, 65536));
     }
 
     #[test]
     fn length_boundaries() {
-        for (len, header_len) in [
-            (0u64, 2),
-            (125, 2),
-            (126, 4),
-            (65535, 4),
-            (65536, 10),
-            (1 << 40, 10),
-        ] {
+        for (len, header_len) in
+            [(0u64, 2), (125, 2), (126, 4), (65535, 4), (65536, 10), (1 << 40, 10)]
+        {
             let h = hdr(true, OpCode::Binary, None, len);
             let mut out = [0u8; MAX_HEADER_LEN];
             assert_eq!(h.encode(&mut out), header_len);
-            assert_eq!(
-                FrameHeader::decode(&out[..header_len]).unwrap().unwrap(),
-                (h, header_len)
-            );
+            assert_eq!(FrameHeader::decode(&out[..header_len]).unwrap().unwrap(), (h, header_len));
         }
     }
 

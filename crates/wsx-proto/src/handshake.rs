@@ -81,9 +81,7 @@ pub fn parse_request(head: &[u8], max_headers: usize) -> Result<Request<()>, Han
     if let Some(map) = builder.headers_mut() {
         copy_headers(req.headers, map)?;
     }
-    builder
-        .body(())
-        .map_err(|_| HandshakeError::Malformed("invalid request target"))
+    builder.body(()).map_err(|_| HandshakeError::Malformed("invalid request target"))
 }
 
 /// Whether a request asks for a WebSocket upgrade at all (`Upgrade: websocket`), as opposed to
@@ -110,15 +108,10 @@ pub fn validate_request<B>(req: &Request<B>) -> Result<String, HandshakeError> {
     if !has_token(h, &header::CONNECTION, "upgrade") {
         return Err(HandshakeError::BadHeader("Connection"));
     }
-    if h.get(header::SEC_WEBSOCKET_VERSION)
-        .map(|v| v.as_bytes().trim_ascii())
-        != Some(b"13")
-    {
+    if h.get(header::SEC_WEBSOCKET_VERSION).map(|v| v.as_bytes().trim_ascii()) != Some(b"13") {
         return Err(HandshakeError::UnsupportedVersion);
     }
-    let key = h
-        .get(header::SEC_WEBSOCKET_KEY)
-        .ok_or(HandshakeError::BadKey)?;
+    let key = h.get(header::SEC_WEBSOCKET_KEY).ok_or(HandshakeError::BadKey)?;
     let key = key.as_bytes().trim_ascii();
     match BASE64.decode(key) {
         Ok(raw) if raw.len() == 16 => Ok(accept_key(key)),
@@ -128,9 +121,7 @@ pub fn validate_request<B>(req: &Request<B>) -> Result<String, HandshakeError> {
 
 /// The subprotocols a request offers, in order of preference.
 pub fn offered_protocols<B>(req: &Request<B>) -> Vec<String> {
-    tokens(req.headers(), &header::SEC_WEBSOCKET_PROTOCOL)
-        .map(str::to_owned)
-        .collect()
+    tokens(req.headers(), &header::SEC_WEBSOCKET_PROTOCOL).map(str::to_owned).collect()
 }
 
 /// The `101 Switching Protocols` response head, with an optional chosen subprotocol and extra
@@ -166,11 +157,7 @@ pub fn http_response(
     out.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
     out.extend_from_slice(b"\r\n");
     push_header(&mut out, "Content-Type", content_type.as_bytes());
-    push_header(
-        &mut out,
-        "Content-Length",
-        body.len().to_string().as_bytes(),
-    );
+    push_header(&mut out, "Content-Length", body.len().to_string().as_bytes());
     push_header(&mut out, "Connection", b"close");
     for (name, value) in extra {
         push_header(&mut out, name.as_str(), value.as_bytes());
@@ -185,18 +172,10 @@ pub fn http_response(
 pub fn rejection(err: &HandshakeError) -> Vec<u8> {
     let mut extra = HeaderMap::new();
     if matches!(err, HandshakeError::UnsupportedVersion) {
-        extra.insert(
-            header::SEC_WEBSOCKET_VERSION,
-            HeaderValue::from_static("13"),
-        );
+        extra.insert(header::SEC_WEBSOCKET_VERSION, HeaderValue::from_static("13"));
     }
     let body = format!("{err}\n");
-    http_response(
-        err.status(),
-        &extra,
-        "text/plain; charset=utf-8",
-        body.as_bytes(),
-    )
+    http_response(err.status(), &extra, "text/plain; charset=utf-8", body.as_bytes())
 }
 
 /// A fresh random `Sec-WebSocket-Key`: 16 random bytes, base64-encoded.
@@ -219,14 +198,7 @@ pub fn request(
 ) -> Vec<u8> {
     let mut out = Vec::with_capacity(256);
     out.extend_from_slice(b"GET ");
-    out.extend_from_slice(
-        if path_and_query.is_empty() {
-            "/"
-        } else {
-            path_and_query
-        }
-        .as_bytes(),
-    );
+    out.extend_from_slice(if path_and_query.is_empty() { "/" } else { path_and_query }.as_bytes());
     out.extend_from_slice(b" HTTP/1.1\r\n");
     push_header(&mut out, "Host", host.as_bytes());
     out.extend_from_slice(
@@ -234,11 +206,7 @@ pub fn request(
     );
     push_header(&mut out, "Sec-WebSocket-Key", key.as_bytes());
     if !protocols.is_empty() {
-        push_header(
-            &mut out,
-            "Sec-WebSocket-Protocol",
-            protocols.join(", ").as_bytes(),
-        );
+        push_header(&mut out, "Sec-WebSocket-Protocol", protocols.join(", ").as_bytes());
     }
     for (name, value) in extra {
         push_header(&mut out, name.as_str(), value.as_bytes());
@@ -261,15 +229,11 @@ pub fn parse_response(head: &[u8], max_headers: usize) -> Result<Response<()>, H
     }
     let status = StatusCode::from_u16(resp.code.unwrap_or(0))
         .map_err(|_| HandshakeError::Malformed("invalid status code"))?;
-    let mut builder = Response::builder()
-        .status(status)
-        .version(http_version(resp.version));
+    let mut builder = Response::builder().status(status).version(http_version(resp.version));
     if let Some(map) = builder.headers_mut() {
         copy_headers(resp.headers, map)?;
     }
-    builder
-        .body(())
-        .map_err(|_| HandshakeError::Malformed("invalid response"))
+    builder.body(()).map_err(|_| HandshakeError::Malformed("invalid response"))
 }
 
 /// Checks a server's response (RFC 6455 §4.2.2 / §4.1) against the request's key and offered
@@ -280,9 +244,7 @@ pub fn validate_response<B>(
     offered: &[String],
 ) -> Result<Option<String>, HandshakeError> {
     if resp.status() != StatusCode::SWITCHING_PROTOCOLS {
-        return Err(HandshakeError::UnexpectedStatus {
-            status: resp.status(),
-        });
+        return Err(HandshakeError::UnexpectedStatus { status: resp.status() });
     }
     let h = resp.headers();
     if !has_token(h, &header::UPGRADE, "websocket") {
@@ -292,8 +254,7 @@ pub fn validate_response<B>(
         return Err(HandshakeError::BadHeader("Connection"));
     }
     let expected = accept_key(key.as_bytes());
-    if h.get(header::SEC_WEBSOCKET_ACCEPT)
-        .map(|v| v.as_bytes().trim_ascii())
+    if h.get(header::SEC_WEBSOCKET_ACCEPT).map(|v| v.as_bytes().trim_ascii())
         != Some(expected.as_bytes())
     {
         return Err(HandshakeError::BadAccept);
@@ -304,10 +265,8 @@ pub fn validate_response<B>(
     match h.get(header::SEC_WEBSOCKET_PROTOCOL) {
         None => Ok(None),
         Some(v) => {
-            let chosen = v
-                .to_str()
-                .map_err(|_| HandshakeError::BadHeader("Sec-WebSocket-Protocol"))?
-                .trim();
+            let chosen =
+                v.to_str().map_err(|_| HandshakeError::BadHeader("Sec-WebSocket-Protocol"))?.trim();
             if offered.iter().any(|p| p == chosen) {
                 Ok(Some(chosen.to_owned()))
             } else {

@@ -187,10 +187,7 @@ pub struct CloseFrame {
 impl CloseFrame {
     /// A close frame with a code and a reason.
     pub fn new(code: CloseCode, reason: impl Into<Utf8Bytes>) -> Self {
-        Self {
-            code,
-            reason: reason.into(),
-        }
+        Self { code, reason: reason.into() }
     }
 }
 
@@ -267,14 +264,10 @@ mod tests {
 
     #[test]
     fn close_code_ranges() {
-        for code in [
-            1000, 1001, 1002, 1003, 1007, 1010, 1011, 1014, 3000, 3999, 4000, 4999,
-        ] {
+        for code in [1000, 1001, 1002, 1003, 1007, 1010, 1011, 1014, 3000, 3999, 4000, 4999] {
             assert!(CloseCode(code).is_valid_on_wire(), "{code}");
         }
-        for code in [
-            0, 999, 1004, 1005, 1006, 1015, 1016, 1100, 2000, 2999, 5000, 65535,
-        ] {
+        for code in [0, 999, 1004, 1005, 1006, 1015, 1016, 1100, 2000, 2999, 5000, 65535] {
             assert!(!CloseCode(code).is_valid_on_wire(), "{code}");
         }
     }

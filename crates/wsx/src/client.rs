@@ -33,6 +33,8 @@ pub struct ClientBuilder {
     protocols: Vec<String>,
     config: Config,
     connect_timeout: Option<Duration>,
+    #[cfg(feature = "tls")]
+    tls: crate::tls::ClientTls,
 }
 
 impl ClientBuilder {
@@ -44,7 +46,33 @@ impl ClientBuilder {
             protocols: Vec::new(),
             config: Config::default(),
             connect_timeout: Some(Duration::from_secs(30)),
+            #[cfg(feature = "tls")]
+            tls: Default::default(),
         }
+    }
+
+    /// Trusts the CA certificates in `pem` for `wss://`, on top of the platform's and the
+    /// bundled web roots.
+    #[cfg(feature = "tls")]
+    pub fn add_root_certificates_pem(mut self, pem: &[u8]) -> Result<Self, Error> {
+        self.tls.extra_roots.extend(crate::tls::certificates_from_pem(pem)?);
+        Ok(self)
+    }
+
+    /// Uses this rustls configuration for `wss://` instead of building one (its ALPN is used
+    /// as given).
+    #[cfg(feature = "tls")]
+    pub fn tls_config(mut self, config: std::sync::Arc<rustls::ClientConfig>) -> Self {
+        self.tls.config = Some(config);
+        self
+    }
+
+    /// **Testing only**: accept any server certificate on `wss://`, which lets anyone on the
+    /// path read and change the traffic.
+    #[cfg(feature = "tls")]
+    pub fn danger_accept_invalid_certs(mut self, accept: bool) -> Self {
+        self.tls.accept_invalid_certs = accept;
+        self
     }
 
     /// Adds a request header (authorization, cookies…). Repeatable.
@@ -84,12 +112,17 @@ impl ClientBuilder {
             let target = Target::parse(&self.url)?;
             let tcp = TcpStream::connect((target.connect_host.as_str(), target.port)).await?;
             tcp.set_nodelay(true)?;
-            self.handshake(MaybeTlsStream::Plain(tcp), &target).await
+            let stream = if target.tls {
+                self.tls_stream(tcp, &target).await?
+            } else {
+                MaybeTlsStream::Plain(tcp)
+            };
+            self.handshake(stream, &target).await
         };
         match timeout {
-            Some(t) => tokio::time::timeout(t, attempt)
-                .await
-                .map_err(|_| Error::Timeout("connecting"))?,
+            Some(t) => {
+                tokio::time::timeout(t, attempt).await.map_err(|_| Error::Timeout("connecting"))?
+            }
             None => attempt.await,
         }
     }
@@ -101,6 +134,19 @@ impl ClientBuilder {
     {
         let target = Target::parse(&self.url)?;
         self.handshake(stream, &target).await
+    }
+
+    #[cfg(feature = "tls")]
+    async fn tls_stream(&self, tcp: TcpStream, target: &Target) -> Result<MaybeTlsStream, Error> {
+        let connector = crate::tls::TlsConnector::from(self.tls.client_config()?);
+        let name = crate::tls::server_name(&target.connect_host)?;
+        let tls = connector.connect(name, tcp).await?;
+        Ok(MaybeTlsStream::Tls(Box::new(tls)))
+    }
+
+    #[cfg(not(feature = "tls"))]
+    async fn tls_stream(&self, _tcp: TcpStream, target: &Target) -> Result<MaybeTlsStream, Error> {
+        Err(Error::Url(format!("{}: wss:// needs wsx's `tls` feature", target.host_header)))
     }
 
     async fn handshake<S>(
@@ -162,9 +208,7 @@ async fn read_body<S: AsyncRead + Unpin>(
         .get(http::header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse::<usize>().ok());
-    let want = declared
-        .unwrap_or(MAX_REJECTION_BODY)
-        .min(MAX_REJECTION_BODY);
+    let want = declared.unwrap_or(MAX_REJECTION_BODY).min(MAX_REJECTION_BODY);
     let read = async {
         while body.len() < want {
             body.reserve(want - body.len());
@@ -182,6 +226,8 @@ async fn read_body<S: AsyncRead + Unpin>(
 /// Where a URL points.
 #[derive(Debug)]
 struct Target {
+    /// `wss://`.
+    tls: bool,
     /// Host to resolve: a name or an IP literal without brackets.
     connect_host: String,
     port: u16,
@@ -193,38 +239,24 @@ struct Target {
 impl Target {
     fn parse(raw: &str) -> Result<Self, Error> {
         let url = url::Url::parse(raw).map_err(|e| Error::Url(format!("{raw}: {e}")))?;
-        let default_port = match url.scheme() {
-            "ws" => 80,
-            "wss" => {
-                return Err(Error::Url(format!(
-                    "{raw}: wss:// needs TLS, which is not built yet"
-                )))
-            }
-            other => return Err(Error::Url(format!("{raw}: scheme {other} is not ws"))),
+        let (tls, default_port) = match url.scheme() {
+            "ws" => (false, 80),
+            "wss" => (true, 443),
+            other => return Err(Error::Url(format!("{raw}: scheme {other} is not ws or wss"))),
         };
-        let host = url
-            .host_str()
-            .ok_or_else(|| Error::Url(format!("{raw}: no host")))?;
+        let host = url.host_str().ok_or_else(|| Error::Url(format!("{raw}: no host")))?;
         let port = url.port().unwrap_or(default_port);
         let host_header = match url.port() {
             Some(p) if p != default_port => format!("{host}:{p}"),
             _ => host.to_owned(),
         };
-        let connect_host = host
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .to_owned();
+        let connect_host = host.trim_start_matches('[').trim_end_matches(']').to_owned();
         let mut path = url.path().to_owned();
         if let Some(q) = url.query() {
             path.push('?');
             path.push_str(q);
         }
-        Ok(Self {
-            connect_host,
-            port,
-            host_header,
-            path,
-        })
+        Ok(Self { tls, connect_host, port, host_header, path })
     }
 }
 
@@ -234,6 +266,9 @@ impl Target {
 pub enum MaybeTlsStream {
     /// Plain TCP (`ws://`).
     Plain(TcpStream),
+    /// TLS over TCP (`wss://`).
+    #[cfg(feature = "tls")]
+    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
 }
 
 impl AsyncRead for MaybeTlsStream {
@@ -244,6 +279,8 @@ impl AsyncRead for MaybeTlsStream {
     ) -> Poll<io::Result<()>> {
         match self.get_mut() {
             Self::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            #[cfg(feature = "tls")]
+            Self::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
         }
     }
 }
@@ -256,6 +293,8 @@ impl AsyncWrite for MaybeTlsStream {
     ) -> Poll<io::Result<usize>> {
         match self.get_mut() {
             Self::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            #[cfg(feature = "tls")]
+            Self::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
         }
     }
 
@@ -266,24 +305,32 @@ impl AsyncWrite for MaybeTlsStream {
     ) -> Poll<io::Result<usize>> {
         match self.get_mut() {
             Self::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            #[cfg(feature = "tls")]
+            Self::Tls(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
         }
     }
 
     fn is_write_vectored(&self) -> bool {
         match self {
             Self::Plain(s) => s.is_write_vectored(),
+            #[cfg(feature = "tls")]
+            Self::Tls(s) => s.is_write_vectored(),
         }
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
             Self::Plain(s) => Pin::new(s).poll_flush(cx),
+            #[cfg(feature = "tls")]
+            Self::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
         }
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
             Self::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            #[cfg(feature = "tls")]
+            Self::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
         }
     }
 }
@@ -296,22 +343,12 @@ mod tests {
     fn targets() {
         let t = Target::parse("ws://example.com/chat?x=1").unwrap();
         assert_eq!(
-            (
-                t.connect_host.as_str(),
-                t.port,
-                t.host_header.as_str(),
-                t.path.as_str()
-            ),
+            (t.connect_host.as_str(), t.port, t.host_header.as_str(), t.path.as_str()),
             ("example.com", 80, "example.com", "/chat?x=1")
         );
         let t = Target::parse("ws://[::1]:9001").unwrap();
         assert_eq!(
-            (
-                t.connect_host.as_str(),
-                t.port,
-                t.host_header.as_str(),
-                t.path.as_str()
-            ),
+            (t.connect_host.as_str(), t.port, t.host_header.as_str(), t.path.as_str()),
             ("::1", 9001, "[::1]:9001", "/")
         );
         assert!(matches!(Target::parse("http://x/"), Err(Error::Url(_))));

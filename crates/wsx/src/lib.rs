@@ -44,6 +44,8 @@ mod error;
 pub mod server;
 mod socket;
 mod split;
+#[cfg(feature = "tls")]
+pub mod tls;
 
 pub use client::{connect, ClientBuilder, MaybeTlsStream};
 pub use error::Error;

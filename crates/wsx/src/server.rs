@@ -73,11 +73,7 @@ impl Reject {
     /// A refusal with `status` and its canonical reason as the body.
     pub fn status(status: StatusCode) -> Self {
         let body = format!("{}\n", status.canonical_reason().unwrap_or(""));
-        Self {
-            status,
-            headers: Vec::new(),
-            body,
-        }
+        Self { status, headers: Vec::new(), body }
     }
 }
 
@@ -116,12 +112,7 @@ where
             Err(e) => return Err(refuse(&mut stream, e).await),
         };
         let rest = buf.split_off(head_len);
-        Ok(Self {
-            io: stream,
-            request,
-            rest,
-            config,
-        })
+        Ok(Self { io: stream, request, rest, config })
     }
 
     /// The request.
@@ -143,10 +134,7 @@ where
             Err(e) => return Err(refuse(&mut self.io, e).await),
         };
         if let Some(p) = &accept.protocol {
-            if !handshake::offered_protocols(&self.request)
-                .iter()
-                .any(|o| o == p)
-            {
+            if !handshake::offered_protocols(&self.request).iter().any(|o| o == p) {
                 let e = HandshakeError::UnofferedProtocol(p.clone());
                 return Err(refuse(&mut self.io, e).await);
             }

@@ -42,13 +42,7 @@ where
 
     /// Wraps a transport and a protocol core, with the negotiated subprotocol.
     pub fn from_connection(io: S, conn: Connection, protocol: Option<String>) -> Self {
-        Self {
-            io,
-            conn,
-            timer: None,
-            protocol,
-            finished: false,
-        }
+        Self { io, conn, timer: None, protocol, finished: false }
     }
 
     /// Receives the next message. `None` once the connection is closed.
@@ -76,9 +70,7 @@ where
 
     /// Writes everything queued to the transport.
     pub async fn flush(&mut self) -> Result<(), Error> {
-        poll_fn(|cx| self.poll_write_out(cx))
-            .await
-            .map_err(Error::from)
+        poll_fn(|cx| self.poll_write_out(cx)).await.map_err(Error::from)
     }
 
     /// Starts the closing handshake with `frame` (or 1000 with no reason when `None`) and
@@ -147,11 +139,7 @@ where
             if self.poll_timer(cx) {
                 continue;
             }
-            match ready!(poll_read_buf(
-                Pin::new(&mut self.io),
-                cx,
-                self.conn.recv_buf()
-            )) {
+            match ready!(poll_read_buf(Pin::new(&mut self.io), cx, self.conn.recv_buf())) {
                 Ok(0) => self.conn.handle_eof(),
                 Ok(_) => {}
                 Err(e) => {
@@ -177,8 +165,7 @@ where
     /// Sends a normal close if still open, then flushes.
     pub(crate) fn poll_close_sink(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
         if self.conn.state() == State::Open {
-            self.conn
-                .close(Some(CloseFrame::new(CloseCode::NORMAL, "")))?;
+            self.conn.close(Some(CloseFrame::new(CloseCode::NORMAL, "")))?;
         }
         self.poll_write_out(cx).map_err(Error::from)
     }
@@ -186,11 +173,7 @@ where
     /// Writes everything the core queued, vectored, then flushes the transport.
     pub(crate) fn poll_write_out(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         while self.conn.buffered_amount() > 0 {
-            let n = ready!(poll_write_buf(
-                Pin::new(&mut self.io),
-                cx,
-                self.conn.transmit()
-            ))?;
+            let n = ready!(poll_write_buf(Pin::new(&mut self.io), cx, self.conn.transmit()))?;
             if n == 0 {
                 return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
             }
@@ -223,8 +206,7 @@ where
             return false;
         }
         self.timer = None;
-        self.conn
-            .handle_timeout(Instant::now().into_std().max(deadline.into_std()));
+        self.conn.handle_timeout(Instant::now().into_std().max(deadline.into_std()));
         true
     }
 

@@ -50,16 +50,8 @@ impl ArcWake for Wakers {
 }
 
 pub(crate) fn split<S>(ws: WebSocket<S>) -> (ReadHalf<S>, WriteHalf<S>) {
-    let shared = Arc::new(Shared {
-        ws: Mutex::new(ws),
-        wakers: Arc::default(),
-    });
-    (
-        ReadHalf {
-            shared: shared.clone(),
-        },
-        WriteHalf { shared },
-    )
+    let shared = Arc::new(Shared { ws: Mutex::new(ws), wakers: Arc::default() });
+    (ReadHalf { shared: shared.clone() }, WriteHalf { shared })
 }
 
 impl<S> Shared<S> {
@@ -95,10 +87,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WriteHalf<S> {
     /// Starts the closing handshake; see [`WebSocket::close`].
     pub async fn close(&mut self, frame: Option<CloseFrame>) -> Result<(), Error> {
         if let Some(frame) = frame {
-            let sent = self
-                .shared
-                .lock()
-                .start_send_message(Message::Close(Some(frame)));
+            let sent = self.shared.lock().start_send_message(Message::Close(Some(frame)));
             match sent {
                 Ok(()) | Err(Error::Closed) => {}
                 Err(e) => return Err(e),
@@ -122,8 +111,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Sink<Message> for WriteHalf<S> {
 
     fn poll_ready(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
         self.shared.wakers.write.register(cx.waker());
-        self.shared
-            .with_shared_waker(|ws, cx| ws.poll_ready_to_send(cx))
+        self.shared.with_shared_waker(|ws, cx| ws.poll_ready_to_send(cx))
     }
 
     fn start_send(self: Pin<&mut Self>, item: Message) -> Result<(), Error> {
@@ -132,13 +120,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Sink<Message> for WriteHalf<S> {
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
         self.shared.wakers.write.register(cx.waker());
-        self.shared
-            .with_shared_waker(|ws, cx| ws.poll_write_out(cx).map_err(Error::from))
+        self.shared.with_shared_waker(|ws, cx| ws.poll_write_out(cx).map_err(Error::from))
     }
 
     fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
         self.shared.wakers.write.register(cx.waker());
-        self.shared
-            .with_shared_waker(|ws, cx| ws.poll_close_sink(cx))
+        self.shared.with_shared_waker(|ws, cx| ws.poll_close_sink(cx))
     }
 }
