@@ -8,6 +8,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 
+mod connect;
 mod serve;
 
 /// wsx: a WebSocket toolkit.
@@ -22,6 +23,8 @@ struct Cli {
 enum Command {
     /// Run the WebSocket echo server, with a demo page at `/`.
     Serve(ServeArgs),
+    /// Connect to a WebSocket server: stdin lines are sent, messages received are printed.
+    Connect(connect::ConnectArgs),
 }
 
 /// Options of `wsx serve`.
@@ -42,6 +45,12 @@ struct ServeArgs {
     /// PEM private key for --tls-cert.
     #[arg(long, requires = "tls_cert")]
     tls_key: Option<PathBuf>,
+    /// Do not offer permessage-deflate compression (on by default).
+    #[arg(long)]
+    no_deflate: bool,
+    /// Send messages shorter than this many bytes uncompressed.
+    #[arg(long, default_value_t = 0)]
+    deflate_min_size: usize,
     /// Seconds to wait for clients to finish closing on shutdown.
     #[arg(long, default_value_t = 5.0)]
     shutdown_timeout: f64,
@@ -58,6 +67,10 @@ fn main() -> ExitCode {
         .init();
     let result = match cli.command {
         Command::Serve(args) => run_serve(args),
+        Command::Connect(args) => match connect::run(args) {
+            Ok(code) => return code,
+            Err(e) => Err(e),
+        },
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -81,6 +94,11 @@ fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
         listen: args.listen,
         handshake_timeout: secs(args.handshake_timeout, "--handshake-timeout")?,
         shutdown_timeout: secs(args.shutdown_timeout, "--shutdown-timeout")?,
+        config: wsx::Config::default().deflate((!args.no_deflate).then(|| {
+            let mut deflate = wsx::proto::deflate::DeflateConfig::default();
+            deflate.min_size = args.deflate_min_size;
+            deflate
+        })),
         tls: match (&args.tls_cert, &args.tls_key) {
             (Some(cert), Some(key)) => Some(load_tls(cert, key)?),
             _ => None,

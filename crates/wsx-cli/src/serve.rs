@@ -24,6 +24,8 @@ pub(crate) struct Options {
     pub(crate) listen: SocketAddr,
     pub(crate) handshake_timeout: Duration,
     pub(crate) shutdown_timeout: Duration,
+    /// Limits and compression of every connection.
+    pub(crate) config: Config,
     /// Serve `wss://` and https with this configuration.
     pub(crate) tls: Option<Arc<ServerConfig>>,
 }
@@ -91,13 +93,13 @@ async fn handle(
             let tls = timeout_at(deadline, TlsAcceptor::from(config.clone()).accept(tcp))
                 .await
                 .map_err(timed_out)??;
-            let incoming = timeout_at(deadline, Incoming::read(tls, Config::default()))
+            let incoming = timeout_at(deadline, Incoming::read(tls, options.config.clone()))
                 .await
                 .map_err(timed_out)??;
             serve(incoming, shutdown).await
         }
         None => {
-            let incoming = timeout_at(deadline, Incoming::read(tcp, Config::default()))
+            let incoming = timeout_at(deadline, Incoming::read(tcp, options.config.clone()))
                 .await
                 .map_err(timed_out)??;
             serve(incoming, shutdown).await

@@ -2,6 +2,8 @@
 
 use std::time::Duration;
 
+use crate::deflate::DeflateConfig;
+
 /// Settings for one WebSocket connection, with safe defaults.
 ///
 /// A plain struct: build it with [`Config::default`] and the named setters, then hand it to a
@@ -28,6 +30,10 @@ pub struct Config {
     /// Bytes queued for sending above which a sender should wait for the transport to drain.
     /// Default 128 KiB. The core never refuses to queue; drivers apply this as backpressure.
     pub write_buffer_high_water: usize,
+    /// permessage-deflate (RFC 7692): offered by clients and accepted by servers when `Some`.
+    /// Default `None`: compression costs CPU and, with context takeover, about 300 KiB per
+    /// connection (see [`crate::deflate`]); turn it on for text-heavy traffic.
+    pub deflate: Option<DeflateConfig>,
 }
 
 impl Default for Config {
@@ -40,6 +46,7 @@ impl Default for Config {
             auto_pong: true,
             close_timeout: Some(Duration::from_secs(10)),
             write_buffer_high_water: 128 << 10,
+            deflate: None,
         }
     }
 }
@@ -78,6 +85,12 @@ impl Config {
     /// Sets [`Config::close_timeout`].
     pub fn close_timeout(mut self, timeout: Option<Duration>) -> Self {
         self.close_timeout = timeout;
+        self
+    }
+
+    /// Sets [`Config::deflate`].
+    pub fn deflate(mut self, deflate: Option<DeflateConfig>) -> Self {
+        self.deflate = deflate;
         self
     }
 

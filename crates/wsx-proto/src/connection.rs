@@ -12,6 +12,7 @@ use rand::rngs::StdRng;
 use rand::{RngCore, SeedableRng};
 
 use crate::config::Config;
+use crate::deflate::{Deflate, Params};
 use crate::error::{ProtocolError, SendError};
 use crate::frame::{FrameHeader, OpCode, MAX_HEADER_LEN};
 use crate::mask::apply_mask;
@@ -58,6 +59,7 @@ pub struct Connection {
     /// The fragmented message being reassembled.
     message: Option<Partial>,
     utf8: Utf8Validator,
+    deflate: Option<Deflate>,
     out: SendQueue,
     rng: Option<StdRng>,
     close_sent: bool,
@@ -80,9 +82,13 @@ struct InFrame {
     incremental: bool,
 }
 
+/// RSV1: set on the first frame of a compressed message (RFC 7692 §6).
+const RSV1: u8 = 0b100;
+
 #[derive(Debug)]
 struct Partial {
     text: bool,
+    compressed: bool,
     buf: BytesMut,
 }
 
@@ -102,6 +108,7 @@ impl Connection {
             frame: None,
             message: None,
             utf8: Utf8Validator::new(),
+            deflate: None,
             out: SendQueue::default(),
             rng,
             close_sent: false,
@@ -112,6 +119,20 @@ impl Connection {
             timed_out: false,
             close_deadline: None,
         }
+    }
+
+    /// Turns on permessage-deflate with the parameters negotiated in the opening handshake
+    /// (see [`crate::deflate`]); compression settings come from [`Config::deflate`] or the
+    /// defaults.
+    pub fn with_deflate(mut self, params: Params) -> Self {
+        let config = self.config.deflate.clone().unwrap_or_default();
+        self.deflate = Some(Deflate::new(self.role, &params, &config));
+        self
+    }
+
+    /// Whether permessage-deflate is on.
+    pub fn is_deflate_enabled(&self) -> bool {
+        self.deflate.is_some()
     }
 
     /// This connection's role.
@@ -147,6 +168,10 @@ impl Connection {
     /// The read buffer, with spare capacity for the driver to read into. Bytes appended to it
     /// are parsed by the next [`Self::poll_message`].
     pub fn recv_buf(&mut self) -> &mut BytesMut {
+        if self.read_done {
+            // Nothing more is parsed: whatever the peer still sends is discarded.
+            self.read_buf.clear();
+        }
         let pending = match &self.frame {
             Some(f) => f.len.saturating_sub(self.read_buf.len()),
             None => 0,
@@ -179,6 +204,7 @@ impl Connection {
             State::Open => false,
         };
         if !waiting {
+            self.close_deadline = None;
             return;
         }
         let Some(timeout) = self.config.close_timeout else {
@@ -235,8 +261,8 @@ impl Connection {
             return Err(SendError::Closed);
         }
         match message {
-            Message::Text(text) => self.queue_frame(OpCode::Text, text.into_bytes()),
-            Message::Binary(data) => self.queue_frame(OpCode::Binary, data),
+            Message::Text(text) => self.queue_data(OpCode::Text, text.into_bytes()),
+            Message::Binary(data) => self.queue_data(OpCode::Binary, data),
             Message::Ping(data) => {
                 check_control_len(data.len())?;
                 self.queue_frame(OpCode::Ping, data);
@@ -296,7 +322,12 @@ impl Connection {
 
     /// Enforces RFC 6455 §5 on a header and the configured limits; returns the payload length.
     fn check_header(&self, h: &FrameHeader) -> Result<usize, ProtocolError> {
-        if h.rsv != 0 {
+        // RSV1 belongs to permessage-deflate, and only on a message's first frame.
+        let allowed = match h.opcode {
+            OpCode::Text | OpCode::Binary if self.deflate.is_some() => RSV1,
+            _ => 0,
+        };
+        if h.rsv & !allowed != 0 {
             return Err(ProtocolError::ReservedBits(h.rsv));
         }
         match (self.role, h.mask.is_some()) {
@@ -341,7 +372,8 @@ impl Connection {
     /// Unmasks and checks what has arrived of the current frame's payload; completes the frame
     /// when all of it is there.
     fn read_payload(&mut self) -> Result<Progress, ProtocolError> {
-        let text_message = self.message.as_ref().map(|m| m.text);
+        // Compressed text is validated after inflation, so it counts as binary here.
+        let text_message = self.message.as_ref().map(|m| m.text && !m.compressed);
         let Some(f) = self.frame.as_mut() else {
             return Ok(Progress::NeedMore);
         };
@@ -349,7 +381,7 @@ impl Connection {
         if avail > f.checked || f.len == 0 {
             if f.checked == 0 {
                 let is_text = match f.header.opcode {
-                    OpCode::Text => true,
+                    OpCode::Text => f.header.rsv & RSV1 == 0,
                     OpCode::Continuation => text_message == Some(true),
                     _ => false,
                 };
@@ -385,15 +417,18 @@ impl Connection {
             }
             OpCode::Pong => Ok(Progress::Message(Message::Pong(payload.freeze()))),
             OpCode::Close => self.read_close(payload).map(Progress::Message),
-            OpCode::Text | OpCode::Binary if header.fin => finish(
-                header.opcode == OpCode::Text,
-                payload,
-                incremental.then_some(&mut self.utf8),
-            )
-            .map(Progress::Message),
             OpCode::Text | OpCode::Binary => {
-                self.message = Some(Partial { text: header.opcode == OpCode::Text, buf: payload });
-                Ok(Progress::Fragment)
+                let partial = Partial {
+                    text: header.opcode == OpCode::Text,
+                    compressed: header.rsv & RSV1 != 0,
+                    buf: payload,
+                };
+                if header.fin {
+                    self.finish(partial, incremental).map(Progress::Message)
+                } else {
+                    self.message = Some(partial);
+                    Ok(Progress::Fragment)
+                }
             }
             OpCode::Continuation => {
                 let Some(m) = self.message.as_mut() else {
@@ -407,9 +442,31 @@ impl Connection {
                 let Some(m) = self.message.take() else {
                     return Err(ProtocolError::UnexpectedContinuation);
                 };
-                finish(m.text, m.buf, m.text.then_some(&mut self.utf8)).map(Progress::Message)
+                let incremental = m.text && !m.compressed;
+                self.finish(m, incremental).map(Progress::Message)
             }
         }
+    }
+
+    /// Builds a complete data message: inflates it if compressed, then checks text. `incremental`
+    /// says whether the validator has seen the text already.
+    fn finish(&mut self, m: Partial, incremental: bool) -> Result<Message, ProtocolError> {
+        let buf = if m.compressed {
+            match self.deflate.as_mut() {
+                Some(d) => d.decompress(&m.buf, self.config.max_message_size)?,
+                // check_header refuses RSV1 without the extension.
+                None => return Err(ProtocolError::ReservedBits(RSV1)),
+            }
+        } else {
+            m.buf
+        };
+        if !m.text {
+            return Ok(Message::Binary(buf.freeze()));
+        }
+        if incremental {
+            self.utf8.finish().map_err(|_| ProtocolError::InvalidUtf8)?;
+        }
+        Utf8Bytes::try_from(buf.freeze()).map(Message::Text).map_err(|_| ProtocolError::InvalidUtf8)
     }
 
     /// Handles the peer's close frame (RFC 6455 §5.5.1, §7.4): checks it and echoes the code.
@@ -479,10 +536,22 @@ impl Connection {
         self.close_sent = true;
     }
 
+    /// Queues a data message as one frame, compressed when the extension is on and it pays.
+    fn queue_data(&mut self, opcode: OpCode, payload: Bytes) {
+        match self.deflate.as_mut().and_then(|d| d.compress(&payload)) {
+            Some(compressed) => self.queue_frame_rsv(opcode, compressed, RSV1),
+            None => self.queue_frame(opcode, payload),
+        }
+    }
+
     fn queue_frame(&mut self, opcode: OpCode, payload: Bytes) {
+        self.queue_frame_rsv(opcode, payload, 0);
+    }
+
+    fn queue_frame_rsv(&mut self, opcode: OpCode, payload: Bytes, rsv: u8) {
         let mask = self.rng.as_mut().map(|rng| rng.next_u32().to_ne_bytes());
         let header =
-            FrameHeader { fin: true, rsv: 0, opcode, mask, payload_len: payload.len() as u64 };
+            FrameHeader { fin: true, rsv, opcode, mask, payload_len: payload.len() as u64 };
         self.out.push_frame(&header, payload);
     }
 }
@@ -491,21 +560,6 @@ enum Progress {
     NeedMore,
     Fragment,
     Message(Message),
-}
-
-/// Builds a complete data message; `utf8` is the incremental validator if one was used.
-fn finish(
-    text: bool,
-    buf: BytesMut,
-    utf8: Option<&mut Utf8Validator>,
-) -> Result<Message, ProtocolError> {
-    if !text {
-        return Ok(Message::Binary(buf.freeze()));
-    }
-    if let Some(v) = utf8 {
-        v.finish().map_err(|_| ProtocolError::InvalidUtf8)?;
-    }
-    Utf8Bytes::try_from(buf.freeze()).map(Message::Text).map_err(|_| ProtocolError::InvalidUtf8)
 }
 
 fn check_control_len(len: usize) -> Result<(), SendError> {

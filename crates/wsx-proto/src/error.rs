@@ -42,6 +42,9 @@ pub enum ProtocolError {
     /// A text message or close reason was not valid UTF-8.
     #[error("invalid UTF-8 in text")]
     InvalidUtf8,
+    /// A compressed message could not be inflated (RFC 7692).
+    #[error("invalid compressed data")]
+    InvalidCompressedData,
     /// A close frame carried a one-byte payload.
     #[error("close frame payload of 1 byte")]
     InvalidClosePayload,
@@ -76,7 +79,7 @@ impl ProtocolError {
     /// The close code the core sends for this error.
     pub fn close_code(&self) -> CloseCode {
         match self {
-            Self::InvalidUtf8 => CloseCode::INVALID_PAYLOAD,
+            Self::InvalidUtf8 | Self::InvalidCompressedData => CloseCode::INVALID_PAYLOAD,
             Self::FrameTooLarge { .. } | Self::MessageTooLarge { .. } => CloseCode::MESSAGE_TOO_BIG,
             Self::ResetWithoutClosingHandshake => CloseCode::ABNORMAL,
             Self::KeepaliveTimeout => CloseCode::INTERNAL_ERROR,

@@ -108,10 +108,11 @@ pub fn validate_request<B>(req: &Request<B>) -> Result<String, HandshakeError> {
     if !has_token(h, &header::CONNECTION, "upgrade") {
         return Err(HandshakeError::BadHeader("Connection"));
     }
-    if h.get(header::SEC_WEBSOCKET_VERSION).map(|v| v.as_bytes().trim_ascii()) != Some(b"13") {
+    if single(h, &header::SEC_WEBSOCKET_VERSION).map(|v| v.as_bytes().trim_ascii()) != Some(b"13") {
         return Err(HandshakeError::UnsupportedVersion);
     }
-    let key = h.get(header::SEC_WEBSOCKET_KEY).ok_or(HandshakeError::BadKey)?;
+    // RFC 6455 §11.3.1: the key field appears exactly once.
+    let key = single(h, &header::SEC_WEBSOCKET_KEY).ok_or(HandshakeError::BadKey)?;
     let key = key.as_bytes().trim_ascii();
     match BASE64.decode(key) {
         Ok(raw) if raw.len() == 16 => Ok(accept_key(key)),
@@ -237,7 +238,8 @@ pub fn parse_response(head: &[u8], max_headers: usize) -> Result<Response<()>, H
 }
 
 /// Checks a server's response (RFC 6455 §4.2.2 / §4.1) against the request's key and offered
-/// subprotocols; returns the selected subprotocol.
+/// subprotocols; returns the selected subprotocol. `Sec-WebSocket-Extensions` is checked
+/// against the offer by [`crate::deflate::accept_response`].
 pub fn validate_response<B>(
     resp: &Response<B>,
     key: &str,
@@ -254,13 +256,15 @@ pub fn validate_response<B>(
         return Err(HandshakeError::BadHeader("Connection"));
     }
     let expected = accept_key(key.as_bytes());
-    if h.get(header::SEC_WEBSOCKET_ACCEPT).map(|v| v.as_bytes().trim_ascii())
+    if single(h, &header::SEC_WEBSOCKET_ACCEPT).map(|v| v.as_bytes().trim_ascii())
         != Some(expected.as_bytes())
     {
         return Err(HandshakeError::BadAccept);
     }
-    if let Some(ext) = tokens(h, &header::SEC_WEBSOCKET_EXTENSIONS).next() {
-        return Err(HandshakeError::UnofferedExtension(ext.to_owned()));
+    // RFC 6455 §4.2.2: the server selects one subprotocol, in one field.
+    if h.get_all(header::SEC_WEBSOCKET_PROTOCOL).iter().count() > 1 {
+        let all: Vec<&str> = tokens(h, &header::SEC_WEBSOCKET_PROTOCOL).collect();
+        return Err(HandshakeError::UnofferedProtocol(all.join(", ")));
     }
     match h.get(header::SEC_WEBSOCKET_PROTOCOL) {
         None => Ok(None),
@@ -303,6 +307,13 @@ fn tokens<'a>(h: &'a HeaderMap, name: &HeaderName) -> impl Iterator<Item = &'a s
         .flat_map(|v| v.split(','))
         .map(str::trim)
         .filter(|t| !t.is_empty())
+}
+
+/// The value of a field that may appear only once; `None` when it is missing or repeated.
+fn single<'a>(h: &'a HeaderMap, name: &HeaderName) -> Option<&'a HeaderValue> {
+    let mut values = h.get_all(name).iter();
+    let first = values.next()?;
+    values.next().is_none().then_some(first)
 }
 
 fn has_token(h: &HeaderMap, name: &HeaderName, token: &str) -> bool {

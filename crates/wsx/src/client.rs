@@ -7,12 +7,12 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use http::header::{HeaderName, HeaderValue, ORIGIN};
+use http::header::{HeaderName, HeaderValue, ORIGIN, SEC_WEBSOCKET_EXTENSIONS};
 use http::{HeaderMap, Response, StatusCode};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 use wsx_proto::handshake::{self, HeadScanner};
-use wsx_proto::{Config, Connection, Role};
+use wsx_proto::{deflate, Config, Connection, HandshakeError, Role};
 
 use crate::{Error, WebSocket};
 
@@ -158,13 +158,15 @@ impl ClientBuilder {
         S: AsyncRead + AsyncWrite + Unpin,
     {
         let key = handshake::generate_key();
-        let request = handshake::request(
-            &target.host_header,
-            &target.path,
-            &key,
-            &self.protocols,
-            &self.headers,
-        );
+        let mut headers = self.headers;
+        if let Some(config) = &self.config.deflate {
+            // Built from validated numbers and fixed names, so always a valid header value.
+            if let Ok(offer) = HeaderValue::from_str(&deflate::client_offer(config)) {
+                headers.insert(SEC_WEBSOCKET_EXTENSIONS, offer);
+            }
+        }
+        let request =
+            handshake::request(&target.host_header, &target.path, &key, &self.protocols, &headers);
         io.write_all(&request).await?;
         io.flush().await?;
 
@@ -190,7 +192,19 @@ impl ClientBuilder {
             return Err(Error::Rejected(Box::new(Response::from_parts(parts, body))));
         }
         let protocol = handshake::validate_response(&response, &key, &self.protocols)?;
+        let extensions = response.headers().get_all(SEC_WEBSOCKET_EXTENSIONS);
+        let extensions = extensions.iter().map(|v| v.to_str().unwrap_or("\u{fffd}"));
+        let deflate = match &self.config.deflate {
+            Some(config) => deflate::accept_response(extensions, config)?,
+            None => match extensions.into_iter().next() {
+                Some(ext) => return Err(HandshakeError::UnofferedExtension(ext.to_owned()).into()),
+                None => None,
+            },
+        };
         let mut conn = Connection::new(Role::Client, self.config);
+        if let Some(params) = deflate {
+            conn = conn.with_deflate(params);
+        }
         conn.handle_input(&rest.split());
         Ok((WebSocket::from_connection(io, conn, protocol), response))
     }

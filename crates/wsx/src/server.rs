@@ -5,9 +5,10 @@
 //! and then [`Incoming::accept`], [`Incoming::reject`] or [`Incoming::respond`].
 
 use bytes::{Bytes, BytesMut};
-use http::header::{HeaderName, HeaderValue};
+use http::header::{HeaderName, HeaderValue, SEC_WEBSOCKET_EXTENSIONS};
 use http::{HeaderMap, Request, Response, StatusCode};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use wsx_proto::deflate;
 use wsx_proto::handshake::{self, HeadScanner};
 use wsx_proto::{Config, Connection, HandshakeError, Role};
 
@@ -139,10 +140,24 @@ where
                 return Err(refuse(&mut self.io, e).await);
             }
         }
-        let response = handshake::response_101(&key, accept.protocol.as_deref(), &accept.headers);
+        let mut headers = accept.headers;
+        let deflate = self.config.deflate.as_ref().and_then(|config| {
+            let offers = self.request.headers().get_all(SEC_WEBSOCKET_EXTENSIONS);
+            deflate::negotiate(offers.iter().filter_map(|v| v.to_str().ok()), config)
+        });
+        if let Some(params) = &deflate {
+            // Built from validated tokens only, so always a valid header value.
+            if let Ok(value) = HeaderValue::from_str(&params.to_response_header()) {
+                headers.insert(SEC_WEBSOCKET_EXTENSIONS, value);
+            }
+        }
+        let response = handshake::response_101(&key, accept.protocol.as_deref(), &headers);
         self.io.write_all(&response).await?;
         self.io.flush().await?;
         let mut conn = Connection::new(Role::Server, self.config);
+        if let Some(params) = deflate {
+            conn = conn.with_deflate(params);
+        }
         conn.handle_input(&self.rest);
         Ok(WebSocket::from_connection(self.io, conn, accept.protocol))
     }

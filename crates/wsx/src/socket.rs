@@ -115,6 +115,12 @@ where
                 return Poll::Ready(None);
             }
             if let Some(result) = self.conn.poll_message() {
+                if matches!(result, Err(_) | Ok(Message::Close(_))) {
+                    // The close frame (and anything queued before it) goes out now, best
+                    // effort, so it is not lost if the caller stops at this error or close.
+                    // A transport error here shows up on the next call.
+                    let _ = self.poll_write_out(cx);
+                }
                 return Poll::Ready(Some(result.map_err(Error::from)));
             }
             // Reading implies writing: pongs, close replies and echoes go out before waiting.

@@ -1,0 +1,436 @@
+//! `wsx connect`: a command-line WebSocket client in the spirit of websocat.
+//!
+//! Each stdin line goes out as one message; each message received comes out on stdout, one per
+//! line; diagnostics go to stderr. The end of stdin (Ctrl-D, or the end of a pipe) starts the
+//! closing handshake, and messages the server sends before its close reply are still printed,
+//! so `echo hi | wsx connect URL` prints the reply and exits.
+
+use std::fmt::Write as _;
+use std::io::{self, BufWriter, StdoutLock, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{anyhow, Context as _};
+use bytes::Bytes;
+use http::header::{HeaderName, HeaderValue};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::time::Instant;
+use wsx::proto::State;
+use wsx::{ClientBuilder, CloseCode, CloseFrame, Config, Message};
+
+/// How long to wait for the server's close reply (and then for it to end the TCP connection)
+/// once this side has sent its close frame.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The most characters of a refused upgrade's body shown in the error line.
+const MAX_BODY_SHOWN: usize = 200;
+
+/// Options of `wsx connect`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct ConnectArgs {
+    /// The server's URL: ws://host[:port]/path (or wss://).
+    url: String,
+    /// Send stdin lines as binary messages instead of text (each line without its "\n").
+    #[arg(long)]
+    binary: bool,
+    /// Write received binary messages to stdout as raw bytes, with nothing added, instead of
+    /// one line of hex each.
+    #[arg(long)]
+    binary_raw: bool,
+    /// Add a request header, written 'Name: value'. Repeatable.
+    #[arg(short = 'H', long = "header", value_name = "NAME: VALUE", value_parser = parse_header)]
+    headers: Vec<(HeaderName, HeaderValue)>,
+    /// Offer a subprotocol. Repeatable, in order of preference.
+    #[arg(long = "protocol", value_name = "NAME")]
+    protocols: Vec<String>,
+    /// Send this Origin header.
+    #[arg(long, value_name = "URL", value_parser = parse_header_value)]
+    origin: Option<HeaderValue>,
+    /// Exit after receiving N text or binary messages, closing with 1000.
+    ///
+    /// The end of stdin then no longer closes the connection, so
+    /// `echo subscribe | wsx connect --count 5 URL` waits for five messages.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    count: Option<u64>,
+    /// Give up after SECS seconds, connecting included: close with 1000 and exit with an
+    /// error.
+    #[arg(long, value_name = "SECS", value_parser = parse_secs)]
+    timeout: Option<Duration>,
+    /// Also trust the PEM certificates in FILE as roots for wss:// (a private or test CA).
+    #[arg(long, value_name = "FILE")]
+    cacert: Option<PathBuf>,
+    /// DANGEROUS, for testing only: accept any TLS certificate for wss://, so anyone on the
+    /// network path can read and change the traffic.
+    #[arg(long)]
+    insecure: bool,
+}
+
+/// Runs a `wsx connect` session on its own single-threaded runtime.
+///
+/// Errors are for the caller to print as one line. A session the server ended with a close
+/// code other than 1000 or 1001 is reported here on stderr (`closed: CODE REASON`) and comes
+/// back as `Ok(ExitCode::FAILURE)`.
+pub(crate) fn run(args: ConnectArgs) -> anyhow::Result<ExitCode> {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let result = runtime.block_on(session(args));
+    // Tokio reads stdin with a blocking read on another thread that cannot be cancelled; at a
+    // terminal, dropping the runtime normally would wait for the user to press Enter.
+    runtime.shutdown_background();
+    result
+}
+
+/// Why this side started the closing handshake.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Why {
+    /// stdin ended.
+    StdinEnd,
+    /// `--count` messages arrived.
+    Count,
+    /// `--timeout` passed.
+    Timeout,
+    /// stdout was closed (`wsx connect … | head -1`): nobody reads what arrives.
+    StdoutClosed,
+    /// Something failed on this side (stdin, stdout); the failure is reported.
+    Failed,
+}
+
+/// The close frame the server sent.
+#[derive(Debug)]
+struct PeerClose {
+    frame: Option<CloseFrame>,
+    /// Whether the server closed first (rather than replying to this side's close).
+    initiated: bool,
+}
+
+async fn session(args: ConnectArgs) -> anyhow::Result<ExitCode> {
+    let deadline = args.timeout.map(|t| Instant::now() + t);
+    let url = args.url.as_str();
+    let connecting = builder(&args)?.connect();
+    let connected = match deadline {
+        Some(d) => tokio::time::timeout_at(d, connecting).await.map_err(|_| timed_out(&args))?,
+        None => connecting.await,
+    };
+    let (mut ws, _response) = connected.map_err(|e| connect_error(url, e))?;
+    tracing::debug!(protocol = ws.protocol(), "connected to {url}");
+
+    let mut out = Output::new(args.binary_raw);
+    let mut stdin = BufReader::new(tokio::io::stdin());
+    // Kept across loop turns: `read_until` is cancel-safe only if a partial line stays here.
+    let mut line = Vec::new();
+    let mut stdin_open = true;
+    let mut received: u64 = 0;
+    let mut closing: Option<Why> = None;
+    let mut peer_close: Option<PeerClose> = None;
+    let mut failure: Option<anyhow::Error> = None;
+    let timer = tokio::time::sleep_until(deadline.unwrap_or_else(Instant::now));
+    tokio::pin!(timer);
+
+    loop {
+        let open = closing.is_none() && ws.state() == State::Open;
+        let mut close_now = None;
+        tokio::select! {
+            msg = ws.recv() => match msg {
+                None => break,
+                Some(Ok(Message::Close(frame))) => {
+                    peer_close = Some(PeerClose { frame, initiated: closing.is_none() });
+                }
+                Some(Ok(msg)) if msg.is_data() => {
+                    // Past `--count`, or with nobody reading stdout, the rest is dropped while
+                    // the close completes.
+                    if matches!(closing, Some(Why::Count | Why::StdoutClosed)) {
+                        continue;
+                    }
+                    match out.write(&msg) {
+                        Ok(()) => {}
+                        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => {
+                            close_now = Some(Why::StdoutClosed);
+                        }
+                        Err(e) => {
+                            failure.get_or_insert_with(|| anyhow!("cannot write to stdout: {e}"));
+                            close_now = Some(Why::Failed);
+                        }
+                    }
+                    received += 1;
+                    if args.count == Some(received) {
+                        close_now.get_or_insert(Why::Count);
+                    }
+                }
+                // Pings are answered by the library; pongs need nothing.
+                Some(Ok(_)) => {}
+                // The library has already sent the matching close frame (or the transport is
+                // gone); keep receiving until the end to finish the handshake.
+                Some(Err(e)) => {
+                    failure.get_or_insert_with(|| anyhow!("connection to {url} failed: {e}"));
+                }
+            },
+            // The count returned covers this call only: when an earlier call was cancelled
+            // after reading the start of a last line that has no "\n", this one returns 0 at
+            // the end of stdin with that start still in `line`. So `line` decides.
+            read = stdin.read_until(b'\n', &mut line), if open && stdin_open => match read {
+                Ok(_) if line.is_empty() => {
+                    stdin_open = false;
+                    if args.count.is_none() {
+                        close_now = Some(Why::StdinEnd);
+                    }
+                }
+                Ok(_) => {
+                    let msg = line_message(&line, args.binary);
+                    line.clear();
+                    match msg {
+                        // Queued, not flushed: `recv` writes queued bytes before it waits
+                        // (reading implies writing), so the message leaves on the next turn of
+                        // the loop, and receiving never stops behind a slow write.
+                        Ok(msg) => {
+                            if let Err(e) = ws.feed(msg).await {
+                                failure.get_or_insert_with(|| anyhow!("cannot send to {url}: {e}"));
+                                close_now = Some(Why::Failed);
+                            }
+                        }
+                        Err(e) => {
+                            failure.get_or_insert(e);
+                            close_now = Some(Why::Failed);
+                        }
+                    }
+                }
+                Err(e) => {
+                    failure.get_or_insert_with(|| anyhow!("cannot read stdin: {e}"));
+                    close_now = Some(Why::Failed);
+                }
+            },
+            () = &mut timer, if open && deadline.is_some() => close_now = Some(Why::Timeout),
+        }
+        if let Some(why) = close_now {
+            if closing.is_none() {
+                closing = Some(why);
+                // A failure here is the transport's; the next `recv` ends the loop.
+                if let Err(e) = ws.close(None).await {
+                    tracing::debug!("sending close: {e}");
+                }
+            }
+        }
+    }
+
+    if let Some(e) = failure {
+        return Err(e);
+    }
+    if closing == Some(Why::Timeout) {
+        return Err(timed_out(&args));
+    }
+    match (closing, peer_close) {
+        // The server closed first, or answered this side's close with an error code.
+        (_, Some(close)) if close.initiated || !is_normal(close.frame.as_ref()) => {
+            eprintln!("closed: {}", describe_close(close.frame.as_ref()));
+            Ok(if is_normal(close.frame.as_ref()) { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+        }
+        // This side closed; the reply, or the server ending the connection without one (or
+        // not within CLOSE_TIMEOUT), finishes the session.
+        (Some(_), _) => Ok(ExitCode::SUCCESS),
+        // The library reports a connection that ends without a close frame as an error, so
+        // this is not expected; say so rather than exit 0.
+        (None, _) => Err(anyhow!("connection to {url} ended unexpectedly")),
+    }
+}
+
+/// The client for `args`: URL, headers, subprotocols, TLS roots.
+fn builder(args: &ConnectArgs) -> anyhow::Result<ClientBuilder> {
+    let config = Config::default().close_timeout(Some(CLOSE_TIMEOUT));
+    let mut builder = ClientBuilder::new(args.url.clone()).config(config);
+    for (name, value) in &args.headers {
+        builder = builder.header(name.clone(), value.clone());
+    }
+    for protocol in &args.protocols {
+        builder = builder.protocol(protocol.clone());
+    }
+    if let Some(origin) = &args.origin {
+        builder = builder.origin(origin.clone());
+    }
+    if let Some(path) = &args.cacert {
+        let pem = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+        builder = builder
+            .add_root_certificates_pem(&pem)
+            .map_err(|e| anyhow!("--cacert {}: {e}", path.display()))?;
+    }
+    if args.insecure {
+        eprintln!("wsx: warning: --insecure: TLS certificates are NOT verified; testing only");
+        builder = builder.danger_accept_invalid_certs(true);
+    }
+    Ok(builder)
+}
+
+/// One line saying why connecting failed. `wsx::Error`s are formatted here rather than wrapped,
+/// so that the line does not repeat their source.
+fn connect_error(url: &str, e: wsx::Error) -> anyhow::Error {
+    match e {
+        // Already names the URL.
+        wsx::Error::Url(_) => anyhow!("{e}"),
+        wsx::Error::Rejected(response) => {
+            let body = one_line(&String::from_utf8_lossy(response.body()), MAX_BODY_SHOWN);
+            let body = if body.is_empty() { String::new() } else { format!(": {body}") };
+            anyhow!(
+                "cannot connect to {url}: server refused the WebSocket upgrade with {}{body}",
+                response.status()
+            )
+        }
+        e => anyhow!("cannot connect to {url}: {e}"),
+    }
+}
+
+fn timed_out(args: &ConnectArgs) -> anyhow::Error {
+    let secs = args.timeout.unwrap_or_default().as_secs_f64();
+    anyhow!("{}: timed out after {secs} s (--timeout)", args.url)
+}
+
+/// The message for one stdin line: the line without its `\n` (and, for text, without a `\r`
+/// before it).
+fn line_message(line: &[u8], binary: bool) -> anyhow::Result<Message> {
+    let line = line.strip_suffix(b"\n").unwrap_or(line);
+    if binary {
+        return Ok(Message::binary(Bytes::copy_from_slice(line)));
+    }
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    let text = std::str::from_utf8(line)
+        .map_err(|_| anyhow!("stdin is not valid UTF-8 (--binary sends lines as bytes)"))?;
+    Ok(Message::text(text))
+}
+
+/// 1000, 1001 and a close frame without a code end a session normally.
+fn is_normal(frame: Option<&CloseFrame>) -> bool {
+    frame.map_or(true, |f| matches!(f.code, CloseCode::NORMAL | CloseCode::GOING_AWAY))
+}
+
+/// `CODE REASON`, on one line; 1005 for a close frame without a code (RFC 6455 §7.1.5).
+fn describe_close(frame: Option<&CloseFrame>) -> String {
+    match frame {
+        None => CloseCode::NO_STATUS.to_string(),
+        Some(f) => {
+            let reason = one_line(f.reason.as_str(), usize::MAX);
+            if reason.is_empty() {
+                f.code.to_string()
+            } else {
+                format!("{} {reason}", f.code)
+            }
+        }
+    }
+}
+
+/// `text` with its control characters and whitespace runs (newlines included) collapsed to
+/// single spaces, trimmed, cut at `max` characters.
+fn one_line(text: &str, max: usize) -> String {
+    let spaced: String = text.chars().map(|c| if c.is_control() { ' ' } else { c }).collect();
+    let mut line = spaced.split_whitespace().collect::<Vec<_>>().join(" ");
+    match line.char_indices().nth(max) {
+        Some((cut, _)) => {
+            line.truncate(cut);
+            line.push('…');
+            line
+        }
+        None => line,
+    }
+}
+
+/// Received messages to stdout: text as is, binary as hex (or raw), one per line, flushed
+/// after each so that a reader at the other end of a pipe sees it at once.
+struct Output {
+    writer: BufWriter<StdoutLock<'static>>,
+    binary_raw: bool,
+}
+
+impl Output {
+    fn new(binary_raw: bool) -> Self {
+        Self { writer: BufWriter::new(io::stdout().lock()), binary_raw }
+    }
+
+    fn write(&mut self, msg: &Message) -> io::Result<()> {
+        match msg {
+            Message::Text(text) => {
+                self.writer.write_all(text.as_bytes())?;
+                self.writer.write_all(b"\n")?;
+            }
+            Message::Binary(data) if self.binary_raw => self.writer.write_all(data)?,
+            Message::Binary(data) => {
+                let mut hex = String::with_capacity(data.len() * 2 + 1);
+                for byte in data.iter() {
+                    // Writing to a String cannot fail.
+                    let _ = write!(hex, "{byte:02x}");
+                }
+                hex.push('\n');
+                self.writer.write_all(hex.as_bytes())?;
+            }
+            _ => return Ok(()),
+        }
+        self.writer.flush()
+    }
+}
+
+fn parse_header(raw: &str) -> Result<(HeaderName, HeaderValue), String> {
+    let (name, value) = raw.split_once(':').ok_or_else(|| "expected 'Name: value'".to_owned())?;
+    let name = HeaderName::from_bytes(name.trim().as_bytes())
+        .map_err(|_| format!("invalid header name {:?}", name.trim()))?;
+    Ok((name, parse_header_value(value.trim())?))
+}
+
+fn parse_header_value(raw: &str) -> Result<HeaderValue, String> {
+    HeaderValue::from_str(raw).map_err(|_| format!("invalid header value {raw:?}"))
+}
+
+fn parse_secs(raw: &str) -> Result<Duration, String> {
+    raw.parse::<f64>()
+        .ok()
+        .and_then(|secs| Duration::try_from_secs_f64(secs).ok())
+        .filter(|d| !d.is_zero())
+        .ok_or_else(|| "expected a positive number of seconds".to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stdin_lines_become_messages() {
+        let check = |line: &[u8], binary: bool, expected: Message| {
+            assert_eq!(line_message(line, binary).unwrap(), expected, "{line:?}");
+        };
+        check(b"hi\n", false, Message::text("hi"));
+        check(b"hi\r\n", false, Message::text("hi"));
+        check(b"last line", false, Message::text("last line"));
+        check(b"\n", false, Message::text(""));
+        check(b"\x00\xff\r\n", true, Message::binary(&b"\x00\xff\r"[..]));
+        assert!(line_message(b"\xff\n", false).is_err());
+    }
+
+    #[test]
+    fn headers_parse() {
+        let (name, value) = parse_header("X-Token:  abc def ").unwrap();
+        assert_eq!((name.as_str(), value.to_str().unwrap()), ("x-token", "abc def"));
+        assert!(parse_header("no colon").is_err());
+        assert!(parse_header("bad name: x").is_err());
+        assert!(parse_header("X: bad\nvalue").is_err());
+    }
+
+    #[test]
+    fn seconds_parse() {
+        assert_eq!(parse_secs("1.5"), Ok(Duration::from_millis(1500)));
+        for bad in ["0", "-1", "soon", "inf", "NaN"] {
+            assert!(parse_secs(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn close_descriptions() {
+        let frame = |code, reason| CloseFrame::new(CloseCode(code), reason);
+        assert_eq!(describe_close(None), "1005");
+        assert_eq!(describe_close(Some(&frame(1000, ""))), "1000");
+        assert_eq!(describe_close(Some(&frame(4000, "bye\nnow"))), "4000 bye now");
+        assert!(is_normal(None));
+        assert!(is_normal(Some(&frame(1001, "going"))));
+        assert!(!is_normal(Some(&frame(1011, "oops"))));
+    }
+
+    #[test]
+    fn one_line_collapses_and_cuts() {
+        assert_eq!(one_line("  <h1>No</h1>\r\n\tway \u{7} ", 100), "<h1>No</h1> way");
+        assert_eq!(one_line("abcdef", 3), "abc…");
+        assert_eq!(one_line("é", 1), "é");
+    }
+}
