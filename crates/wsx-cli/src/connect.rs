@@ -16,6 +16,7 @@ use bytes::Bytes;
 use http::header::{HeaderName, HeaderValue};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::time::Instant;
+use wsx::proto::deflate::DeflateConfig;
 use wsx::proto::State;
 use wsx::{ClientBuilder, CloseCode, CloseFrame, Config, Message};
 
@@ -64,6 +65,9 @@ pub(crate) struct ConnectArgs {
     /// network path can read and change the traffic.
     #[arg(long)]
     insecure: bool,
+    /// Do not offer permessage-deflate compression (offered by default).
+    #[arg(long)]
+    no_deflate: bool,
 }
 
 /// Runs a `wsx connect` session on its own single-threaded runtime.
@@ -234,7 +238,9 @@ async fn session(args: ConnectArgs) -> anyhow::Result<ExitCode> {
 
 /// The client for `args`: URL, headers, subprotocols, TLS roots.
 fn builder(args: &ConnectArgs) -> anyhow::Result<ClientBuilder> {
-    let config = Config::default().close_timeout(Some(CLOSE_TIMEOUT));
+    let config = Config::default()
+        .close_timeout(Some(CLOSE_TIMEOUT))
+        .deflate((!args.no_deflate).then(DeflateConfig::default));
     let mut builder = ClientBuilder::new(args.url.clone()).config(config);
     for (name, value) in &args.headers {
         builder = builder.header(name.clone(), value.clone());

@@ -336,6 +336,12 @@ impl Deflate {
         if out.ends_with(&TAIL) {
             out.truncate(out.len() - TAIL.len());
         }
+        if out.is_empty() {
+            // zlib emits nothing for empty input right after a flush; the message must still
+            // be a valid block once the receiver appends the tail: an empty stored block's
+            // header byte (RFC 7692 §7.2.3.6).
+            out.push(0x00);
+        }
         if self.compress_reset {
             c.reset();
         }
@@ -586,7 +592,8 @@ mod tests {
             let params = negotiate([client_offer(&config).as_str()], &config).unwrap();
             let mut server = Deflate::new(Role::Server, &params, &config);
             let mut client = Deflate::new(Role::Client, &params, &config);
-            for msg in [&b""[..], b"a", b"hello hello hello hello", &[7u8; 100_000][..]] {
+            let messages = [&b""[..], b"a", b"", b"hello hello hello hello", b"", &[7u8; 100_000]];
+            for msg in messages {
                 let c = server.compress(msg).unwrap();
                 assert_eq!(&client.decompress(&c, 1 << 20).unwrap()[..], msg);
                 let c = client.compress(msg).unwrap();

@@ -1,0 +1,515 @@
+//! End-to-end tests of `wsx connect`: the binary against `wsx serve` and against small mock
+//! servers written here (with the `wsx` library, or raw TCP for a refused upgrade).
+
+use std::future::Future;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+use wsx::{Accept, CloseCode, CloseFrame, Config, Incoming, Message, WebSocket};
+
+const WSX: &str = env!("CARGO_BIN_EXE_wsx");
+
+/// How long any one process may run before the test gives up on it: a guard against hangs,
+/// not an assertion about speed.
+const HANG_GUARD: Duration = Duration::from_secs(60);
+
+#[test]
+fn echoes_text_lines_and_exits_after_the_close_handshake() {
+    let server = Server::start(&[]);
+    let run = connect(&[&server.url()], Input::Bytes(b"hello\nworld\n"));
+    assert!(run.status.success(), "{run:?}");
+    assert_eq!(run.stdout_text(), "hello\nworld\n");
+    // This side closed and the server replied 1000: nothing to report.
+    assert_eq!(run.stderr, "", "{run:?}");
+}
+
+#[test]
+fn crlf_and_a_last_line_without_newline_are_sent_as_lines() {
+    let server = Server::start(&[]);
+    let run = connect(&[&server.url()], Input::Bytes(b"one\r\n\ntwo"));
+    assert!(run.status.success(), "{run:?}");
+    assert_eq!(run.stdout_text(), "one\n\ntwo\n");
+}
+
+#[test]
+fn binary_sends_lines_as_binary_and_prints_hex() {
+    let server = Server::start(&[]);
+    let run = connect(&["--binary", &server.url()], Input::Bytes(b"hello\n\x00\xff\n"));
+    assert!(run.status.success(), "{run:?}");
+    assert_eq!(run.stdout_text(), "68656c6c6f\n00ff\n");
+}
+
+#[test]
+fn binary_raw_prints_the_bytes_as_received() {
+    let server = Server::start(&[]);
+    let run =
+        connect(&["--binary", "--binary-raw", &server.url()], Input::Bytes(b"\x00\xffab\ncd\n"));
+    assert!(run.status.success(), "{run:?}");
+    assert_eq!(run.stdout, b"\x00\xffabcd");
+}
+
+#[test]
+fn count_exits_after_that_many_messages() {
+    let server = Server::start(&[]);
+    let run = connect(&["--count", "1", &server.url()], Input::Bytes(b"one\ntwo\nthree\n"));
+    assert!(run.status.success(), "{run:?}");
+    assert_eq!(run.stdout_text(), "one\n");
+}
+
+#[test]
+fn count_waits_for_messages_after_stdin_ends() {
+    let (url, server) = mock_server(|mut ws| async move {
+        // Later than the client's end of stdin: with --count, that must not close.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        for text in ["a", "b", "c"] {
+            ws.send(Message::text(text)).await.unwrap();
+        }
+        client_close(&mut ws).await
+    });
+    let run = connect(&["--count", "2", &url], Input::Bytes(b""));
+    assert!(run.status.success(), "{run:?}");
+    assert_eq!(run.stdout_text(), "a\nb\n");
+    assert_eq!(server.join().unwrap(), Some(CloseCode::NORMAL));
+}
+
+#[test]
+fn interactive_replies_are_printed_as_they_arrive_and_eof_closes() {
+    let server = Server::start(&[]);
+    let mut child = Command::new(WSX)
+        .args(["connect", &server.url()])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let lines = line_reader(child.stdout.take().unwrap());
+    // Each reply must show up while stdin is still open: nothing waits for the end of input.
+    for text in ["hello", "again"] {
+        writeln!(stdin, "{text}").unwrap();
+        stdin.flush().unwrap();
+        let line = lines.recv_timeout(HANG_GUARD).expect("no reply printed");
+        assert_eq!(line, format!("{text}\n"));
+    }
+    drop(stdin); // Ctrl-D
+    let run = finish(child, None);
+    assert!(run.status.success(), "{run:?}");
+    assert_eq!(lines.recv_timeout(HANG_GUARD), Err(mpsc::RecvTimeoutError::Disconnected));
+}
+
+#[test]
+fn server_close_is_reported_on_stderr_with_its_exit_status() {
+    // (code, reason, whether wsx exits 0)
+    let cases = [
+        (1000, "done", true),
+        (1001, "restarting", true),
+        (1011, "oops", false),
+        (4000, "", false),
+    ];
+    for (code, reason, ok) in cases {
+        let (url, server) = mock_server(move |mut ws| async move {
+            ws.send(Message::text("before close")).await.unwrap();
+            ws.close(Some(CloseFrame::new(CloseCode(code), reason))).await.unwrap();
+            while ws.recv().await.is_some() {}
+            None
+        });
+        // stdin stays open: only the server's close ends the session.
+        let run = connect(&[&url], Input::Open);
+        server.join().unwrap();
+        assert_eq!(run.status.success(), ok, "{code}: {run:?}");
+        assert_eq!(run.stdout_text(), "before close\n", "{code}");
+        let expected = format!("closed: {code} {reason}");
+        assert_eq!(run.stderr.trim_end(), expected.trim_end(), "{code}");
+    }
+}
+
+#[test]
+fn headers_subprotocols_and_origin_are_sent() {
+    let (url, server) = mock_server_raw(|tcp| async move {
+        let incoming = Incoming::read(tcp, Config::default()).await.unwrap();
+        let headers = incoming.request().headers();
+        let get = |name: &str| {
+            headers.get_all(name).iter().map(|v| v.to_str().unwrap()).collect::<Vec<_>>().join(",")
+        };
+        let report = format!(
+            "token={} origin={} protocols={}",
+            get("x-token"),
+            get("origin"),
+            get("sec-websocket-protocol")
+        );
+        let accept = Accept { protocol: Some("chat.v2".into()), ..Accept::default() };
+        let mut ws = incoming.accept(accept).await.unwrap();
+        ws.send(Message::text(report)).await.unwrap();
+        client_close(&mut ws).await
+    });
+    let run = connect(
+        &[
+            "-H",
+            "X-Token: secret value",
+            "--header=x-token:second",
+            "--protocol",
+            "chat.v2",
+            "--protocol",
+            "chat.v1",
+            "--origin",
+            "https://example.test",
+            "--count",
+            "1",
+            &url,
+        ],
+        Input::Open,
+    );
+    assert!(run.status.success(), "{run:?}");
+    let protocols = run.stdout_text().split("protocols=").nth(1).unwrap().replace(' ', "");
+    assert_eq!(protocols, "chat.v2,chat.v1\n");
+    assert!(
+        run.stdout_text()
+            .starts_with("token=secret value,second origin=https://example.test protocols="),
+        "{run:?}"
+    );
+    assert_eq!(server.join().unwrap(), Some(CloseCode::NORMAL));
+}
+
+#[test]
+fn timeout_closes_and_fails() {
+    let (url, server) = mock_server(|mut ws| async move {
+        // Says nothing; the client must give up and close.
+        client_close(&mut ws).await
+    });
+    let run = connect(&["--timeout", "0.3", &url], Input::Open);
+    assert!(!run.status.success(), "{run:?}");
+    assert_one_error_line(&run, "timed out");
+    assert_eq!(server.join().unwrap(), Some(CloseCode::NORMAL));
+}
+
+#[test]
+fn connection_refused_names_the_address() {
+    let port = free_port();
+    let url = format!("ws://127.0.0.1:{port}/");
+    let run = connect(&[&url], Input::Bytes(b"hi\n"));
+    assert!(!run.status.success(), "{run:?}");
+    assert_one_error_line(&run, &format!("127.0.0.1:{port}"));
+    assert!(run.stderr.to_lowercase().contains("refused"), "{run:?}");
+    assert_eq!(run.stdout, b"");
+}
+
+#[test]
+fn invalid_urls_are_clear_errors() {
+    for url in ["not a url", "http://127.0.0.1/", "ws://"] {
+        let run = connect(&[url], Input::Bytes(b""));
+        assert!(!run.status.success(), "{url}: {run:?}");
+        assert_one_error_line(&run, "invalid URL");
+    }
+}
+
+#[test]
+fn refused_upgrade_shows_status_and_body() {
+    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+    let url = format!("ws://{}/", listener.local_addr().unwrap());
+    let server = thread::spawn(move || {
+        let (mut tcp, _) = listener.accept().unwrap();
+        let mut head = Vec::new();
+        let mut byte = [0];
+        while !head.ends_with(b"\r\n\r\n") {
+            tcp.read_exact(&mut byte).unwrap();
+            head.push(byte[0]);
+        }
+        let body = "<h1>Bad token</h1>\n<p>ask an admin</p>\n";
+        write!(
+            tcp,
+            "HTTP/1.1 401 Unauthorized\r\nContent-Type: text/html\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+        .unwrap();
+    });
+    let run = connect(&[&url], Input::Bytes(b"hi\n"));
+    server.join().unwrap();
+    assert!(!run.status.success(), "{run:?}");
+    assert_one_error_line(&run, "401 Unauthorized");
+    // The body, on the same line.
+    assert!(run.stderr.contains("<h1>Bad token</h1> <p>ask an admin</p>"), "{run:?}");
+}
+
+#[test]
+fn invalid_utf8_on_stdin_is_an_error() {
+    let server = Server::start(&[]);
+    let run = connect(&[&server.url()], Input::Bytes(b"\xff\xfe\n"));
+    assert!(!run.status.success(), "{run:?}");
+    assert_one_error_line(&run, "UTF-8");
+}
+
+#[test]
+fn wss_verifies_certificates() {
+    let dir = tls_fixtures();
+    let cert = dir.join("leaf.pem");
+    let key = dir.join("leaf.key");
+    let server =
+        Server::start(&["--tls-cert", cert.to_str().unwrap(), "--tls-key", key.to_str().unwrap()]);
+    let url = format!("wss://localhost:{}/", server.port);
+
+    // Signed by a CA nobody trusts by default.
+    let run = connect(&[&url], Input::Bytes(b"hi\n"));
+    assert!(!run.status.success(), "{run:?}");
+    assert_one_error_line(&run, "certificate");
+
+    let ca = dir.join("ca.pem");
+    let run = connect(&["--cacert", ca.to_str().unwrap(), &url], Input::Bytes(b"hi\n"));
+    assert!(run.status.success(), "{run:?}");
+    assert_eq!(run.stdout_text(), "hi\n");
+
+    let run = connect(&["--insecure", &url], Input::Bytes(b"hi\n"));
+    assert!(run.status.success(), "{run:?}");
+    assert_eq!(run.stdout_text(), "hi\n");
+    assert!(run.stderr.contains("--insecure"), "the danger is announced: {run:?}");
+
+    let run = connect(&["--cacert", key.to_str().unwrap(), &url], Input::Bytes(b"hi\n"));
+    assert!(!run.status.success(), "{run:?}");
+    assert_one_error_line(&run, "--cacert");
+
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+// --- helpers ---------------------------------------------------------------------------------
+
+/// `wsx serve` on a free port, killed when dropped.
+struct Server {
+    child: Child,
+    port: u16,
+}
+
+impl Server {
+    fn start(extra: &[&str]) -> Self {
+        // Another socket may take the free port before `wsx serve` binds it; then it exits
+        // and the next attempt picks another port.
+        for _ in 0..5 {
+            if let Some(server) = Self::try_start(extra) {
+                return server;
+            }
+        }
+        panic!("wsx serve {extra:?} could not start");
+    }
+
+    fn try_start(extra: &[&str]) -> Option<Self> {
+        let port = free_port();
+        let listen = format!("127.0.0.1:{port}");
+        let mut child = Command::new(WSX)
+            .args(["serve", "--listen", &listen])
+            .args(extra)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let started = Instant::now();
+        loop {
+            if child.try_wait().unwrap().is_some() {
+                return None;
+            }
+            if TcpStream::connect(&listen).is_ok() {
+                return Some(Self { child, port });
+            }
+            if started.elapsed() > HANG_GUARD {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("wsx serve never listened on {listen}");
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("ws://127.0.0.1:{}/", self.port)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A port nothing listens on (at the time of asking).
+fn free_port() -> u16 {
+    TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap().local_addr().unwrap().port()
+}
+
+enum Input {
+    /// Written to stdin, which is then closed.
+    Bytes(&'static [u8]),
+    /// stdin stays open until the process exits.
+    Open,
+}
+
+struct Run {
+    status: ExitStatus,
+    stdout: Vec<u8>,
+    stderr: String,
+}
+
+impl Run {
+    fn stdout_text(&self) -> String {
+        String::from_utf8(self.stdout.clone()).unwrap()
+    }
+}
+
+impl std::fmt::Debug for Run {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Run")
+            .field("status", &self.status)
+            .field("stdout", &String::from_utf8_lossy(&self.stdout))
+            .field("stderr", &self.stderr)
+            .finish()
+    }
+}
+
+/// Runs `wsx connect ARGS` to completion.
+fn connect(args: &[&str], input: Input) -> Run {
+    let mut child = Command::new(WSX)
+        .arg("connect")
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let held = match input {
+        Input::Bytes(bytes) => {
+            // wsx may exit before reading everything (an error, --count): ignore EPIPE.
+            let _ = stdin.write_all(bytes);
+            drop(stdin);
+            None
+        }
+        Input::Open => Some(stdin),
+    };
+    finish(child, held)
+}
+
+/// Waits for `child` (killing it after [`HANG_GUARD`]), collecting its output; `stdin` is
+/// closed only after it exits.
+fn finish(mut child: Child, stdin: Option<ChildStdin>) -> Run {
+    let stdout = read_all(child.stdout.take());
+    let stderr = read_all(child.stderr.take());
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if started.elapsed() > HANG_GUARD {
+            let _ = child.kill();
+            panic!("wsx did not exit within {HANG_GUARD:?}");
+        }
+        thread::sleep(Duration::from_millis(10));
+    };
+    drop(stdin);
+    Run {
+        status,
+        stdout: stdout.join().unwrap(),
+        stderr: String::from_utf8(stderr.join().unwrap()).unwrap(),
+    }
+}
+
+fn read_all(pipe: Option<impl Read + Send + 'static>) -> JoinHandle<Vec<u8>> {
+    thread::spawn(move || {
+        let mut out = Vec::new();
+        if let Some(mut pipe) = pipe {
+            pipe.read_to_end(&mut out).unwrap();
+        }
+        out
+    })
+}
+
+/// The lines of `pipe`, as they arrive.
+fn line_reader(pipe: impl Read + Send + 'static) -> mpsc::Receiver<String> {
+    let (tx, rx) = mpsc::channel();
+    thread::spawn(move || {
+        let mut reader = BufReader::new(pipe);
+        loop {
+            let mut line = String::new();
+            if reader.read_line(&mut line).unwrap() == 0 || tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    rx
+}
+
+/// Checks the error contract: a non-empty stderr of exactly one `wsx: error:` line that
+/// contains `needle`.
+fn assert_one_error_line(run: &Run, needle: &str) {
+    let lines: Vec<_> = run.stderr.lines().filter(|l| !l.contains("warning")).collect();
+    assert_eq!(lines.len(), 1, "one line expected: {run:?}");
+    assert!(lines[0].starts_with("wsx: error: "), "{run:?}");
+    assert!(lines[0].contains(needle), "{needle:?} expected: {run:?}");
+}
+
+/// A WebSocket server for one connection, running `script` on it in its own thread. Returns
+/// the URL and the script's result: the close code the client sent, if the script reports it.
+fn mock_server<F, Fut>(script: F) -> (String, JoinHandle<Option<CloseCode>>)
+where
+    F: FnOnce(WebSocket<tokio::net::TcpStream>) -> Fut + Send + 'static,
+    Fut: Future<Output = Option<CloseCode>>,
+{
+    mock_server_raw(|tcp| async move { script(wsx::accept(tcp).await.unwrap()).await })
+}
+
+/// Like [`mock_server`], but the script gets the TCP connection before the handshake.
+fn mock_server_raw<F, Fut>(script: F) -> (String, JoinHandle<Option<CloseCode>>)
+where
+    F: FnOnce(tokio::net::TcpStream) -> Fut + Send + 'static,
+    Fut: Future<Output = Option<CloseCode>>,
+{
+    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+    let addr: SocketAddr = listener.local_addr().unwrap();
+    let handle = thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        runtime.block_on(async move {
+            listener.set_nonblocking(true).unwrap();
+            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+            let (tcp, _) = listener.accept().await.unwrap();
+            script(tcp).await
+        })
+    });
+    (format!("ws://{addr}/"), handle)
+}
+
+/// Waits for the client's close and returns its code (data messages before it are ignored).
+async fn client_close(ws: &mut WebSocket<tokio::net::TcpStream>) -> Option<CloseCode> {
+    let mut code = None;
+    while let Some(msg) = ws.recv().await {
+        if let Ok(Message::Close(frame)) = msg {
+            code = frame.map(|f| f.code);
+        }
+    }
+    code
+}
+
+/// Generates the TLS test fixtures in a fresh directory and returns it: a CA (`ca.pem`) and a
+/// certificate for localhost and 127.0.0.1 signed by it (`leaf.pem`, `leaf.key`). Keys are made
+/// anew on every run; none is stored in the repository.
+fn tls_fixtures() -> PathBuf {
+    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
+
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("wsx-connect-tls-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params.distinguished_name.push(DnType::CommonName, "wsx test CA");
+    let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
+    let leaf_key = KeyPair::generate().unwrap();
+    let leaf = CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])
+        .unwrap()
+        .signed_by(&leaf_key, &ca)
+        .unwrap();
+    std::fs::write(dir.join("ca.pem"), ca.pem()).unwrap();
+    std::fs::write(dir.join("leaf.pem"), leaf.pem()).unwrap();
+    std::fs::write(dir.join("leaf.key"), leaf_key.serialize_pem()).unwrap();
+    dir
+}
