@@ -27,6 +27,17 @@ pub struct Config {
     /// How long to wait for the peer's close reply (or, on a client, for the server to close the
     /// transport) before dropping the connection. Default 10 s; `None` waits forever.
     pub close_timeout: Option<Duration>,
+    /// Send a ping after this long without hearing from the peer. Default 20 s; `None` turns
+    /// keepalive off.
+    pub ping_interval: Option<Duration>,
+    /// Fail the connection (close 1011) when nothing at all arrives this long after a
+    /// keepalive ping. Default 20 s. Any frame counts, not only the pong, so a peer busy
+    /// sending a large message is not mistaken for a dead one.
+    pub ping_timeout: Option<Duration>,
+    /// Close (1001, "idle timeout") after this long without a data message in either
+    /// direction. Default `None`. Pings and pongs do not count, so it also reaps connections
+    /// that only keep themselves alive.
+    pub idle_timeout: Option<Duration>,
     /// Bytes queued for sending above which a sender should wait for the transport to drain.
     /// Default 128 KiB. The core never refuses to queue; drivers apply this as backpressure.
     pub write_buffer_high_water: usize,
@@ -45,6 +56,9 @@ impl Default for Config {
             max_headers: 100,
             auto_pong: true,
             close_timeout: Some(Duration::from_secs(10)),
+            ping_interval: Some(Duration::from_secs(20)),
+            ping_timeout: Some(Duration::from_secs(20)),
+            idle_timeout: None,
             write_buffer_high_water: 128 << 10,
             deflate: None,
         }
@@ -91,6 +105,24 @@ impl Config {
     /// Sets [`Config::deflate`].
     pub fn deflate(mut self, deflate: Option<DeflateConfig>) -> Self {
         self.deflate = deflate;
+        self
+    }
+
+    /// Sets [`Config::ping_interval`].
+    pub fn ping_interval(mut self, interval: Option<Duration>) -> Self {
+        self.ping_interval = interval;
+        self
+    }
+
+    /// Sets [`Config::ping_timeout`].
+    pub fn ping_timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.ping_timeout = timeout;
+        self
+    }
+
+    /// Sets [`Config::idle_timeout`].
+    pub fn idle_timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.idle_timeout = timeout;
         self
     }
 

@@ -70,6 +70,16 @@ pub struct Connection {
     eof: bool,
     timed_out: bool,
     close_deadline: Option<Instant>,
+    /// A frame arrived since the last `handle_timeout`.
+    rx_activity: bool,
+    /// A data message went either way since the last `handle_timeout`.
+    data_activity: bool,
+    next_ping: Option<Instant>,
+    pong_deadline: Option<Instant>,
+    idle_deadline: Option<Instant>,
+    ping_count: u64,
+    /// An error raised by a timer, reported by the next `poll_message`.
+    pending_error: Option<ProtocolError>,
 }
 
 #[derive(Debug)]
@@ -118,6 +128,13 @@ impl Connection {
             eof: false,
             timed_out: false,
             close_deadline: None,
+            rx_activity: false,
+            data_activity: false,
+            next_ping: None,
+            pong_deadline: None,
+            idle_deadline: None,
+            ping_count: 0,
+            pending_error: None,
         }
     }
 
@@ -195,18 +212,73 @@ impl Connection {
         self.eof = true;
     }
 
-    /// Advances timers to `now`. Call it after each batch of input or output and when the
-    /// deadline from [`Self::poll_timeout`] passes.
+    /// Advances timers to `now`: keepalive pings, the idle timeout and the close timeout. Call
+    /// it once when the connection starts, after each batch of input, after commands, and when
+    /// the deadline from [`Self::poll_timeout`] passes. Timers are armed relative to the `now`
+    /// of the call that first sees the state they belong to.
     pub fn handle_timeout(&mut self, now: Instant) {
-        let waiting = match self.state() {
-            State::Closing => true,
-            State::Closed => !self.should_close_transport(),
-            State::Open => false,
-        };
-        if !waiting {
+        match self.state() {
+            State::Open => self.keepalive(now),
+            State::Closing => self.close_timer(now),
+            State::Closed if !self.should_close_transport() => self.close_timer(now),
+            State::Closed => {}
+        }
+        if self.state() != State::Open {
+            self.next_ping = None;
+            self.pong_deadline = None;
+            self.idle_deadline = None;
+        }
+        if self.state() == State::Open || self.should_close_transport() {
             self.close_deadline = None;
+        }
+    }
+
+    /// The next instant at which [`Self::handle_timeout`] must be called, if any.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        [self.close_deadline, self.next_ping, self.pong_deadline, self.idle_deadline]
+            .into_iter()
+            .flatten()
+            .min()
+    }
+
+    /// Keepalive (RFC 6455 §5.5.2: pings may serve to verify the peer is responsive) and the
+    /// idle timeout, while open.
+    fn keepalive(&mut self, now: Instant) {
+        let cfg = &self.config;
+        if std::mem::take(&mut self.rx_activity) {
+            // Any frame from the peer proves it is alive; a pong stuck behind a large message
+            // should not kill a busy connection.
+            self.pong_deadline = None;
+            self.next_ping = cfg.ping_interval.map(|i| now + i);
+        }
+        if std::mem::take(&mut self.data_activity) || self.idle_deadline.is_none() {
+            self.idle_deadline = cfg.idle_timeout.map(|t| now + t);
+        }
+        if self.next_ping.is_none() && self.pong_deadline.is_none() {
+            self.next_ping = cfg.ping_interval.map(|i| now + i);
+        }
+        if self.pong_deadline.is_some_and(|d| now >= d) {
+            let err = self.fail(ProtocolError::KeepaliveTimeout);
+            self.pending_error = Some(err);
             return;
         }
+        if self.idle_deadline.is_some_and(|d| now >= d) {
+            self.queue_close(Some((CloseCode::GOING_AWAY, "idle timeout")));
+            return;
+        }
+        if self.next_ping.is_some_and(|d| now >= d) {
+            self.ping_count = self.ping_count.wrapping_add(1);
+            let payload = Bytes::copy_from_slice(&self.ping_count.to_be_bytes());
+            self.queue_frame(OpCode::Ping, payload);
+            self.next_ping = self.config.ping_interval.map(|i| now + i);
+            if self.pong_deadline.is_none() {
+                self.pong_deadline = self.config.ping_timeout.map(|t| now + t);
+            }
+        }
+    }
+
+    /// The close timeout: for our close's reply, or (client) for the server to close TCP.
+    fn close_timer(&mut self, now: Instant) {
         let Some(timeout) = self.config.close_timeout else {
             return;
         };
@@ -221,11 +293,6 @@ impl Connection {
         }
     }
 
-    /// The next instant at which [`Self::handle_timeout`] must be called, if any.
-    pub fn poll_timeout(&self) -> Option<Instant> {
-        self.close_deadline
-    }
-
     /// The next message parsed from the bytes received so far, or `None` when more bytes are
     /// needed or the stream has ended.
     ///
@@ -233,6 +300,9 @@ impl Connection {
     /// the matching close frame is already queued in [`Self::transmit`]. After the peer's close
     /// frame ([`Message::Close`]) or an error, this only returns `None`.
     pub fn poll_message(&mut self) -> Option<Result<Message, ProtocolError>> {
+        if let Some(err) = self.pending_error.take() {
+            return Some(Err(err));
+        }
         loop {
             if self.read_done {
                 return None;
@@ -316,6 +386,7 @@ impl Connection {
         };
         let len = self.check_header(&header)?;
         self.read_buf.advance(header_len);
+        self.rx_activity = true;
         self.frame = Some(InFrame { header, len, checked: 0, incremental: false });
         Ok(true)
     }
@@ -451,6 +522,7 @@ impl Connection {
     /// Builds a complete data message: inflates it if compressed, then checks text. `incremental`
     /// says whether the validator has seen the text already.
     fn finish(&mut self, m: Partial, incremental: bool) -> Result<Message, ProtocolError> {
+        self.data_activity = true;
         let buf = if m.compressed {
             match self.deflate.as_mut() {
                 Some(d) => d.decompress(&m.buf, self.config.max_message_size)?,
@@ -538,6 +610,7 @@ impl Connection {
 
     /// Queues a data message as one frame, compressed when the extension is on and it pays.
     fn queue_data(&mut self, opcode: OpCode, payload: Bytes) {
+        self.data_activity = true;
         match self.deflate.as_mut().and_then(|d| d.compress(&payload)) {
             Some(compressed) => self.queue_frame_rsv(opcode, compressed, RSV1),
             None => self.queue_frame(opcode, payload),

@@ -831,9 +831,10 @@ fn close_times_out_without_a_reply() {
     let timeout = Duration::from_secs(5);
     let t0 = Instant::now();
     for role in [Role::Client, Role::Server] {
-        let mut conn = Connection::new(role, Config::default().close_timeout(Some(timeout)));
+        let config = Config::default().close_timeout(Some(timeout)).ping_interval(None);
+        let mut conn = Connection::new(role, config);
         conn.handle_timeout(t0);
-        assert_eq!(conn.poll_timeout(), None, "no timer while open");
+        assert_eq!(conn.poll_timeout(), None, "no timer while open without keepalive");
         conn.close(None).unwrap();
         conn.handle_timeout(t0);
         assert_eq!(conn.poll_timeout(), Some(t0 + timeout));

@@ -41,7 +41,9 @@ where
     }
 
     /// Wraps a transport and a protocol core, with the negotiated subprotocol.
-    pub fn from_connection(io: S, conn: Connection, protocol: Option<String>) -> Self {
+    pub fn from_connection(io: S, mut conn: Connection, protocol: Option<String>) -> Self {
+        // Arms keepalive from the start of the connection.
+        conn.handle_timeout(Instant::now().into_std());
         Self { io, conn, timer: None, protocol, finished: false }
     }
 
@@ -147,7 +149,8 @@ where
             }
             match ready!(poll_read_buf(Pin::new(&mut self.io), cx, self.conn.recv_buf())) {
                 Ok(0) => self.conn.handle_eof(),
-                Ok(_) => {}
+                // Once per read, not per message: keepalive only needs to know the peer spoke.
+                Ok(_) => self.conn.handle_timeout(Instant::now().into_std()),
                 Err(e) => {
                     self.finished = true;
                     return Poll::Ready(self.io_error(e));
@@ -189,12 +192,13 @@ where
 
     /// Drives the core's timers; true when one fired.
     fn poll_timer(&mut self, cx: &mut Context<'_>) -> bool {
-        // The core has no timers while open (keepalive is not configured).
-        if self.conn.state() == State::Open {
-            return false;
+        let mut deadline = self.conn.poll_timeout();
+        if deadline.is_none() && self.conn.state() != State::Open {
+            // A close was just sent or received: let the core arm its close timer.
+            self.conn.handle_timeout(Instant::now().into_std());
+            deadline = self.conn.poll_timeout();
         }
-        self.conn.handle_timeout(Instant::now().into_std());
-        let Some(deadline) = self.conn.poll_timeout() else {
+        let Some(deadline) = deadline else {
             self.timer = None;
             return false;
         };
@@ -211,8 +215,7 @@ where
         if timer.as_mut().poll(cx).is_pending() {
             return false;
         }
-        self.timer = None;
-        self.conn.handle_timeout(Instant::now().into_std().max(deadline.into_std()));
+        self.conn.handle_timeout(Instant::now().max(deadline).into_std());
         true
     }
 
