@@ -54,6 +54,31 @@ struct ServeArgs {
     /// Seconds to wait for clients to finish closing on shutdown.
     #[arg(long, default_value_t = 5.0)]
     shutdown_timeout: f64,
+    /// Most WebSocket connections at once; further upgrades get 503.
+    #[arg(long, default_value_t = 50_000)]
+    max_connections: usize,
+    /// Accept browser upgrades only from this Origin (e.g. https://example.com). Repeatable.
+    /// Without it any Origin is accepted; requests without Origin (non-browsers) always are.
+    #[arg(long = "allow-origin", value_name = "ORIGIN")]
+    allow_origins: Vec<String>,
+    /// Seconds without hearing from a client before pinging it (0: no keepalive).
+    #[arg(long, default_value_t = 20.0)]
+    ping_interval: f64,
+    /// Seconds to wait for any frame after a keepalive ping before closing with 1011.
+    #[arg(long, default_value_t = 20.0)]
+    ping_timeout: f64,
+    /// Seconds without a data message either way before closing with 1001 (0: never).
+    #[arg(long, default_value_t = 0.0)]
+    idle_timeout: f64,
+    /// Seconds to wait for the client's reply to a close before dropping it.
+    #[arg(long, default_value_t = 10.0)]
+    close_timeout: f64,
+    /// Largest message accepted, in bytes (after decompression); larger ones close with 1009.
+    #[arg(long, default_value_t = 64 << 20)]
+    max_message_size: usize,
+    /// Largest frame accepted, in bytes; larger ones close with 1009.
+    #[arg(long, default_value_t = 16 << 20)]
+    max_frame_size: usize,
 }
 
 fn main() -> ExitCode {
@@ -94,11 +119,20 @@ fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
         listen: args.listen,
         handshake_timeout: secs(args.handshake_timeout, "--handshake-timeout")?,
         shutdown_timeout: secs(args.shutdown_timeout, "--shutdown-timeout")?,
-        config: wsx::Config::default().deflate((!args.no_deflate).then(|| {
-            let mut deflate = wsx::proto::deflate::DeflateConfig::default();
-            deflate.min_size = args.deflate_min_size;
-            deflate
-        })),
+        max_connections: args.max_connections,
+        allowed_origins: args.allow_origins.clone(),
+        config: wsx::Config::default()
+            .ping_interval(optional_secs(args.ping_interval, "--ping-interval")?)
+            .ping_timeout(optional_secs(args.ping_timeout, "--ping-timeout")?)
+            .idle_timeout(optional_secs(args.idle_timeout, "--idle-timeout")?)
+            .close_timeout(Some(secs(args.close_timeout, "--close-timeout")?))
+            .max_message_size(args.max_message_size)
+            .max_frame_size(args.max_frame_size)
+            .deflate((!args.no_deflate).then(|| {
+                let mut deflate = wsx::proto::deflate::DeflateConfig::default();
+                deflate.min_size = args.deflate_min_size;
+                deflate
+            })),
         tls: match (&args.tls_cert, &args.tls_key) {
             (Some(cert), Some(key)) => Some(load_tls(cert, key)?),
             _ => None,
@@ -116,6 +150,12 @@ fn load_tls(
     };
     wsx::tls::server_config(&read(cert)?, &read(key)?)
         .with_context(|| format!("TLS setup from {} and {}", cert.display(), key.display()))
+}
+
+/// Seconds where 0 means "off".
+fn optional_secs(value: f64, flag: &str) -> anyhow::Result<Option<Duration>> {
+    let d = secs(value, flag)?;
+    Ok((!d.is_zero()).then_some(d))
 }
 
 fn secs(value: f64, flag: &str) -> anyhow::Result<Duration> {

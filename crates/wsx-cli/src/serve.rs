@@ -1,10 +1,12 @@
 //! `wsx serve`: the echo server and its demo page.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
+use http::header::ORIGIN;
 use http::{Method, StatusCode};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
@@ -13,7 +15,7 @@ use tokio::time::{timeout_at, Instant};
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 use wsx::tls::{rustls::ServerConfig, TlsAcceptor};
-use wsx::{Accept, CloseCode, CloseFrame, Config, Incoming};
+use wsx::{Accept, CloseCode, CloseFrame, Config, Incoming, Reject};
 
 /// The demo page, embedded in the binary.
 const DEMO_PAGE: &str = include_str!("demo.html");
@@ -24,6 +26,10 @@ pub(crate) struct Options {
     pub(crate) listen: SocketAddr,
     pub(crate) handshake_timeout: Duration,
     pub(crate) shutdown_timeout: Duration,
+    /// Most WebSocket connections at once.
+    pub(crate) max_connections: usize,
+    /// Origins browsers may connect from; empty accepts any.
+    pub(crate) allowed_origins: Vec<String>,
     /// Limits and compression of every connection.
     pub(crate) config: Config,
     /// Serve `wss://` and https with this configuration.
@@ -39,6 +45,7 @@ pub(crate) async fn run(options: Options) -> anyhow::Result<()> {
     let (http, ws) = if options.tls.is_some() { ("https", "wss") } else { ("http", "ws") };
     info!("listening on {http}://{addr}/ (WebSocket echo on {ws}://{addr}/ at any path)");
 
+    let state = Arc::new(State { options, active: AtomicUsize::new(0) });
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let tracker = TaskTracker::new();
     let stop = shutdown_signal();
@@ -47,10 +54,10 @@ pub(crate) async fn run(options: Options) -> anyhow::Result<()> {
         tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((tcp, peer)) => {
-                    let options = options.clone();
+                    let state = state.clone();
                     let shutdown = shutdown_rx.clone();
                     tracker.spawn(async move {
-                        if let Err(e) = handle(tcp, &options, shutdown).await {
+                        if let Err(e) = handle(tcp, &state, shutdown).await {
                             debug!(%peer, "connection ended: {e}");
                         }
                     });
@@ -71,7 +78,7 @@ pub(crate) async fn run(options: Options) -> anyhow::Result<()> {
     tracker.close();
     // Receivers only fail if every connection already ended, which is fine.
     let _ = shutdown_tx.send(true);
-    if tokio::time::timeout(options.shutdown_timeout, tracker.wait()).await.is_err() {
+    if tokio::time::timeout(state.options.shutdown_timeout, tracker.wait()).await.is_err() {
         warn!("{} connections did not close in time; dropping them", tracker.len());
     }
     info!("stopped");
@@ -82,9 +89,10 @@ pub(crate) async fn run(options: Options) -> anyhow::Result<()> {
 /// WebSocket upgrades. The handshake timeout covers TLS and the HTTP request together.
 async fn handle(
     tcp: TcpStream,
-    options: &Options,
+    state: &State,
     shutdown: watch::Receiver<bool>,
 ) -> Result<(), wsx::Error> {
+    let options = &state.options;
     tcp.set_nodelay(true)?;
     let deadline = Instant::now() + options.handshake_timeout;
     let timed_out = |_| wsx::Error::Timeout("handshake");
@@ -96,26 +104,53 @@ async fn handle(
             let incoming = timeout_at(deadline, Incoming::read(tls, options.config.clone()))
                 .await
                 .map_err(timed_out)??;
-            serve(incoming, shutdown).await
+            serve(incoming, state, shutdown).await
         }
         None => {
             let incoming = timeout_at(deadline, Incoming::read(tcp, options.config.clone()))
                 .await
                 .map_err(timed_out)??;
-            serve(incoming, shutdown).await
+            serve(incoming, state, shutdown).await
         }
+    }
+}
+
+/// The server's shared state.
+#[derive(Debug)]
+struct State {
+    options: Options,
+    /// Open WebSocket connections.
+    active: AtomicUsize,
+}
+
+/// Counts one open WebSocket connection while alive.
+struct Slot<'a>(&'a AtomicUsize);
+
+impl Drop for Slot<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
 async fn serve<S>(
     incoming: Incoming<S>,
+    state: &State,
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<(), wsx::Error>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     if !incoming.is_upgrade() {
-        return serve_page(incoming).await;
+        return serve_page(incoming, state).await;
+    }
+    if !origin_allowed(incoming.request(), &state.options.allowed_origins) {
+        debug!("refused Origin {:?}", incoming.request().headers().get(ORIGIN));
+        return incoming.reject(Reject::status(StatusCode::FORBIDDEN)).await;
+    }
+    let slot = Slot(&state.active);
+    if state.active.fetch_add(1, Ordering::Relaxed) >= state.options.max_connections {
+        drop(slot);
+        return incoming.reject(Reject::status(StatusCode::SERVICE_UNAVAILABLE)).await;
     }
     let mut ws = incoming.accept(Accept::default()).await?;
     loop {
@@ -140,14 +175,34 @@ where
     }
 }
 
-async fn serve_page<S>(incoming: Incoming<S>) -> Result<(), wsx::Error>
+/// Cross-site WebSocket hijacking protection: browsers always send Origin, so with a list
+/// configured a browser page from elsewhere is refused; clients without Origin are not browsers.
+fn origin_allowed<B>(req: &http::Request<B>, allowed: &[String]) -> bool {
+    if allowed.is_empty() {
+        return true;
+    }
+    match req.headers().get(ORIGIN).map(|v| v.to_str()) {
+        None => true,
+        Some(Ok(origin)) => allowed.iter().any(|a| a.eq_ignore_ascii_case(origin.trim())),
+        Some(Err(_)) => false,
+    }
+}
+
+/// Plain HTTP: the demo page at `/`, the open connection count at `/stats`.
+async fn serve_page<S>(incoming: Incoming<S>, state: &State) -> Result<(), wsx::Error>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let req = incoming.request();
+    let stats;
     let (status, content_type, body) = match (req.method(), req.uri().path()) {
         (&Method::GET | &Method::HEAD, "/" | "/index.html") => {
             (StatusCode::OK, "text/html; charset=utf-8", DEMO_PAGE.as_bytes())
+        }
+        (&Method::GET, "/stats") => {
+            let active = state.active.load(Ordering::Relaxed);
+            stats = format!("{{\"connections\":{active}}}\n");
+            (StatusCode::OK, "application/json", stats.as_bytes())
         }
         _ => (StatusCode::NOT_FOUND, "text/plain; charset=utf-8", &b"not found\n"[..]),
     };
