@@ -1,4 +1,4 @@
-//! `wsx`: a WebSocket echo server with a demo page, and more to come.
+//! `wsx`: a WebSocket echo server with a demo page, an interactive client, a load generator.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -8,6 +8,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 
+mod bench;
 mod connect;
 mod serve;
 
@@ -25,6 +26,8 @@ enum Command {
     Serve(ServeArgs),
     /// Connect to a WebSocket server: stdin lines are sent, messages received are printed.
     Connect(connect::ConnectArgs),
+    /// Load-test a WebSocket echo server: msg/s, MB/s and latency percentiles.
+    Bench(bench::BenchArgs),
 }
 
 /// Options of `wsx serve`.
@@ -92,6 +95,10 @@ fn main() -> ExitCode {
         .init();
     let result = match cli.command {
         Command::Serve(args) => run_serve(args),
+        Command::Bench(args) => match bench::run(args) {
+            Ok(code) => return code,
+            Err(e) => Err(e),
+        },
         Command::Connect(args) => match connect::run(args) {
             Ok(code) => return code,
             Err(e) => Err(e),
