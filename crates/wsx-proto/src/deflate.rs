@@ -60,6 +60,44 @@ impl Default for DeflateConfig {
     }
 }
 
+impl DeflateConfig {
+    /// Sets [`DeflateConfig::server_no_context_takeover`].
+    pub fn server_no_context_takeover(mut self, on: bool) -> Self {
+        self.server_no_context_takeover = on;
+        self
+    }
+
+    /// Sets [`DeflateConfig::client_no_context_takeover`].
+    pub fn client_no_context_takeover(mut self, on: bool) -> Self {
+        self.client_no_context_takeover = on;
+        self
+    }
+
+    /// Sets [`DeflateConfig::server_max_window_bits`] (pulled into 8..=15).
+    pub fn server_max_window_bits(mut self, bits: u8) -> Self {
+        self.server_max_window_bits = clamp_bits(bits);
+        self
+    }
+
+    /// Sets [`DeflateConfig::client_max_window_bits`] (pulled into 8..=15).
+    pub fn client_max_window_bits(mut self, bits: u8) -> Self {
+        self.client_max_window_bits = clamp_bits(bits);
+        self
+    }
+
+    /// Sets [`DeflateConfig::level`] (0-9).
+    pub fn level(mut self, level: u32) -> Self {
+        self.level = level.min(9);
+        self
+    }
+
+    /// Sets [`DeflateConfig::min_size`].
+    pub fn min_size(mut self, bytes: usize) -> Self {
+        self.min_size = bytes;
+        self
+    }
+}
+
 /// Negotiated parameters. Window bits are always within 8..=15.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Params {

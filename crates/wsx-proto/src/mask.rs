@@ -9,6 +9,14 @@
 ///
 /// `offset` lets a payload be unmasked piecewise as it arrives.
 pub fn apply_mask(buf: &mut [u8], key: [u8; 4], offset: usize) {
+    if buf.len() < 32 {
+        // Short payloads (the common small message): setting up the word key costs more than
+        // it saves.
+        for (i, b) in buf.iter_mut().enumerate() {
+            *b ^= key[(i + offset) & 3];
+        }
+        return;
+    }
     let mut k = key;
     k.rotate_left(offset % 4);
     let key64 = u64::from_ne_bytes([k[0], k[1], k[2], k[3], k[0], k[1], k[2], k[3]]);
