@@ -15,7 +15,7 @@ use tokio::time::{timeout_at, Instant};
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 use wsx::tls::{rustls::ServerConfig, TlsAcceptor};
-use wsx::{Accept, CloseCode, CloseFrame, Config, Incoming, Reject};
+use wsx::{Accept, CloseCode, CloseFrame, Config, Incoming, Reject, WebSocket};
 
 /// The demo page, embedded in the binary.
 const DEMO_PAGE: &str = include_str!("demo.html");
@@ -98,19 +98,18 @@ async fn handle(
     let timed_out = |_| wsx::Error::Timeout("handshake");
     match &options.tls {
         Some(config) => {
-            let tls = timeout_at(deadline, TlsAcceptor::from(config.clone()).accept(tcp))
-                .await
-                .map_err(timed_out)??;
-            let incoming = timeout_at(deadline, Incoming::read(tls, options.config.clone()))
-                .await
-                .map_err(timed_out)??;
-            serve(incoming, state, shutdown).await
+            // Handshake futures are boxed so their size is freed once they finish; the
+            // long-lived part of a connection stays small (see `echo`).
+            let accept = TlsAcceptor::from(config.clone()).accept(tcp);
+            let tls = Box::pin(timeout_at(deadline, accept)).await.map_err(timed_out)??;
+            let read = Incoming::read(tls, options.config.clone());
+            let incoming = Box::pin(timeout_at(deadline, read)).await.map_err(timed_out)??;
+            Box::pin(serve(incoming, state, shutdown)).await
         }
         None => {
-            let incoming = timeout_at(deadline, Incoming::read(tcp, options.config.clone()))
-                .await
-                .map_err(timed_out)??;
-            serve(incoming, state, shutdown).await
+            let read = Incoming::read(tcp, options.config.clone());
+            let incoming = Box::pin(timeout_at(deadline, read)).await.map_err(timed_out)??;
+            Box::pin(serve(incoming, state, shutdown)).await
         }
     }
 }
@@ -135,13 +134,13 @@ impl Drop for Slot<'_> {
 async fn serve<S>(
     incoming: Incoming<S>,
     state: &State,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
 ) -> Result<(), wsx::Error>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     if !incoming.is_upgrade() {
-        return serve_page(incoming, state).await;
+        return Box::pin(serve_page(incoming, state)).await;
     }
     if !origin_allowed(incoming.request(), &state.options.allowed_origins) {
         debug!("refused Origin {:?}", incoming.request().headers().get(ORIGIN));
@@ -152,7 +151,20 @@ where
         drop(slot);
         return incoming.reject(Reject::status(StatusCode::SERVICE_UNAVAILABLE)).await;
     }
-    let mut ws = incoming.accept(Accept::default()).await?;
+    let ws = Box::pin(incoming.accept(Accept::default())).await?;
+    let result = echo(ws, shutdown).await;
+    drop(slot);
+    result
+}
+
+/// The echo loop of one upgraded connection: the state every idle connection keeps.
+async fn echo<S>(
+    mut ws: WebSocket<S>,
+    mut shutdown: watch::Receiver<bool>,
+) -> Result<(), wsx::Error>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
     loop {
         tokio::select! {
             msg = ws.recv() => match msg {

@@ -44,6 +44,8 @@ pub enum State {
 const READ_CHUNK_MIN: usize = 16 << 10;
 /// Largest step the read buffer grows by at once while a large frame arrives.
 const READ_CHUNK_MAX: usize = 1 << 20;
+/// The send buffer's first allocation in a batch of writes.
+const SEND_CHUNK: usize = 8 << 10;
 /// Payloads up to this size are copied into the send buffer next to their header, so that many
 /// small frames go out in one write; larger ones are queued as their own chunk without a copy.
 const INLINE_PAYLOAD_MAX: usize = 4 << 10;
@@ -61,7 +63,8 @@ pub struct Connection {
     utf8: Utf8Validator,
     deflate: Option<Deflate>,
     out: SendQueue,
-    rng: Option<StdRng>,
+    /// Boxed: servers have none, and it is large.
+    rng: Option<Box<StdRng>>,
     close_sent: bool,
     close_received: bool,
     /// No further messages will be reported.
@@ -108,7 +111,7 @@ impl Connection {
         let rng = match role {
             // Masking keys must be unpredictable (RFC 6455 §5.3): a CSPRNG seeded once from the
             // OS, so each frame costs a few nanoseconds rather than a syscall.
-            Role::Client => Some(StdRng::from_os_rng()),
+            Role::Client => Some(Box::new(StdRng::from_os_rng())),
             Role::Server => None,
         };
         Self {
@@ -205,6 +208,26 @@ impl Connection {
         if !self.read_done {
             self.read_buf.extend_from_slice(data);
         }
+    }
+
+    /// Takes received bytes by value. When nothing is buffered (the usual case between
+    /// messages) the buffer is adopted without a copy, so a driver can read into a scratch
+    /// buffer shared by many connections and hand over just the filled part.
+    pub fn handle_input_buf(&mut self, data: BytesMut) {
+        if self.read_done {
+            return;
+        }
+        if self.read_buf.is_empty() {
+            self.read_buf = data;
+        } else {
+            self.read_buf.extend_from_slice(&data);
+        }
+    }
+
+    /// Whether received bytes wait in the read buffer (an unfinished frame). When not, a
+    /// driver may read into a shared scratch buffer and use [`Self::handle_input_buf`].
+    pub fn has_buffered_input(&self) -> bool {
+        !self.read_buf.is_empty()
     }
 
     /// The transport reached end of stream: no more bytes will arrive.
@@ -310,12 +333,18 @@ impl Connection {
             if self.frame.is_none() {
                 match self.read_header() {
                     Ok(true) => {}
-                    Ok(false) => return self.end_of_input(),
+                    Ok(false) => {
+                        self.release_read_buf();
+                        return self.end_of_input();
+                    }
                     Err(e) => return Some(Err(self.fail(e))),
                 }
             }
             match self.read_payload() {
-                Ok(Progress::NeedMore) => return self.end_of_input(),
+                Ok(Progress::NeedMore) => {
+                    self.release_read_buf();
+                    return self.end_of_input();
+                }
                 Ok(Progress::Fragment) => {}
                 Ok(Progress::Message(m)) => return Some(Ok(m)),
                 Err(e) => return Some(Err(self.fail(e))),
@@ -567,6 +596,14 @@ impl Connection {
         Ok(Message::Close(frame))
     }
 
+    /// Lets go of an empty read buffer's memory, so idle connections hold none (and views into a
+    /// driver's shared scratch buffer do not pin it).
+    fn release_read_buf(&mut self) {
+        if self.read_buf.is_empty() && self.read_buf.capacity() > 0 {
+            self.read_buf = BytesMut::new();
+        }
+    }
+
     /// What to report when the buffered input is used up.
     fn end_of_input(&mut self) -> Option<Result<Message, ProtocolError>> {
         if !self.eof {
@@ -655,6 +692,9 @@ pub struct SendQueue {
 
 impl SendQueue {
     fn push_frame(&mut self, header: &FrameHeader, payload: Bytes) {
+        if self.tail.capacity() == 0 {
+            self.tail.reserve(SEND_CHUNK);
+        }
         let mut head = [0u8; MAX_HEADER_LEN];
         let n = header.encode(&mut head);
         self.tail.extend_from_slice(&head[..n]);
@@ -705,8 +745,9 @@ impl Buf for SendQueue {
             }
         }
         if self.len == 0 {
-            // Reuse the allocation from the start once everything has been written.
-            self.tail.clear();
+            // Everything is written: let go of the buffer so idle connections hold no memory;
+            // the next batch allocates once (see `push_frame`).
+            self.tail = BytesMut::new();
         }
     }
 

@@ -407,7 +407,8 @@ impl Deflate {
                         });
                     }
                     // Grow by doubling, but never past limit + 1: one byte over is enough to know.
-                    let step = out.capacity().max(4096).min(limit + 1 - out.len()).max(1);
+                    let step =
+                        out.capacity().max(4096).min(limit.saturating_add(1) - out.len()).max(1);
                     out.reserve_exact(step);
                 }
                 let before = d.total_in();

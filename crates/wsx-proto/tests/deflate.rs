@@ -248,7 +248,7 @@ struct Sent {
 }
 
 impl Item {
-    fn from_client(&self) -> bool {
+    fn sent_by_client(&self) -> bool {
         match self {
             Self::Data { from_client, .. } | Self::Ping { from_client, .. } => *from_client,
         }
@@ -470,7 +470,7 @@ fn exchange(
     let (mut from_client, mut from_server) = (Vec::new(), Vec::new());
     for item in items {
         let sent = item.build();
-        let (tx, list) = if item.from_client() {
+        let (tx, list) = if item.sent_by_client() {
             (&mut s.pair.client, &mut from_client)
         } else {
             (&mut s.pair.server, &mut from_server)
@@ -893,4 +893,44 @@ fn rfc_7692_hello_vectors() {
     client.handle_input(&[0xc1, 0x05, 0xf2, 0x00, 0x11, 0x00, 0x00]);
     assert_eq!(poll_all(&mut client), vec![Ok(Message::text("Hello")), Ok(Message::text("Hello"))]);
     assert_eq!(take_transmit(&mut client), b"", "nothing to answer");
+}
+
+#[test]
+fn unlimited_message_size_inflates() {
+    // `usize::MAX` as the limit: nothing is too large, and nothing overflows.
+    let data = vec![7u8; 1 << 20];
+    let mut client = deflate_conn(Role::Client, Config::default().max_message_size(usize::MAX));
+    client.handle_input(&raw_frame(FIN | RSV1_BIT | BINARY, None, &compress(&data)));
+    assert_eq!(poll_all(&mut client), vec![Ok(Message::binary(data))]);
+}
+
+#[test]
+fn min_size_and_level_decide_what_is_compressed() {
+    // Below `min_size` a message goes out as is (RSV1 clear); at and above it, compressed. Every
+    // level, including 0 (stored blocks, larger than the input), is understood by the peer.
+    for level in [0, 1, 6, 9] {
+        let mut config = DeflateConfig::default();
+        config.min_size = 100;
+        config.level = level;
+        let case = Case { client: config.clone(), server: config, style: OfferStyle::Library };
+        let mut s = Session::open(&case);
+        for (len, compressed) in [(0, false), (99, false), (100, true), (5000, true)] {
+            let msg = Message::text("ab".repeat(len / 2) + &"c".repeat(len % 2));
+            for from_client in [true, false] {
+                let ctx = format!("level {level}, {len} bytes, from client {from_client}");
+                let Pair { client, server } = &mut s.pair;
+                let (tx, rx) = if from_client { (client, server) } else { (server, client) };
+                tx.send(msg.clone()).unwrap();
+                let wire = take_transmit(tx);
+                let frames = parse_frames(&wire);
+                assert_eq!(frames.len(), 1, "{ctx}");
+                assert_eq!(frames[0].header.rsv, if compressed { RSV1 } else { 0 }, "{ctx}");
+                if level > 0 && len >= 5000 {
+                    assert!(frames[0].payload.len() < len / 10, "{ctx}: barely compressed");
+                }
+                rx.handle_input(&wire);
+                assert_eq!(poll_all(rx), vec![Ok(msg.clone())], "{ctx}");
+            }
+        }
+    }
 }

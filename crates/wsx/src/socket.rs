@@ -3,6 +3,7 @@ use std::io;
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 
+use bytes::BytesMut;
 use futures_core::Stream;
 use futures_sink::Sink;
 use futures_util::future::poll_fn;
@@ -14,6 +15,17 @@ use wsx_proto::{CloseCode, CloseFrame, Config, Connection, Message, Role};
 
 use crate::split::{self, ReadHalf, WriteHalf};
 use crate::Error;
+
+/// Size of each thread's shared read slab.
+const SCRATCH_SLAB: usize = 64 << 10;
+/// A new slab is started when less than this is left of the current one.
+const SCRATCH_MIN_SPARE: usize = 16 << 10;
+
+thread_local! {
+    /// Spare capacity that reads between frames land in; filled parts are split off and owned by
+    /// the connection (and the messages) that read them.
+    static SCRATCH: std::cell::RefCell<BytesMut> = std::cell::RefCell::new(BytesMut::new());
+}
 
 /// A WebSocket connection over a transport `S` (a `TcpStream`, a TLS stream, an in-memory
 /// duplex…), after the opening handshake.
@@ -147,7 +159,7 @@ where
             if self.poll_timer(cx) {
                 continue;
             }
-            match ready!(poll_read_buf(Pin::new(&mut self.io), cx, self.conn.recv_buf())) {
+            match ready!(self.poll_read(cx)) {
                 Ok(0) => self.conn.handle_eof(),
                 // Once per read, not per message: keepalive only needs to know the peer spoke.
                 Ok(_) => self.conn.handle_timeout(Instant::now().into_std()),
@@ -157,6 +169,32 @@ where
                 }
             }
         }
+    }
+
+    /// Reads from the transport into the core. Between frames the read goes into this thread's
+    /// shared scratch slab and the filled part is handed over without a copy, so an idle
+    /// connection owns no read buffer; inside a frame it reads straight into the core's buffer.
+    fn poll_read(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+        if self.conn.has_buffered_input() {
+            return poll_read_buf(Pin::new(&mut self.io), cx, self.conn.recv_buf());
+        }
+        let io = &mut self.io;
+        let filled = SCRATCH.with(|scratch| {
+            let mut scratch = scratch.borrow_mut();
+            if scratch.capacity() < SCRATCH_MIN_SPARE {
+                *scratch = BytesMut::with_capacity(SCRATCH_SLAB);
+            }
+            match poll_read_buf(Pin::new(io), cx, &mut *scratch) {
+                Poll::Ready(Ok(n)) => Poll::Ready(Ok((n, scratch.split()))),
+                Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+                Poll::Pending => Poll::Pending,
+            }
+        });
+        let (n, data) = ready!(filled)?;
+        if n > 0 {
+            self.conn.handle_input_buf(data);
+        }
+        Poll::Ready(Ok(n))
     }
 
     /// Waits while the send buffer is above its high-water mark.
