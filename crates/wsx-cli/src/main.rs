@@ -135,6 +135,8 @@ fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
             .close_timeout(Some(secs(args.close_timeout, "--close-timeout")?))
             .max_message_size(args.max_message_size)
             .max_frame_size(args.max_frame_size)
+            // The server applies it to TLS and the request together (serve.rs).
+            .handshake_timeout(None)
             .deflate((!args.no_deflate).then(|| {
                 let mut deflate = wsx::proto::deflate::DeflateConfig::default();
                 deflate.min_size = args.deflate_min_size;

@@ -9,7 +9,7 @@ use anyhow::Context as _;
 use http::header::ORIGIN;
 use http::{Method, StatusCode};
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::watch;
 use tokio::time::{timeout_at, Instant};
 use tokio_util::task::TaskTracker;
@@ -38,9 +38,8 @@ pub(crate) struct Options {
 
 /// Serves until Ctrl-C or SIGTERM, then closes every connection with 1001.
 pub(crate) async fn run(options: Options) -> anyhow::Result<()> {
-    let listener = TcpListener::bind(options.listen)
-        .await
-        .with_context(|| format!("cannot listen on {}", options.listen))?;
+    let listener =
+        listen(options.listen).with_context(|| format!("cannot listen on {}", options.listen))?;
     let addr = listener.local_addr()?;
     let (http, ws) = if options.tls.is_some() { ("https", "wss") } else { ("http", "ws") };
     info!("listening on {http}://{addr}/ (WebSocket echo on {ws}://{addr}/ at any path)");
@@ -83,6 +82,18 @@ pub(crate) async fn run(options: Options) -> anyhow::Result<()> {
     }
     info!("stopped");
     Ok(())
+}
+
+/// Pending connections the kernel queues before `accept`: tokio's default of 128 drops SYNs
+/// under bursts of new clients, which then wait a second for their retry.
+const LISTEN_BACKLOG: u32 = 4096;
+
+/// A listener with [`LISTEN_BACKLOG`] and `SO_REUSEADDR` (restarts don't wait for TIME_WAIT).
+fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
 }
 
 /// One connection: TLS if configured, then the demo page for plain HTTP or the echo for

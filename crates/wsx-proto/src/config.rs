@@ -22,6 +22,10 @@ pub struct Config {
     /// Most header fields accepted in the opening handshake. Default 100; more are refused with
     /// 431.
     pub max_headers: usize,
+    /// Time allowed for the opening handshake (a server reading the request, a client reading
+    /// the response). Default 10 s; `None` waits forever. Slow-dribbling clients (slowloris)
+    /// are dropped when it passes.
+    pub handshake_timeout: Option<Duration>,
     /// Answer pings with pongs automatically. Default `true`.
     pub auto_pong: bool,
     /// How long to wait for the peer's close reply (or, on a client, for the server to close the
@@ -54,6 +58,7 @@ impl Default for Config {
             max_message_size: 64 << 20,
             max_handshake_size: 16 << 10,
             max_headers: 100,
+            handshake_timeout: Some(Duration::from_secs(10)),
             auto_pong: true,
             close_timeout: Some(Duration::from_secs(10)),
             ping_interval: Some(Duration::from_secs(20)),
@@ -87,6 +92,12 @@ impl Config {
     /// Sets [`Config::max_headers`].
     pub fn max_headers(mut self, count: usize) -> Self {
         self.max_headers = count;
+        self
+    }
+
+    /// Sets [`Config::handshake_timeout`].
+    pub fn handshake_timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.handshake_timeout = timeout;
         self
     }
 

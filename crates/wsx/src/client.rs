@@ -128,12 +128,19 @@ impl ClientBuilder {
     }
 
     /// Performs the opening handshake over an already connected transport.
+    ///
+    /// The handshake is bounded by [`Config::handshake_timeout`].
     pub async fn connect_on<S>(self, stream: S) -> Result<(WebSocket<S>, Response<()>), Error>
     where
         S: AsyncRead + AsyncWrite + Unpin,
     {
         let target = Target::parse(&self.url)?;
-        self.handshake(stream, &target).await
+        match self.config.handshake_timeout {
+            Some(limit) => tokio::time::timeout(limit, self.handshake(stream, &target))
+                .await
+                .map_err(|_| Error::Timeout("waiting for the handshake response"))?,
+            None => self.handshake(stream, &target).await,
+        }
     }
 
     #[cfg(feature = "tls")]

@@ -94,7 +94,18 @@ where
 {
     /// Reads one HTTP request head from `stream`, within `config`'s size limits. A head that is
     /// too large or malformed is answered (431 or 400) and returned as an error.
-    pub async fn read(mut stream: S, config: Config) -> Result<Self, Error> {
+    ///
+    /// The whole read is bounded by [`Config::handshake_timeout`].
+    pub async fn read(stream: S, config: Config) -> Result<Self, Error> {
+        match config.handshake_timeout {
+            Some(limit) => tokio::time::timeout(limit, Self::read_head(stream, config))
+                .await
+                .map_err(|_| Error::Timeout("reading the handshake request"))?,
+            None => Self::read_head(stream, config).await,
+        }
+    }
+
+    async fn read_head(mut stream: S, config: Config) -> Result<Self, Error> {
         let mut buf = BytesMut::with_capacity(1024);
         let mut scanner = HeadScanner::new(config.max_handshake_size);
         let head_len = loop {

@@ -129,10 +129,11 @@ where
                 return Poll::Ready(None);
             }
             if let Some(result) = self.conn.poll_message() {
-                if matches!(result, Err(_) | Ok(Message::Close(_))) {
-                    // The close frame (and anything queued before it) goes out now, best
-                    // effort, so it is not lost if the caller stops at this error or close.
-                    // A transport error here shows up on the next call.
+                if matches!(result, Err(_) | Ok(Message::Close(_) | Message::Ping(_))) {
+                    // Reading implies writing: the pong or close reply the core just queued
+                    // (and anything queued before it) goes out now, best effort, so it neither
+                    // waits for the application's next call nor is lost if the caller stops
+                    // here. A transport error shows up on the next call.
                     let _ = self.poll_write_out(cx);
                 }
                 return Poll::Ready(Some(result.map_err(Error::from)));
@@ -230,12 +231,16 @@ where
 
     /// Drives the core's timers; true when one fired.
     fn poll_timer(&mut self, cx: &mut Context<'_>) -> bool {
-        let mut deadline = self.conn.poll_timeout();
-        if deadline.is_none() && self.conn.state() != State::Open {
-            // A close was just sent or received: let the core arm its close timer.
+        if self.conn.state() != State::Open {
+            // Closing: let the core swap keepalive for its close timer, or give up if that
+            // already passed (cheap, and only while closing).
+            let was_done = self.conn.should_close_transport();
             self.conn.handle_timeout(Instant::now().into_std());
-            deadline = self.conn.poll_timeout();
+            if !was_done && self.conn.should_close_transport() {
+                return true;
+            }
         }
+        let deadline = self.conn.poll_timeout();
         let Some(deadline) = deadline else {
             self.timer = None;
             return false;
