@@ -188,14 +188,21 @@ where
                 Some(Ok(_)) => {}
                 Some(Err(e)) => debug!("peer error: {e}"),
             },
-            _ = shutdown.changed() => {
-                ws.close(Some(CloseFrame::new(CloseCode::GOING_AWAY, "server shutting down"))).await?;
-                let drain = async { while ws.recv().await.is_some() {} };
-                let _ = tokio::time::timeout(Duration::from_secs(2), drain).await;
-                return Ok(());
-            }
+            // Boxed: its timer would otherwise sit in every idle connection's state.
+            _ = shutdown.changed() => return Box::pin(going_away(&mut ws)).await,
         }
     }
+}
+
+/// Shutdown: close with 1001, then give the client a moment to answer.
+async fn going_away<S>(ws: &mut WebSocket<S>) -> Result<(), wsx::Error>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    ws.close(Some(CloseFrame::new(CloseCode::GOING_AWAY, "server shutting down"))).await?;
+    let drain = async { while ws.recv().await.is_some() {} };
+    let _ = tokio::time::timeout(Duration::from_secs(2), drain).await;
+    Ok(())
 }
 
 /// Cross-site WebSocket hijacking protection: browsers always send Origin, so with a list

@@ -61,7 +61,8 @@ pub struct Connection {
     /// The fragmented message being reassembled.
     message: Option<Partial>,
     utf8: Utf8Validator,
-    deflate: Option<Deflate>,
+    /// Boxed: most connections go without, and the codec state is large.
+    deflate: Option<Box<Deflate>>,
     out: SendQueue,
     /// Boxed: servers have none, and it is large.
     rng: Option<Box<StdRng>>,
@@ -146,7 +147,7 @@ impl Connection {
     /// defaults.
     pub fn with_deflate(mut self, params: Params) -> Self {
         let config = self.config.deflate.clone().unwrap_or_default();
-        self.deflate = Some(Deflate::new(self.role, &params, &config));
+        self.deflate = Some(Box::new(Deflate::new(self.role, &params, &config)));
         self
     }
 

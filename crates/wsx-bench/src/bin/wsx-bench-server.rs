@@ -1,0 +1,37 @@
+//! `wsx-bench-server`: one peer echo server on a single-threaded tokio runtime.
+
+use std::net::SocketAddr;
+
+use anyhow::Context as _;
+use clap::Parser;
+use wsx_bench::Impl;
+
+/// An echo server built on another WebSocket crate, for side-by-side benchmarks of wsx.
+#[derive(Debug, Parser)]
+#[command(name = "wsx-bench-server", version, about)]
+struct Args {
+    /// Which implementation serves.
+    #[arg(long = "impl", value_enum)]
+    implementation: Impl,
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:9001")]
+    listen: SocketAddr,
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    // One thread, like `wsx serve --threads 1`: the benchmark compares work per core.
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    runtime.block_on(async {
+        let listener = tokio::net::TcpListener::bind(args.listen)
+            .await
+            .with_context(|| format!("cannot listen on {}", args.listen))?;
+        eprintln!(
+            "wsx-bench-server: {} listening on ws://{}/",
+            args.implementation.name(),
+            listener.local_addr()?
+        );
+        wsx_bench::serve(args.implementation, listener).await?;
+        Ok(())
+    })
+}

@@ -1,0 +1,132 @@
+//! # wsx-bench: the peers wsx is measured against
+//!
+//! Echo servers built on other Rust WebSocket crates, each set up the way its own README and
+//! benchmark examples recommend for speed (no compression anywhere), plus a raw TCP baseline.
+//! `scripts/bench.sh` runs them one at a time on a single-threaded tokio runtime pinned to one
+//! core, next to `wsx serve --threads 1 --no-deflate`, and drives them all with `wsx bench`.
+//!
+//! - [`Impl::Raw`]: the floor. A WebSocket client will not accept a byte-for-byte TCP echo
+//!   (it would get its own upgrade request back, and masked frames, which RFC 6455 §5.1 forbids
+//!   from a server), so this one does the least a client accepts: it answers the upgrade, then
+//!   copies frames back with the mask bit cleared and the payload unmasked. No UTF-8 checks, no
+//!   control frames, no limits, no message reassembly.
+//! - [`Impl::Tungstenite`]: `tokio-tungstenite` with its default `WebSocketConfig`.
+//! - [`Impl::Fastwebsockets`]: `fastwebsockets` behind a hyper 1 upgrade with
+//!   `FragmentCollector`, in `tokio::task::unconstrained`, as its `echo_server` example does.
+//! - [`Impl::TokioWebsockets`]: `tokio-websockets` with `frame_size(usize::MAX)`, in
+//!   `tokio::task::unconstrained`, as its `echo_server` example does.
+//!
+//! The two `Stream + Sink` crates share one echo loop ([`echo`]) that behaves like `wsx serve`:
+//! a message is fed to the sink, and the sink is flushed only when no further message is ready,
+//! so a burst goes back in few writes.
+//!
+//! Every server sets `TCP_NODELAY`, as `wsx serve` does, and keeps the default 64 MiB message
+//! limit.
+//!
+//! The crate also holds the idle-connection client used to measure memory per connection
+//! ([`idle`]).
+
+use std::io;
+use std::time::Duration;
+
+use futures_util::{Sink, SinkExt, Stream, StreamExt};
+use tokio::net::TcpListener;
+
+mod fastwebsockets_echo;
+pub mod idle;
+mod raw;
+mod tokio_websockets_echo;
+mod tungstenite_echo;
+
+/// An echo server implementation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Impl {
+    /// The raw TCP baseline: handshake and frame header rewrite, nothing else.
+    Raw,
+    /// `tokio-tungstenite`.
+    Tungstenite,
+    /// `fastwebsockets` with hyper's upgrade.
+    Fastwebsockets,
+    /// `tokio-websockets`.
+    TokioWebsockets,
+}
+
+impl Impl {
+    /// The name used on the command line and in the reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Raw => "raw",
+            Self::Tungstenite => "tungstenite",
+            Self::Fastwebsockets => "fastwebsockets",
+            Self::TokioWebsockets => "tokio-websockets",
+        }
+    }
+}
+
+/// Accepts connections forever, serving each with `implementation` on the current runtime.
+///
+/// Accept errors (such as running out of file descriptors) are reported and survived, so one
+/// failed connection never ends a benchmark run.
+pub async fn serve(implementation: Impl, listener: TcpListener) -> io::Result<()> {
+    loop {
+        let tcp = match listener.accept().await {
+            Ok((tcp, _)) => tcp,
+            Err(e) => {
+                eprintln!("wsx-bench-server: accept failed: {e}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        if let Err(e) = tcp.set_nodelay(true) {
+            eprintln!("wsx-bench-server: TCP_NODELAY: {e}");
+        }
+        match implementation {
+            Impl::Raw => spawn(raw::serve(tcp)),
+            Impl::Tungstenite => spawn(tungstenite_echo::serve(tcp)),
+            Impl::Fastwebsockets => spawn(fastwebsockets_echo::serve(tcp)),
+            // tokio-websockets' own benchmark server runs each connection unconstrained.
+            Impl::TokioWebsockets => {
+                spawn(tokio::task::unconstrained(tokio_websockets_echo::serve(tcp)))
+            }
+        }
+    }
+}
+
+/// Echoes every message `is_data` accepts until the stream ends or fails.
+///
+/// Messages are fed, not sent: the sink is flushed only when the next message is not already
+/// available, the same batching `wsx serve` does.
+pub async fn echo<S, M, E>(ws: &mut S, is_data: impl Fn(&M) -> bool) -> Result<(), E>
+where
+    S: Stream<Item = Result<M, E>> + Sink<M, Error = E> + Unpin,
+{
+    loop {
+        let next = match futures_util::FutureExt::now_or_never(ws.next()) {
+            Some(next) => next,
+            None => {
+                ws.flush().await?;
+                ws.next().await
+            }
+        };
+        match next {
+            None => return ws.flush().await,
+            Some(msg) => {
+                let msg = msg?;
+                if is_data(&msg) {
+                    ws.feed(msg).await?;
+                }
+            }
+        }
+    }
+}
+
+/// Runs one connection's task; a connection's error ends only that connection.
+fn spawn<F, E>(task: F)
+where
+    F: std::future::Future<Output = Result<(), E>> + Send + 'static,
+{
+    tokio::spawn(async move {
+        // Peers going away mid-benchmark is normal; errors stay quiet.
+        let _ = task.await;
+    });
+}
