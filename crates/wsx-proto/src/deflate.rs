@@ -291,6 +291,13 @@ pub fn accept_response<'a>(
                 // The offer asked for it; a server that accepts must agree (RFC 7692 §7.1.1.1).
                 return Err(bad(ext));
             }
+            if clamp_bits(config.server_max_window_bits) < 15
+                && !seen.iter().any(|n| n == "server_max_window_bits")
+            {
+                // The offer limited the server's window; accepting means answering with a limit
+                // no larger (RFC 7692 §7.1.2.1).
+                return Err(bad(ext));
+            }
             accepted = Some(p);
         }
     }
@@ -599,6 +606,13 @@ mod tests {
         ] {
             assert!(accept_response([bad], &config).is_err(), "{bad}");
         }
+        // An offer that limits the server's window needs the limit in the answer.
+        let limited = DeflateConfig::default().server_max_window_bits(10);
+        assert!(accept_response(["permessage-deflate"], &limited).is_err());
+        let p = accept_response(["permessage-deflate; server_max_window_bits=9"], &limited)
+            .unwrap()
+            .unwrap();
+        assert_eq!(p.server_max_window_bits(), 9);
     }
 
     #[test]
