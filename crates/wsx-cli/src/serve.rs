@@ -176,6 +176,10 @@ async fn echo<S>(
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
+    // Created once: re-creating it per message would register and unregister a waiter on the
+    // shutdown channel for every message.
+    let stop = shutdown.changed();
+    tokio::pin!(stop);
     loop {
         tokio::select! {
             msg = ws.recv() => match msg {
@@ -189,7 +193,7 @@ where
                 Some(Err(e)) => debug!("peer error: {e}"),
             },
             // Boxed: its timer would otherwise sit in every idle connection's state.
-            _ = shutdown.changed() => return Box::pin(going_away(&mut ws)).await,
+            _ = &mut stop => return Box::pin(going_away(&mut ws)).await,
         }
     }
 }
