@@ -312,60 +312,39 @@ struct Report<'a> {
 }
 
 impl Report<'_> {
-    fn micros(&self, q: f64) -> f64 {
+    /// p50, p90, p99, p99.9 and max latency in microseconds.
+    fn percentiles(&self) -> [f64; 5] {
         if self.latency.is_empty() {
-            return 0.0;
+            return [0.0; 5];
         }
-        self.latency.value_at_quantile(q) as f64 / 1000.0
-    }
-
-    fn max_micros(&self) -> f64 {
-        self.latency.max() as f64 / 1000.0
+        let at = |q| self.latency.value_at_quantile(q) as f64 / 1000.0;
+        [at(0.5), at(0.9), at(0.99), at(0.999), self.latency.max() as f64 / 1000.0]
     }
 
     fn json(&self) -> String {
+        let Self {
+            url, connections, size, secs, messages, msgs_per_sec, mb_per_sec, errors, ..
+        } = self;
+        let [p50, p90, p99, p999, max] = self.percentiles();
         format!(
-            concat!(
-                "{{\"url\":{:?},\"connections\":{},\"size\":{},\"duration_secs\":{},",
-                "\"messages\":{},\"msgs_per_sec\":{:.1},\"mb_per_sec\":{:.3},",
-                "\"latency_us\":{{\"p50\":{:.1},\"p90\":{:.1},\"p99\":{:.1},\"p999\":{:.1},",
-                "\"max\":{:.1}}},\"errors\":{}}}"
-            ),
-            self.url,
-            self.connections,
-            self.size,
-            self.secs,
-            self.messages,
-            self.msgs_per_sec,
-            self.mb_per_sec,
-            self.micros(0.5),
-            self.micros(0.9),
-            self.micros(0.99),
-            self.micros(0.999),
-            self.max_micros(),
-            self.errors,
+            "{{\"url\":{url:?},\"connections\":{connections},\"size\":{size},\
+             \"duration_secs\":{secs},\"messages\":{messages},\"msgs_per_sec\":{msgs_per_sec:.1},\
+             \"mb_per_sec\":{mb_per_sec:.3},\"latency_us\":{{\"p50\":{p50:.1},\"p90\":{p90:.1},\
+             \"p99\":{p99:.1},\"p999\":{p999:.1},\"max\":{max:.1}}},\"errors\":{errors}}}"
         )
     }
 
     fn text(&self) -> String {
+        let Self {
+            url, connections, size, secs, messages, msgs_per_sec, mb_per_sec, errors, ..
+        } = self;
+        let [p50, p90, p99, p999, max] = self.percentiles();
         format!(
-            "{} — {} connections × {} B for {:.1} s\n\
-             messages   {} ({:.0} msg/s, {:.2} MB/s)\n\
-             latency    p50 {:.1} µs · p90 {:.1} µs · p99 {:.1} µs · p99.9 {:.1} µs · max {:.1} µs\n\
-             errors     {}\n",
-            self.url,
-            self.connections,
-            self.size,
-            self.secs,
-            self.messages,
-            self.msgs_per_sec,
-            self.mb_per_sec,
-            self.micros(0.5),
-            self.micros(0.9),
-            self.micros(0.99),
-            self.micros(0.999),
-            self.max_micros(),
-            self.errors,
+            "{url} — {connections} connections × {size} B for {secs:.1} s\n\
+             messages   {messages} ({msgs_per_sec:.0} msg/s, {mb_per_sec:.2} MB/s)\n\
+             latency    p50 {p50:.1} µs · p90 {p90:.1} µs · p99 {p99:.1} µs · p99.9 {p999:.1} µs \
+             · max {max:.1} µs\n\
+             errors     {errors}\n"
         )
     }
 }
