@@ -1,22 +1,18 @@
 //! End-to-end tests of `wsx connect`: the binary against `wsx serve` and against small mock
 //! servers written here (with the `wsx` library, or raw TCP for a refused upgrade).
 
+mod common;
+
 use std::future::Future;
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
-use std::path::PathBuf;
+use std::net::{Ipv4Addr, SocketAddr, TcpListener};
 use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
+use common::{free_port, tls_fixtures, Server, HANG_GUARD, WSX};
 use wsx::{Accept, CloseCode, CloseFrame, Config, Incoming, Message, WebSocket};
-
-const WSX: &str = env!("CARGO_BIN_EXE_wsx");
-
-/// How long any one process may run before the test gives up on it: a guard against hangs,
-/// not an assertion about speed.
-const HANG_GUARD: Duration = Duration::from_secs(60);
 
 #[test]
 fn echoes_text_lines_and_exits_after_the_close_handshake() {
@@ -276,69 +272,6 @@ fn wss_verifies_certificates() {
 
 // --- helpers ---------------------------------------------------------------------------------
 
-/// `wsx serve` on a free port, killed when dropped.
-struct Server {
-    child: Child,
-    port: u16,
-}
-
-impl Server {
-    fn start(extra: &[&str]) -> Self {
-        // Another socket may take the free port before `wsx serve` binds it; then it exits
-        // and the next attempt picks another port.
-        for _ in 0..5 {
-            if let Some(server) = Self::try_start(extra) {
-                return server;
-            }
-        }
-        panic!("wsx serve {extra:?} could not start");
-    }
-
-    fn try_start(extra: &[&str]) -> Option<Self> {
-        let port = free_port();
-        let listen = format!("127.0.0.1:{port}");
-        let mut child = Command::new(WSX)
-            .args(["serve", "--listen", &listen])
-            .args(extra)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let started = Instant::now();
-        loop {
-            if child.try_wait().unwrap().is_some() {
-                return None;
-            }
-            if TcpStream::connect(&listen).is_ok() {
-                return Some(Self { child, port });
-            }
-            if started.elapsed() > HANG_GUARD {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!("wsx serve never listened on {listen}");
-            }
-            thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    fn url(&self) -> String {
-        format!("ws://127.0.0.1:{}/", self.port)
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// A port nothing listens on (at the time of asking).
-fn free_port() -> u16 {
-    TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap().local_addr().unwrap().port()
-}
-
 enum Input {
     /// Written to stdin, which is then closed.
     Bytes(&'static [u8]),
@@ -488,28 +421,4 @@ async fn client_close(ws: &mut WebSocket<tokio::net::TcpStream>) -> Option<Close
         }
     }
     code
-}
-
-/// Generates the TLS test fixtures in a fresh directory and returns it: a CA (`ca.pem`) and a
-/// certificate for localhost and 127.0.0.1 signed by it (`leaf.pem`, `leaf.key`). Keys are made
-/// anew on every run; none is stored in the repository.
-fn tls_fixtures() -> PathBuf {
-    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
-
-    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
-        .join(format!("wsx-connect-tls-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca_params.distinguished_name.push(DnType::CommonName, "wsx test CA");
-    let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
-    let leaf_key = KeyPair::generate().unwrap();
-    let leaf = CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])
-        .unwrap()
-        .signed_by(&leaf_key, &ca)
-        .unwrap();
-    std::fs::write(dir.join("ca.pem"), ca.pem()).unwrap();
-    std::fs::write(dir.join("leaf.pem"), leaf.pem()).unwrap();
-    std::fs::write(dir.join("leaf.key"), leaf_key.serialize_pem()).unwrap();
-    dir
 }

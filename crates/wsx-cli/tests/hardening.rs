@@ -7,24 +7,21 @@
 //! Linux-only. Timeouts here are hang guards, never assertions about speed.
 #![cfg(target_os = "linux")]
 
+mod common;
+
 use std::future::Future;
 use std::io::{self, BufRead, BufReader, Read, Write};
-use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::net::{Ipv4Addr, SocketAddr, TcpStream};
+use std::process::ExitStatus;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use common::{Server, HANG_GUARD};
 use futures_util::{StreamExt as _, TryStreamExt as _};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use wsx::{CloseCode, Message};
-
-const WSX: &str = env!("CARGO_BIN_EXE_wsx");
-
-/// How long anything may take before the test gives up: a guard against hangs, not an
-/// assertion about speed.
-const HANG_GUARD: Duration = Duration::from_secs(60);
 
 const MIB: u64 = 1 << 20;
 
@@ -593,58 +590,10 @@ fn heavy() -> MutexGuard<'static, ()> {
     HEAVY.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// `wsx serve` on a free port, killed when dropped.
-struct Server {
-    child: Child,
-    port: u16,
-}
-
+/// What these tests need of `wsx serve` beyond starting it: its address, memory and `/stats`.
 impl Server {
-    fn start(extra: &[&str]) -> Self {
-        // Another socket may take the free port before `wsx serve` binds it; then it exits
-        // and the next attempt picks another port.
-        for _ in 0..5 {
-            if let Some(server) = Self::try_start(extra) {
-                return server;
-            }
-        }
-        panic!("wsx serve {extra:?} could not start");
-    }
-
-    fn try_start(extra: &[&str]) -> Option<Self> {
-        let port = free_port();
-        let listen = format!("127.0.0.1:{port}");
-        let mut child = Command::new(WSX)
-            .args(["serve", "--listen", &listen])
-            .args(extra)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let started = Instant::now();
-        loop {
-            if child.try_wait().unwrap().is_some() {
-                return None;
-            }
-            if TcpStream::connect(&listen).is_ok() {
-                return Some(Self { child, port });
-            }
-            if started.elapsed() > HANG_GUARD {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!("wsx serve never listened on {listen}");
-            }
-            thread::sleep(Duration::from_millis(20));
-        }
-    }
-
     fn addr(&self) -> SocketAddr {
         SocketAddr::from((Ipv4Addr::LOCALHOST, self.port))
-    }
-
-    fn url(&self) -> String {
-        format!("ws://127.0.0.1:{}/", self.port)
     }
 
     /// Resident memory of the server process, in bytes.
@@ -684,18 +633,6 @@ impl Server {
             thread::sleep(Duration::from_millis(20));
         }
     }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// A port nothing listens on (at the time of asking).
-fn free_port() -> u16 {
-    TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap().local_addr().unwrap().port()
 }
 
 fn connections(port: u16) -> usize {

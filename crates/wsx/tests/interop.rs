@@ -7,13 +7,19 @@
 //! `websockets` installed).
 #![cfg(unix)]
 
+mod common;
+
 use std::fs::File;
 use std::io::{ErrorKind, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::net::{SocketAddr, TcpStream};
+use std::path::PathBuf;
+use std::process::{Command, ExitStatus, Stdio};
 use std::thread::sleep;
 use std::time::{Duration, Instant};
+
+use common::{
+    free_addr, log_path, python, read_log, run_logged, script, wait_timeout, wsx_binary, ChildGuard,
+};
 
 /// Generous bounds so a broken build fails instead of hanging; no test
 /// asserts on how fast anything is.
@@ -24,7 +30,7 @@ const PYTHON_RUN: Duration = Duration::from_secs(300);
 #[test]
 fn python_websockets_client_echo_roundtrip() {
     let server = Server::start();
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/interop_python.py");
+    let script = script("interop_python.py");
     let url = format!("ws://{}/interop", server.addr);
     let out = log_path("interop-python", server.addr.port());
     let mut cmd = Command::new(python());
@@ -140,97 +146,13 @@ impl Server {
     }
 
     fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
+        read_log(&self.log)
     }
 }
 
-/// Kills and reaps the child when dropped.
-struct ChildGuard(Child);
-
-impl Drop for ChildGuard {
-    fn drop(&mut self) {
-        if let Ok(None) = self.0.try_wait() {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-}
-
-fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-fn wsx_binary() -> PathBuf {
-    let bin = std::env::var_os("WSX_BIN")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| workspace_root().join("target/release/wsx"));
-    assert!(
-        bin.is_file(),
-        "{} is missing: these tests run the release binary; build it first with \
-         `cargo build --release` (scripts/test.sh does), or point WSX_BIN at it",
-        bin.display()
-    );
-    bin
-}
-
-fn python() -> PathBuf {
-    let python = std::env::var_os("WSX_PYTHON")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| workspace_root().join(".venv/bin/python"));
-    assert!(
-        python.is_file(),
-        "{} is missing: set WSX_PYTHON to a Python with `websockets` installed, \
-         or run scripts/test.sh, which creates .venv",
-        python.display()
-    );
-    python
-}
-
-fn free_addr() -> SocketAddr {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("bind an ephemeral loopback port")
-}
-
-fn log_path(what: &str, port: u16) -> PathBuf {
-    Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("{what}-{port}.log"))
-}
-
-/// Runs `cmd` with stdout and stderr in the file `out` (a file, not a pipe,
-/// so a chatty child cannot block on a full pipe while we poll it). Returns
-/// the exit status (`None` on timeout, after killing it) and the output.
-fn run_logged(mut cmd: Command, out: &Path, limit: Duration) -> (Option<ExitStatus>, String) {
-    let file = File::create(out).expect("create the output file");
-    let child = cmd
-        .stdin(Stdio::null())
-        .stdout(file.try_clone().expect("clone the output file"))
-        .stderr(file)
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
-    let mut guard = ChildGuard(child);
-    let status = wait_timeout(&mut guard.0, limit);
-    drop(guard);
-    (status, std::fs::read_to_string(out).unwrap_or_default())
-}
-
-fn wait_timeout(child: &mut Child, limit: Duration) -> Option<ExitStatus> {
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(status) = child.try_wait().expect("poll the child process") {
-            return Some(status);
-        }
-        if Instant::now() >= deadline {
-            return None;
-        }
-        sleep(Duration::from_millis(20));
-    }
-}
-
+/// How the child ended, in this file's wording: "it exited with …".
 fn describe(status: Option<ExitStatus>) -> String {
-    match status {
-        Some(s) => format!("it exited with {s}"),
-        None => "it did not exit in time and was killed".to_owned(),
-    }
+    format!("it {}", common::describe(status))
 }
 
 /// A plain HTTP/1.1 GET; returns the raw response as (lossy) text.

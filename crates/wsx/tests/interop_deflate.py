@@ -34,30 +34,12 @@ from websockets.asyncio.client import connect
 from websockets.asyncio.server import serve
 from websockets.extensions.permessage_deflate import (
     ClientPerMessageDeflateFactory,
-    PerMessageDeflate,
     ServerPerMessageDeflateFactory,
 )
-from websockets.frames import Opcode
 
-TIMEOUT = 60  # seconds for any single step; the test never waits on luck
+from interop_common import STATS, TIMEOUT, check_echo, count_received_frames, fail, roundtrip
 
-# Data frames received, by whether RSV1 was set: counted where websockets
-# inflates them, before the extension clears the bit.
-STATS = {"compressed": 0, "plain": 0}
-_decode = PerMessageDeflate.decode
-
-
-def _counting_decode(self, frame, *, max_size=None):
-    if frame.opcode in (Opcode.TEXT, Opcode.BINARY):
-        STATS["compressed" if frame.rsv1 else "plain"] += 1
-    return _decode(self, frame, max_size=max_size)
-
-
-PerMessageDeflate.decode = _counting_decode
-
-
-def fail(message: str) -> None:
-    raise AssertionError(message)
+count_received_frames()
 
 
 def json_like(n: int) -> str:
@@ -105,27 +87,6 @@ def messages() -> list:
         utf8,
         rng.randbytes(1 << 16),  # incompressible
     ]
-
-
-def describe(m) -> str:
-    kind = "text" if isinstance(m, str) else "binary"
-    size = len(m.encode()) if isinstance(m, str) else len(m)
-    return f"{kind} message of {size} bytes"
-
-
-def check_echo(echo, expected) -> None:
-    if type(echo) is not type(expected) or echo != expected:
-        first = next((i for i, (a, b) in enumerate(zip(echo, expected)) if a != b), None)
-        fail(f"echo mismatch for {describe(expected)}: got {describe(echo)}"
-             f" (first difference at index {first})")
-
-
-async def roundtrip(ws, message, expected=None) -> None:
-    expected = message if expected is None else expected
-    await asyncio.wait_for(ws.send(message), TIMEOUT)
-    echo = await asyncio.wait_for(ws.recv(), TIMEOUT)
-    check_echo(echo, expected)
-    print(f"ok: {describe(expected)}")
 
 
 def client_extensions(mode: str):

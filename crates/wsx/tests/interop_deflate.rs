@@ -7,19 +7,26 @@
 //! workspace's `.venv/bin/python`, which `scripts/test.sh` sets up with `websockets`).
 #![cfg(unix)]
 
+mod common;
+
 use std::fs::File;
-use std::io::{BufRead, BufReader};
-use std::net::{SocketAddr, TcpListener as StdTcpListener};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
-use std::thread::sleep;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use common::{
+    describe, free_addr, lines, log_path, next_line_starting_with, python, read_log, run_logged,
+    script, summary, wait_timeout, ChildGuard,
+};
 use tokio::net::TcpListener;
 use wsx::proto::deflate::DeflateConfig;
 use wsx::{Accept, ClientBuilder, CloseCode, Config, Message};
+
+/// The Python side of these tests.
+const SCRIPT: &str = "interop_deflate.py";
 
 /// Generous bounds so a broken build fails instead of hanging; no test asserts on how fast
 /// anything is.
@@ -53,7 +60,7 @@ fn python_client_against_wsx_server(mode: &str) {
     let url = format!("ws://{}/deflate", server.addr);
     let out = log_path(&format!("deflate-python-client-{mode}"), server.addr.port());
     let mut cmd = Command::new(python());
-    cmd.arg(script()).args(["client", mode, &url]);
+    cmd.arg(script(SCRIPT)).args(["client", mode, &url]);
     let (status, output) = run_logged(cmd, &out, PYTHON_RUN);
     let report = server.finish();
     assert!(
@@ -393,14 +400,6 @@ fn messages() -> Vec<Message> {
     ]
 }
 
-fn summary(m: &Message) -> String {
-    match m {
-        Message::Text(t) => format!("text of {} bytes", t.len()),
-        Message::Binary(b) => format!("binary of {} bytes", b.len()),
-        other => format!("{other:?}"),
-    }
-}
-
 /// A Python `websockets` echo server for one connection, killed when dropped if still running.
 struct PythonServer {
     child: ChildGuard,
@@ -421,23 +420,14 @@ impl PythonServer {
             let log = log_path(&format!("deflate-python-server-{mode}"), addr.port());
             let stderr = File::create(&log).expect("create the server log file");
             let mut child = Command::new(&python)
-                .arg(script())
+                .arg(script(SCRIPT))
                 .args(["server", mode, &addr.port().to_string()])
                 .stdin(Stdio::null())
                 .stdout(Stdio::piped())
                 .stderr(stderr)
                 .spawn()
                 .unwrap_or_else(|e| panic!("cannot run {}: {e}", python.display()));
-            let stdout = child.stdout.take().expect("piped stdout");
-            let (tx, lines) = mpsc::channel();
-            std::thread::spawn(move || {
-                for line in BufReader::new(stdout).lines() {
-                    let Ok(line) = line else { break };
-                    if tx.send(line).is_err() {
-                        break;
-                    }
-                }
-            });
+            let lines = lines(child.stdout.take().expect("piped stdout"));
             let server = Self { child: ChildGuard(child), addr, lines, log };
             match server.lines.recv_timeout(STARTUP) {
                 Ok(line) if line == "ready" => return server,
@@ -450,101 +440,12 @@ impl PythonServer {
 
     /// The "stats …" line printed when the connection ended.
     fn stats(&self) -> String {
-        let deadline = Instant::now() + STEP;
-        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
-            match self.lines.recv_timeout(left) {
-                Ok(line) if line.starts_with("stats ") => return line,
-                Ok(_) => {}
-                Err(_) => break,
-            }
-        }
-        panic!("the Python server printed no stats; its log:\n{}", self.log());
+        next_line_starting_with(&self.lines, "stats ", STEP).unwrap_or_else(|| {
+            panic!("the Python server printed no stats; its log:\n{}", self.log())
+        })
     }
 
     fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
-
-// ---------------------------------------------------------------------------------------------
-// Processes
-
-/// Kills and reaps the child when dropped.
-struct ChildGuard(Child);
-
-impl Drop for ChildGuard {
-    fn drop(&mut self) {
-        if let Ok(None) = self.0.try_wait() {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-}
-
-fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-fn script() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/interop_deflate.py")
-}
-
-fn python() -> PathBuf {
-    let python = std::env::var_os("WSX_PYTHON")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| workspace_root().join(".venv/bin/python"));
-    assert!(
-        python.is_file(),
-        "{} is missing: set WSX_PYTHON to a Python with `websockets` installed, \
-         or run scripts/test.sh, which creates .venv",
-        python.display()
-    );
-    python
-}
-
-fn free_addr() -> SocketAddr {
-    StdTcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("bind an ephemeral loopback port")
-}
-
-fn log_path(what: &str, port: u16) -> PathBuf {
-    Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("{what}-{port}.log"))
-}
-
-/// Runs `cmd` with stdout and stderr in the file `out` (a file, not a pipe, so a chatty child
-/// cannot block on a full pipe while we poll it). Returns the exit status (`None` on timeout,
-/// after killing it) and the output.
-fn run_logged(mut cmd: Command, out: &Path, limit: Duration) -> (Option<ExitStatus>, String) {
-    let file = File::create(out).expect("create the output file");
-    let child = cmd
-        .stdin(Stdio::null())
-        .stdout(file.try_clone().expect("clone the output file"))
-        .stderr(file)
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
-    let mut guard = ChildGuard(child);
-    let status = wait_timeout(&mut guard.0, limit);
-    drop(guard);
-    (status, std::fs::read_to_string(out).unwrap_or_default())
-}
-
-fn wait_timeout(child: &mut Child, limit: Duration) -> Option<ExitStatus> {
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(status) = child.try_wait().expect("poll the child process") {
-            return Some(status);
-        }
-        if Instant::now() >= deadline {
-            return None;
-        }
-        sleep(Duration::from_millis(20));
-    }
-}
-
-fn describe(status: Option<ExitStatus>) -> String {
-    match status {
-        Some(s) => format!("exited with {s}"),
-        None => "did not exit in time and was killed".to_owned(),
+        read_log(&self.log)
     }
 }

@@ -15,6 +15,8 @@ import sys
 
 from websockets.asyncio.client import connect
 
+from interop_common import roundtrip
+
 SIZES = [0, 125, 126, 65535, 65536, 1 << 20]
 TIMEOUT = 30  # seconds for any single step; the test never waits on luck
 
@@ -30,35 +32,16 @@ def text_of_size(n: int) -> str:
     return s
 
 
-def describe(m) -> str:
-    kind = "text" if isinstance(m, str) else "binary"
-    size = len(m.encode()) if isinstance(m, str) else len(m)
-    return f"{kind} message of {size} bytes"
-
-
-async def roundtrip(ws, message, expected=None) -> None:
-    expected = message if expected is None else expected
-    await asyncio.wait_for(ws.send(message), TIMEOUT)
-    echo = await asyncio.wait_for(ws.recv(), TIMEOUT)
-    if type(echo) is not type(expected) or echo != expected:
-        first = next((i for i, (a, b) in enumerate(zip(echo, expected)) if a != b), None)
-        raise AssertionError(
-            f"echo mismatch for {describe(expected)}: got {describe(echo)}"
-            f" (first difference at index {first})"
-        )
-    print(f"ok: {describe(expected)}")
-
-
 async def main(url: str) -> None:
     rng = random.Random(6455)
     async with connect(url, max_size=None, compression=None, open_timeout=TIMEOUT) as ws:
         for n in SIZES:
-            await roundtrip(ws, text_of_size(n))
-            await roundtrip(ws, rng.randbytes(n))
+            await roundtrip(ws, text_of_size(n), timeout=TIMEOUT)
+            await roundtrip(ws, rng.randbytes(n), timeout=TIMEOUT)
 
         # A fragmented text message comes back whole.
         parts = ["h\u00e9llo, ", "w\u00f6rld ", "\U0001f600"]
-        await roundtrip(ws, parts, expected="".join(parts))
+        await roundtrip(ws, parts, expected="".join(parts), timeout=TIMEOUT)
 
         pong = await ws.ping(b"interop")
         await asyncio.wait_for(pong, TIMEOUT)

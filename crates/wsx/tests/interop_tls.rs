@@ -14,20 +14,29 @@
 //! `target/release/wsx` (override with `WSX_BIN`), which `scripts/test.sh` builds first.
 #![cfg(all(unix, feature = "tls"))]
 
-use std::fs::{File, OpenOptions};
-use std::io::{BufRead, BufReader, Write};
-use std::os::unix::fs::OpenOptionsExt;
+mod common;
+
+use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
+use std::process::{ChildStdin, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::thread::sleep;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
+use common::pem_files::PemFiles;
+use common::pki::Pki;
+use common::{
+    describe, lines, next_line_starting_with, python, read_log, run_logged, script, summary,
+    wsx_binary, ChildGuard,
+};
 use wsx::tls::rustls::{CertificateError, Error as TlsError};
 use wsx::{
     ClientBuilder, CloseCode, CloseFrame, Config, Error, MaybeTlsStream, Message, WebSocket,
 };
+
+/// The Python side of these tests.
+const SCRIPT: &str = "interop_tls.py";
 
 /// Generous bounds so a broken build fails instead of hanging; no test asserts on how fast
 /// anything is.
@@ -168,14 +177,6 @@ async fn next_message(ws: &mut WebSocket<MaybeTlsStream>) -> Message {
     }
 }
 
-fn summary(m: &Message) -> String {
-    match m {
-        Message::Text(t) => format!("text of {} bytes", t.len()),
-        Message::Binary(b) => format!("binary of {} bytes", b.len()),
-        other => format!("{other:?}"),
-    }
-}
-
 /// What the Python server printed about one finished connection: its `key=value` pairs.
 #[derive(Debug)]
 struct ConnReport(Vec<(String, String)>);
@@ -215,7 +216,7 @@ impl PythonServer {
         let log = log_path("tls-python-server");
         let stderr = File::create(&log).expect("create the server log file");
         let mut child = Command::new(&python)
-            .arg(script())
+            .arg(script(SCRIPT))
             .arg("server")
             .arg(&files.cert)
             .arg(&files.key)
@@ -225,44 +226,31 @@ impl PythonServer {
             .spawn()
             .unwrap_or_else(|e| panic!("cannot run {}: {e}", python.display()));
         let stdin = child.stdin.take().expect("piped stdin");
-        let stdout = child.stdout.take().expect("piped stdout");
+        let lines = lines(child.stdout.take().expect("piped stdout"));
         let child = ChildGuard(child);
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let read_log = || std::fs::read_to_string(&log).unwrap_or_default();
         let port = match lines.recv_timeout(STARTUP) {
             Ok(line) => line
                 .strip_prefix("port ")
                 .and_then(|p| p.parse().ok())
-                .unwrap_or_else(|| panic!("unexpected output {line:?}; log:\n{}", read_log())),
-            Err(_) => panic!("the Python wss:// server did not start; its log:\n{}", read_log()),
+                .unwrap_or_else(|| panic!("unexpected output {line:?}; log:\n{}", read_log(&log))),
+            Err(_) => {
+                panic!("the Python wss:// server did not start; its log:\n{}", read_log(&log))
+            }
         };
         Self { _stdin: stdin, child, port, lines, log }
     }
 
     /// The report of the next connection to end.
     fn next_connection(&mut self) -> ConnReport {
-        let deadline = Instant::now() + STEP;
-        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
-            match self.lines.recv_timeout(left) {
-                Ok(line) if line.starts_with("conn ") => return ConnReport::parse(&line),
-                Ok(_) => {}
-                Err(_) => break,
-            }
+        if let Some(line) = next_line_starting_with(&self.lines, "conn ", STEP) {
+            return ConnReport::parse(&line);
         }
         let status = self.child.0.try_wait();
         panic!("the Python server reported no connection ({status:?}); its log:\n{}", self.log());
     }
 
     fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
+        read_log(&self.log)
     }
 }
 
@@ -276,7 +264,7 @@ fn python_client_echoes_through_wsx_serve_over_tls() {
     let mut server = WsxServe::start(&files);
     let url = format!("wss://localhost:{}/tls-echo", server.port);
     let mut cmd = Command::new(python());
-    cmd.arg(script()).arg("client").arg(&url).arg(&files.ca).arg(&files.cert);
+    cmd.arg(script(SCRIPT)).arg("client").arg(&url).arg(&files.ca).arg(&files.cert);
     let (status, output) = run_logged(cmd, &log_path("tls-python-client"), PYTHON_RUN);
     assert!(
         status.is_some_and(|s| s.success()),
@@ -297,7 +285,7 @@ fn wsx_serve_sends_the_demo_page_over_https() {
     let mut server = WsxServe::start(&files);
     let url = format!("https://localhost:{}/", server.port);
     let mut cmd = Command::new(python());
-    cmd.arg(script()).arg("page").arg(&url).arg(&files.ca);
+    cmd.arg(script(SCRIPT)).arg("page").arg(&url).arg(&files.ca);
     let (status, output) = run_logged(cmd, &log_path("tls-python-page"), PYTHON_RUN);
     assert!(
         status.is_some_and(|s| s.success()),
@@ -368,176 +356,16 @@ impl WsxServe {
     }
 
     fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
+        read_log(&self.log)
     }
 }
 
 // ---------------------------------------------------------------------------------------------
-// Certificates
-
-/// A test CA and a leaf for `localhost` and `127.0.0.1` it signed, generated in memory.
-struct Pki {
-    ca_pem: String,
-    leaf_pem: String,
-    leaf_key_pem: String,
-}
-
-impl Pki {
-    fn generate() -> Self {
-        use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
-
-        let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        ca_params.distinguished_name.push(DnType::CommonName, "wsx interop_tls test CA");
-        let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
-        let leaf_key = KeyPair::generate().unwrap();
-        let names = vec!["localhost".to_owned(), "127.0.0.1".to_owned()];
-        let leaf = CertificateParams::new(names).unwrap().signed_by(&leaf_key, &ca).unwrap();
-        Self { ca_pem: ca.pem(), leaf_pem: leaf.pem(), leaf_key_pem: leaf_key.serialize_pem() }
-    }
-
-    /// Writes the PEM files into a fresh directory, removed when the result is dropped.
-    fn files(&self) -> PemFiles {
-        let dir = TempDir::new("interop-tls");
-        let ca = dir.write("ca.pem", &self.ca_pem);
-        let cert = dir.write("leaf.pem", &self.leaf_pem);
-        let key = dir.write("leaf-key.pem", &self.leaf_key_pem);
-        PemFiles { ca, cert, key, _dir: dir }
-    }
-}
-
-/// The PEM files of a [`Pki`].
-struct PemFiles {
-    ca: PathBuf,
-    cert: PathBuf,
-    key: PathBuf,
-    _dir: TempDir,
-}
-
-/// A directory under `CARGO_TARGET_TMPDIR` that no other test uses, removed when dropped.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(what: &str) -> Self {
-        static NEXT: AtomicUsize = AtomicUsize::new(0);
-        let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos());
-        let n = NEXT.fetch_add(1, Ordering::Relaxed);
-        let name = format!("{what}-{}-{n}-{nanos}", std::process::id());
-        let path = Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
-        // create_dir, not create_dir_all: fails rather than reuse an existing directory.
-        std::fs::create_dir(&path).unwrap_or_else(|e| panic!("create {}: {e}", path.display()));
-        Self(path)
-    }
-
-    /// Writes `contents` to `name`, readable by this user only (it may be a private key).
-    fn write(&self, name: &str, contents: &str) -> PathBuf {
-        let path = self.0.join(name);
-        let mut file = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&path)
-            .unwrap_or_else(|e| panic!("create {}: {e}", path.display()));
-        file.write_all(contents.as_bytes()).expect("write a PEM file");
-        path
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-// ---------------------------------------------------------------------------------------------
-// Processes
-
-/// Kills and reaps the child when dropped (also when a test panics).
-struct ChildGuard(Child);
-
-impl Drop for ChildGuard {
-    fn drop(&mut self) {
-        if let Ok(None) = self.0.try_wait() {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-}
-
-fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-fn script() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/interop_tls.py")
-}
-
-fn python() -> PathBuf {
-    let python = std::env::var_os("WSX_PYTHON")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| workspace_root().join(".venv/bin/python"));
-    assert!(
-        python.is_file(),
-        "{} is missing: set WSX_PYTHON to a Python with `websockets` installed, \
-         or run scripts/test.sh, which creates .venv",
-        python.display()
-    );
-    python
-}
-
-fn wsx_binary() -> PathBuf {
-    let bin = std::env::var_os("WSX_BIN")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| workspace_root().join("target/release/wsx"));
-    assert!(
-        bin.is_file(),
-        "{} is missing: these tests run the release binary; build it first with \
-         `cargo build --release` (scripts/test.sh does), or point WSX_BIN at it",
-        bin.display()
-    );
-    bin
-}
+// Logs
 
 /// A log file for `what`, unique to this process and call.
 fn log_path(what: &str) -> PathBuf {
     static NEXT: AtomicUsize = AtomicUsize::new(0);
     let n = NEXT.fetch_add(1, Ordering::Relaxed);
     Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("{what}-{}-{n}.log", std::process::id()))
-}
-
-/// Runs `cmd` with stdout and stderr in the file `out` (a file, not a pipe, so a chatty child
-/// cannot block on a full pipe while we poll it). Returns the exit status (`None` on timeout,
-/// after killing it) and the output.
-fn run_logged(mut cmd: Command, out: &Path, limit: Duration) -> (Option<ExitStatus>, String) {
-    let file = File::create(out).expect("create the output file");
-    let child = cmd
-        .stdin(Stdio::null())
-        .stdout(file.try_clone().expect("clone the output file"))
-        .stderr(file)
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
-    let mut guard = ChildGuard(child);
-    let status = wait_timeout(&mut guard.0, limit);
-    drop(guard);
-    (status, std::fs::read_to_string(out).unwrap_or_default())
-}
-
-fn wait_timeout(child: &mut Child, limit: Duration) -> Option<ExitStatus> {
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(status) = child.try_wait().expect("poll the child process") {
-            return Some(status);
-        }
-        if Instant::now() >= deadline {
-            return None;
-        }
-        sleep(Duration::from_millis(20));
-    }
-}
-
-fn describe(status: Option<ExitStatus>) -> String {
-    match status {
-        Some(s) => format!("exited with {s}"),
-        None => "did not exit in time and was killed".to_owned(),
-    }
 }

@@ -5,7 +5,8 @@
 //! the wire are checked independently of `wsx-proto`'s own encoder. `tokio::time::timeout` only
 //! guards against hangs; no test asserts how fast anything is.
 
-use std::future::Future;
+mod common;
+
 use std::io;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -14,6 +15,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
+use common::{guard, GUARD};
 use futures_util::{SinkExt, StreamExt, TryStreamExt};
 use http::header::{HeaderValue, SEC_WEBSOCKET_EXTENSIONS, WWW_AUTHENTICATE};
 use http::StatusCode;
@@ -27,9 +29,6 @@ use wsx::{
     Accept, ClientBuilder, CloseCode, CloseFrame, Config, Error, HandshakeError, Incoming,
     MaybeTlsStream, Message, ProtocolError, Reject, SendError, WebSocket,
 };
-
-/// Generous bound that turns a hang into a failure.
-const GUARD: Duration = Duration::from_secs(60);
 
 // ---------------------------------------------------------------------------------------------
 // Echo, feed, Sink/Stream
@@ -1084,10 +1083,6 @@ async fn drain<S: AsyncRead + AsyncWrite + Unpin>(ws: &mut WebSocket<S>) -> Vec<
 async fn close_and_drain<S: AsyncRead + AsyncWrite + Unpin>(ws: &mut WebSocket<S>) {
     ws.close(None).await.unwrap();
     assert_eq!(drain(ws).await, vec![Message::Close(Some(CloseFrame::new(CloseCode::NORMAL, "")))]);
-}
-
-async fn guard<F: Future>(what: &str, f: F) -> F::Output {
-    timeout(GUARD, f).await.unwrap_or_else(|_| panic!("{what}: no progress within {GUARD:?}"))
 }
 
 /// `len` bytes of compressible ASCII text.

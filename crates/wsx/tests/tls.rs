@@ -3,18 +3,17 @@
 //! ever written to disk or committed).
 #![cfg(feature = "tls")]
 
-use std::net::SocketAddr;
-use std::time::Duration;
+mod common;
 
+use std::net::SocketAddr;
+
+use common::guard;
+use common::pki::Pki;
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
-use tokio::time::timeout;
 use wsx::tls::rustls::{CertificateError, Error as TlsError};
 use wsx::{ClientBuilder, CloseCode, CloseFrame, Error, MaybeTlsStream, Message, WebSocket};
-
-/// Turns a hang into a failure; no test asserts how fast anything is.
-const GUARD: Duration = Duration::from_secs(60);
 
 #[tokio::test]
 async fn wss_echo_with_the_ca_trusted() {
@@ -22,7 +21,7 @@ async fn wss_echo_with_the_ca_trusted() {
     let mut server = TlsEchoServer::start(&pki).await;
     let url = format!("wss://localhost:{}/secure", server.addr.port());
     let connect = ClientBuilder::new(url).add_root_certificates_pem(pki.ca_pem.as_bytes()).unwrap();
-    let (mut ws, response) = guard(connect.connect()).await.unwrap();
+    let (mut ws, response) = guard("connect", connect.connect()).await.unwrap();
     assert_eq!(response.status(), http::StatusCode::SWITCHING_PROTOCOLS);
     assert!(matches!(ws.get_ref(), MaybeTlsStream::Tls(_)), "wss:// must use TLS");
 
@@ -39,7 +38,7 @@ async fn wss_to_an_ip_address_matches_the_ip_san() {
     let mut server = TlsEchoServer::start(&pki).await;
     let url = format!("wss://127.0.0.1:{}/", server.addr.port());
     let connect = ClientBuilder::new(url).add_root_certificates_pem(pki.ca_pem.as_bytes()).unwrap();
-    let (mut ws, _) = guard(connect.connect()).await.unwrap();
+    let (mut ws, _) = guard("connect", connect.connect()).await.unwrap();
     echo_round_trip(&mut ws).await;
     assert_eq!(server.next().await.echoed, 3);
 }
@@ -49,7 +48,7 @@ async fn wss_without_the_ca_fails_certificate_verification() {
     let pki = Pki::generate();
     let server = TlsEchoServer::start(&pki).await;
     let url = format!("wss://localhost:{}/", server.addr.port());
-    let err = guard(ClientBuilder::new(url).connect()).await.unwrap_err();
+    let err = guard("connect", ClientBuilder::new(url).connect()).await.unwrap_err();
 
     let shown = err.to_string();
     assert!(
@@ -71,7 +70,7 @@ async fn wss_to_an_ip_not_in_the_certificate_fails_verification() {
     let server = TlsEchoServer::start(&pki).await;
     let url = format!("wss://127.0.0.1:{}/", server.addr.port());
     let connect = ClientBuilder::new(url).add_root_certificates_pem(pki.ca_pem.as_bytes()).unwrap();
-    let err = guard(connect.connect()).await.unwrap_err();
+    let err = guard("connect", connect.connect()).await.unwrap_err();
     let shown = err.to_string();
     assert!(shown.contains("certificate"), "{shown}");
     let Error::Io(io) = &err else { panic!("expected a TLS I/O error, got {err:?}") };
@@ -93,7 +92,7 @@ async fn danger_accept_invalid_certs_connects_without_the_ca() {
     let mut server = TlsEchoServer::start(&pki).await;
     let url = format!("wss://localhost:{}/", server.addr.port());
     let connect = ClientBuilder::new(url).danger_accept_invalid_certs(true);
-    let (mut ws, _) = guard(connect.connect()).await.unwrap();
+    let (mut ws, _) = guard("connect", connect.connect()).await.unwrap();
     echo_round_trip(&mut ws).await;
     assert_eq!(server.next().await.echoed, 3);
 }
@@ -104,7 +103,7 @@ async fn alpn_is_http11_on_both_ends() {
     let mut server = TlsEchoServer::start(&pki).await;
     let url = format!("wss://localhost:{}/", server.addr.port());
     let connect = ClientBuilder::new(url).add_root_certificates_pem(pki.ca_pem.as_bytes()).unwrap();
-    let (mut ws, _) = guard(connect.connect()).await.unwrap();
+    let (mut ws, _) = guard("connect", connect.connect()).await.unwrap();
     match ws.get_ref() {
         MaybeTlsStream::Tls(tls) => {
             assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"http/1.1"[..]));
@@ -112,7 +111,7 @@ async fn alpn_is_http11_on_both_ends() {
         other => panic!("expected TLS, got {other:?}"),
     }
     ws.close(None).await.unwrap();
-    while guard(ws.recv()).await.is_some() {}
+    while guard("the end of the stream", ws.recv()).await.is_some() {}
     // The server checked ALPN on its TLS stream before accepting the WebSocket.
     assert_eq!(server.next().await.alpn.as_deref(), Some(&b"http/1.1"[..]));
 }
@@ -136,40 +135,13 @@ async fn echo_round_trip(ws: &mut WebSocket<MaybeTlsStream>) {
     ];
     for msg in messages {
         ws.send(msg.clone()).await.unwrap();
-        let got = guard(ws.recv()).await.expect("stream ended").unwrap();
+        let got = guard("an echo", ws.recv()).await.expect("stream ended").unwrap();
         assert_eq!(got, msg);
     }
     ws.close(None).await.unwrap();
-    let reply = guard(ws.recv()).await.expect("no close reply").unwrap();
+    let reply = guard("the close reply", ws.recv()).await.expect("no close reply").unwrap();
     assert_eq!(reply, Message::Close(Some(CloseFrame::new(CloseCode::NORMAL, ""))));
-    assert!(guard(ws.recv()).await.is_none());
-}
-
-/// A test CA and a leaf certificate it signed, all in memory.
-struct Pki {
-    ca_pem: String,
-    leaf_pem: String,
-    leaf_key_pem: String,
-}
-
-impl Pki {
-    fn generate() -> Self {
-        Self::generate_for(&["localhost", "127.0.0.1"])
-    }
-
-    /// A leaf for `names` (DNS names or IP addresses).
-    fn generate_for(names: &[&str]) -> Self {
-        use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
-
-        let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        ca_params.distinguished_name.push(DnType::CommonName, "wsx tls test CA");
-        let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
-        let leaf_key = KeyPair::generate().unwrap();
-        let names: Vec<String> = names.iter().map(|n| (*n).to_owned()).collect();
-        let leaf = CertificateParams::new(names).unwrap().signed_by(&leaf_key, &ca).unwrap();
-        Self { ca_pem: ca.pem(), leaf_pem: leaf.pem(), leaf_key_pem: leaf_key.serialize_pem() }
-    }
+    assert!(guard("the end of the stream", ws.recv()).await.is_none());
 }
 
 /// What the server saw on one connection.
@@ -229,7 +201,7 @@ impl TlsEchoServer {
 
     /// The next finished connection.
     async fn next(&mut self) -> Outcome {
-        guard(self.outcomes.recv()).await.expect("the server task ended")
+        guard("the server's outcome", self.outcomes.recv()).await.expect("the server task ended")
     }
 }
 
@@ -237,8 +209,4 @@ impl Drop for TlsEchoServer {
     fn drop(&mut self) {
         self.task.abort();
     }
-}
-
-async fn guard<F: std::future::Future>(f: F) -> F::Output {
-    timeout(GUARD, f).await.expect("no progress within the guard time")
 }

@@ -1,0 +1,105 @@
+//! Support code shared by the integration tests of the `wsx` binary: `wsx serve` on a free port,
+//! and TLS fixtures on disk.
+//!
+//! Every test file in `tests/` includes this module with `mod common;`, and each of those test
+//! binaries uses only a subset of it: without the `allow`, every item a binary leaves unused
+//! would warn as dead code there.
+#![allow(dead_code)]
+
+use std::net::{Ipv4Addr, TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
+
+// The test CA and leaf are made in one place for the whole workspace: next to the `wsx` crate's
+// tests, which use them the most.
+#[path = "../../../wsx/tests/common/pki.rs"]
+mod pki;
+
+use pki::Pki;
+
+/// The binary under test.
+pub(crate) const WSX: &str = env!("CARGO_BIN_EXE_wsx");
+
+/// How long anything may take before the test gives up: a guard against hangs, not an
+/// assertion about speed.
+pub(crate) const HANG_GUARD: Duration = Duration::from_secs(60);
+
+/// `wsx serve` on a free port, killed when dropped.
+pub(crate) struct Server {
+    pub(crate) child: Child,
+    pub(crate) port: u16,
+}
+
+impl Server {
+    /// Starts `wsx serve --listen 127.0.0.1:PORT EXTRA…` and waits until it accepts connections.
+    pub(crate) fn start(extra: &[&str]) -> Self {
+        // Another socket may take the free port before `wsx serve` binds it; then it exits
+        // and the next attempt picks another port.
+        for _ in 0..5 {
+            if let Some(server) = Self::try_start(extra) {
+                return server;
+            }
+        }
+        panic!("wsx serve {extra:?} could not start");
+    }
+
+    fn try_start(extra: &[&str]) -> Option<Self> {
+        let port = free_port();
+        let listen = format!("127.0.0.1:{port}");
+        let mut child = Command::new(WSX)
+            .args(["serve", "--listen", &listen])
+            .args(extra)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let started = Instant::now();
+        loop {
+            if child.try_wait().unwrap().is_some() {
+                return None;
+            }
+            if TcpStream::connect(&listen).is_ok() {
+                return Some(Self { child, port });
+            }
+            if started.elapsed() > HANG_GUARD {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("wsx serve never listened on {listen}");
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub(crate) fn url(&self) -> String {
+        format!("ws://127.0.0.1:{}/", self.port)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A port nothing listens on (at the time of asking).
+pub(crate) fn free_port() -> u16 {
+    TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap().local_addr().unwrap().port()
+}
+
+/// Generates the TLS test fixtures in a fresh directory and returns it: a CA (`ca.pem`) and a
+/// certificate for localhost and 127.0.0.1 signed by it (`leaf.pem`, `leaf.key`). Keys are made
+/// anew on every run; none is stored in the repository.
+pub(crate) fn tls_fixtures() -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("wsx-connect-tls-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let pki = Pki::generate();
+    std::fs::write(dir.join("ca.pem"), pki.ca_pem).unwrap();
+    std::fs::write(dir.join("leaf.pem"), pki.leaf_pem).unwrap();
+    std::fs::write(dir.join("leaf.key"), pki.leaf_key_pem).unwrap();
+    dir
+}

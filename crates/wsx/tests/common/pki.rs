@@ -1,0 +1,33 @@
+//! A test CA and a leaf certificate it signed, generated in memory with rcgen at test time: no
+//! key is ever committed.
+//!
+//! The one place the tests make certificates: `wsx`'s tests use it through `common`, and
+//! `wsx-cli`'s tests include this file by path from their own `common`.
+
+/// A test CA and a leaf it signed, as PEM.
+pub(crate) struct Pki {
+    pub(crate) ca_pem: String,
+    pub(crate) leaf_pem: String,
+    pub(crate) leaf_key_pem: String,
+}
+
+impl Pki {
+    /// A leaf for `localhost` and `127.0.0.1`.
+    pub(crate) fn generate() -> Self {
+        Self::generate_for(&["localhost", "127.0.0.1"])
+    }
+
+    /// A leaf for `names` (DNS names or IP addresses).
+    pub(crate) fn generate_for(names: &[&str]) -> Self {
+        use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
+
+        let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca_params.distinguished_name.push(DnType::CommonName, "wsx test CA");
+        let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
+        let leaf_key = KeyPair::generate().unwrap();
+        let names: Vec<String> = names.iter().map(|n| (*n).to_owned()).collect();
+        let leaf = CertificateParams::new(names).unwrap().signed_by(&leaf_key, &ca).unwrap();
+        Self { ca_pem: ca.pem(), leaf_pem: leaf.pem(), leaf_key_pem: leaf_key.serialize_pem() }
+    }
+}
