@@ -9,7 +9,8 @@
 //!   (it would get its own upgrade request back, and masked frames, which RFC 6455 §5.1 forbids
 //!   from a server), so this one does the least a client accepts: it answers the upgrade, then
 //!   copies frames back with the mask bit cleared and the payload unmasked. No UTF-8 checks, no
-//!   control frames, no limits, no message reassembly.
+//!   control frames, no limits, no message reassembly; 256 KiB reads, payloads unmasked where
+//!   they were read.
 //! - [`Impl::Tungstenite`]: `tokio-tungstenite` with its default `WebSocketConfig`.
 //! - [`Impl::Fastwebsockets`]: `fastwebsockets` behind a hyper 1 upgrade with
 //!   `FragmentCollector`, in `tokio::task::unconstrained`, as its `echo_server` example does.

@@ -1,6 +1,7 @@
 //! The raw TCP baseline: the least work a WebSocket client will accept from an echo server.
 
 use std::io;
+use std::ops::Range;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -9,29 +10,32 @@ use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 /// Largest upgrade request read before giving up.
 const MAX_REQUEST: usize = 8 << 10;
 /// Bytes read from the socket at a time once upgraded.
-const READ_SIZE: usize = 64 << 10;
+const READ_SIZE: usize = 256 << 10;
+/// Room before the read position for a header whose bytes straddled two reads (see
+/// [`Reframer::reframe`]); at least the largest server header, 10 bytes.
+const HEADROOM: usize = 16;
 
 /// Answers the upgrade, then echoes frames unmasked until the peer closes.
 pub(crate) async fn serve(mut tcp: TcpStream) -> io::Result<()> {
     let leftover = handshake(&mut tcp).await?;
-    let mut reframer = Reframer::default();
-    let mut out = Vec::new();
-    if !leftover.is_empty() {
-        reframer.feed(&leftover, &mut out);
-        tcp.write_all(&out).await?;
+    if leftover.is_empty() {
+        // An idle connection holds no buffer: it is allocated at the first frame.
+        tcp.readable().await?;
     }
+    let mut buf = vec![0; HEADROOM + READ_SIZE];
+    let mut n = leftover.len();
+    buf[HEADROOM..HEADROOM + n].copy_from_slice(&leftover);
     drop(leftover);
-    // An idle connection holds no buffer: it is allocated at the first frame.
-    tcp.readable().await?;
-    let mut buf = vec![0; READ_SIZE];
+    let mut reframer = Reframer::default();
     loop {
-        let n = tcp.read(&mut buf).await?;
+        if n > 0 {
+            let out = reframer.reframe(&mut buf, HEADROOM + n);
+            tcp.write_all(&buf[out]).await?;
+        }
+        n = tcp.read(&mut buf[HEADROOM..]).await?;
         if n == 0 {
             return Ok(());
         }
-        out.clear();
-        reframer.feed(&buf[..n], &mut out);
-        tcp.write_all(&out).await?;
     }
 }
 
@@ -73,8 +77,8 @@ fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
     haystack.windows(needle.len()).position(|w| w == needle)
 }
 
-/// Turns client frames into server frames, across any split of the input: each header loses
-/// its mask bit and masking key, each payload is unmasked (RFC 6455 §5.3).
+/// Turns client frames into server frames in place, across any split of the input: each header
+/// loses its mask bit and masking key, each payload is unmasked (RFC 6455 §5.3).
 ///
 /// It trusts the peer completely (this is a benchmark floor, not a server): opcodes, lengths
 /// and UTF-8 are passed through unchecked.
@@ -91,37 +95,55 @@ pub(crate) struct Reframer {
 }
 
 impl Reframer {
-    /// Appends the server-side form of `input` to `out`.
-    pub(crate) fn feed(&mut self, mut input: &[u8], out: &mut Vec<u8>) {
-        while !input.is_empty() {
+    /// Rewrites the client bytes in `buf[HEADROOM..end]` into server bytes within `buf`, and
+    /// returns where they are.
+    ///
+    /// Output never overtakes input: a server header is 4 bytes shorter than the client header
+    /// it replaces, so everything moves left or stays, and the payload of a large frame is
+    /// unmasked where it was read, without a copy. The one exception is a header begun in the
+    /// previous read: its output can be longer than the part of it in this read, so it starts
+    /// in the headroom.
+    pub(crate) fn reframe(&mut self, buf: &mut [u8], end: usize) -> Range<usize> {
+        let (mut start, mut r, mut w) = (HEADROOM, HEADROOM, HEADROOM);
+        while r < end {
             if self.remaining > 0 {
-                let n = input.len().min(usize::try_from(self.remaining).unwrap_or(usize::MAX));
-                let start = out.len();
-                out.extend_from_slice(&input[..n]);
-                unmask(&mut out[start..], self.mask);
+                let n = (end - r).min(usize::try_from(self.remaining).unwrap_or(usize::MAX));
+                if w != r {
+                    buf.copy_within(r..r + n, w);
+                }
+                unmask(&mut buf[w..w + n], self.mask);
                 self.mask.rotate_left(n % 4);
                 self.remaining -= n as u64;
-                input = &input[n..];
+                r += n;
+                w += n;
                 continue;
             }
             // Collect the header: 2 bytes, then the extended length and the masking key.
-            let need = match self.have {
-                0 | 1 => 2,
-                _ => header_len(&self.header[..2]),
-            };
-            let take = (need - self.have).min(input.len());
-            self.header[self.have..self.have + take].copy_from_slice(&input[..take]);
+            let need = if self.have < 2 { 2 } else { header_len(&self.header[..2]) };
+            let take = (need - self.have).min(end - r);
+            self.header[self.have..self.have + take].copy_from_slice(&buf[r..r + take]);
             self.have += take;
-            input = &input[take..];
+            r += take;
             if self.have < need || (need == 2 && header_len(&self.header[..2]) > 2) {
                 continue;
             }
-            self.emit_header(out);
+            let mut out = [0; 10];
+            let len = self.start_payload(&mut out);
+            if w + len > r {
+                // Only the first header of a read can be short of input (see above).
+                debug_assert_eq!(w, start);
+                start = r - len;
+                w = start;
+            }
+            buf[w..w + len].copy_from_slice(&out[..len]);
+            w += len;
         }
+        start..w
     }
 
-    /// Writes the complete header in `self.header` without its mask and starts its payload.
-    fn emit_header(&mut self, out: &mut Vec<u8>) {
+    /// Writes the server form of the complete header in `self.header` to `out`, returning its
+    /// length, and starts the frame's payload.
+    fn start_payload(&mut self, out: &mut [u8; 10]) -> usize {
         let h = &self.header[..self.have];
         let masked = h[1] & 0x80 != 0;
         let (len, ext) = match h[1] & 0x7f {
@@ -129,12 +151,13 @@ impl Reframer {
             127 => (u64::from_be_bytes([h[2], h[3], h[4], h[5], h[6], h[7], h[8], h[9]]), 8),
             n => (u64::from(n), 0),
         };
-        out.push(h[0]);
-        out.push(h[1] & 0x7f);
-        out.extend_from_slice(&h[2..2 + ext]);
+        out[0] = h[0];
+        out[1] = h[1] & 0x7f;
+        out[2..2 + ext].copy_from_slice(&h[2..2 + ext]);
         self.mask = if masked { [h[2 + ext], h[3 + ext], h[4 + ext], h[5 + ext]] } else { [0; 4] };
         self.remaining = len;
         self.have = 0;
+        2 + ext
     }
 }
 
@@ -202,19 +225,28 @@ mod tests {
         f
     }
 
+    /// Feeds `input` as one read, the way `serve` does.
+    fn feed(r: &mut Reframer, input: &[u8], out: &mut Vec<u8>) {
+        let mut buf = vec![0xee; HEADROOM + input.len()];
+        buf[HEADROOM..].copy_from_slice(input);
+        let end = buf.len();
+        let range = r.reframe(&mut buf, end);
+        out.extend_from_slice(&buf[range]);
+    }
+
     fn check(input: &[u8], expected: &[u8]) {
         // Every split into two pieces, and byte by byte, gives the same output.
         for cut in 0..=input.len() {
             let mut r = Reframer::default();
             let mut out = Vec::new();
-            r.feed(&input[..cut], &mut out);
-            r.feed(&input[cut..], &mut out);
+            feed(&mut r, &input[..cut], &mut out);
+            feed(&mut r, &input[cut..], &mut out);
             assert_eq!(out, expected, "split at {cut}");
         }
         let mut r = Reframer::default();
         let mut out = Vec::new();
         for b in input {
-            r.feed(std::slice::from_ref(b), &mut out);
+            feed(&mut r, std::slice::from_ref(b), &mut out);
         }
         assert_eq!(out, expected, "byte by byte");
     }
@@ -243,7 +275,7 @@ mod tests {
                 let mut out = Vec::new();
                 let mut r = Reframer::default();
                 for piece in input.chunks(4093) {
-                    r.feed(piece, &mut out);
+                    feed(&mut r, piece, &mut out);
                 }
                 assert_eq!(out, expected, "length {len}");
             }

@@ -1,0 +1,618 @@
+#!/usr/bin/env python3
+"""Turns the JSON lines of scripts/bench.sh into docs/BENCHMARKS.md and docs/benchmarks.svg.
+
+Standard library only. Two commands:
+
+    bench_report.py machine [--setting KEY=VALUE ...]   one JSON line describing this machine
+    bench_report.py report RESULTS.jsonl [--md PATH] [--svg PATH]
+
+Lines in the results file (one JSON object each, told apart by "kind"):
+
+    machine  written once by `machine` at the start of a run
+    run      {"round", "server", "connections", "size", "rc", "server_cpu_secs", "window_secs",
+              "bench": <wsx bench --json> | null}
+    rss      {"round", "server", "connections", "ok", "rss_before_kib", "rss_after_kib"}
+"""
+
+import argparse
+import datetime
+import html
+import json
+import math
+import os
+import re
+import statistics
+import subprocess
+import sys
+import time
+from collections import defaultdict
+
+# Column order everywhere: wsx first, the floor next, then the peers.
+SERVER_ORDER = ["wsx", "raw", "tungstenite", "fastwebsockets", "tokio-websockets"]
+PEERS = ["raw", "tungstenite", "fastwebsockets", "tokio-websockets"]
+LABEL = {
+    "wsx": "wsx",
+    "raw": "raw TCP",
+    "tungstenite": "tokio-tungstenite",
+    "fastwebsockets": "fastwebsockets",
+    "tokio-websockets": "tokio-websockets",
+}
+COLOR = {
+    "wsx": "#d62728",
+    "raw": "#7f7f7f",
+    "tungstenite": "#1f77b4",
+    "fastwebsockets": "#2ca02c",
+    "tokio-websockets": "#9467bd",
+}
+# Above this share of all CPUs busy before a run, the report says the machine was not quiet.
+BUSY = 10
+# Below this share of its core the server was not the bottleneck of a run.
+SATURATED = 0.9
+# Crates whose versions the report names, read from Cargo.lock.
+LOCKED = ["tokio", "tokio-tungstenite", "tungstenite", "fastwebsockets", "hyper", "tokio-websockets"]
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    m = sub.add_parser("machine", help="print one JSON line describing this machine")
+    m.add_argument("--setting", action="append", default=[], metavar="KEY=VALUE",
+                   help="a benchmark setting to record (repeatable)")
+    r = sub.add_parser("report", help="write the Markdown report and the SVG chart")
+    r.add_argument("results", help="JSON lines written by scripts/bench.sh")
+    r.add_argument("--md", default="docs/BENCHMARKS.md")
+    r.add_argument("--svg", default="docs/benchmarks.svg")
+    args = parser.parse_args()
+    if args.command == "machine":
+        settings = dict(s.split("=", 1) for s in args.setting)
+        info = machine(settings)
+        if (info["busy_percent"] or 0) > BUSY:
+            print(f"warning: the CPUs were {info['busy_percent']}% busy before the run: something "
+                  "else is running, and the results will be noisy", file=sys.stderr)
+        print(json.dumps(info))
+    else:
+        data = load(args.results)
+        os.makedirs(os.path.dirname(args.md) or ".", exist_ok=True)
+        os.makedirs(os.path.dirname(args.svg) or ".", exist_ok=True)
+        svg_rel = os.path.relpath(args.svg, os.path.dirname(args.md) or ".")
+        with open(args.md, "w", encoding="utf-8") as f:
+            f.write(markdown(data, args.results, svg_rel))
+        with open(args.svg, "w", encoding="utf-8") as f:
+            f.write(svg(data))
+        print(f"wrote {args.md} and {args.svg}", file=sys.stderr)
+
+
+# ---------------------------------------------------------------------------------------------
+# machine
+
+
+def machine(settings):
+    """What the report needs to say about where it ran."""
+    return {
+        "kind": "machine",
+        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "nproc": command(["nproc"]) or str(os.cpu_count()),
+        "cpu": cpu_model(),
+        "kernel": os.uname().release,
+        "rustc": command(["rustc", "--version"]),
+        "git": git_revision(),
+        "crates": locked_versions("Cargo.lock"),
+        "loadavg": read("/proc/loadavg").split()[:3],
+        "busy_percent": busy_percent(),
+        "settings": settings,
+    }
+
+
+def busy_percent(seconds=1.0):
+    """How busy all CPUs were over the next second, from /proc/stat: a load average lags."""
+    def sample():
+        fields = read("/proc/stat").splitlines()[0].split()[1:]
+        ticks = [int(f) for f in fields]
+        idle = ticks[3] + (ticks[4] if len(ticks) > 4 else 0)  # idle + iowait
+        return sum(ticks), idle
+    try:
+        total0, idle0 = sample()
+        time.sleep(seconds)
+        total1, idle1 = sample()
+    except (IndexError, ValueError):
+        return None
+    total = total1 - total0
+    return round(100 * (total - (idle1 - idle0)) / total, 1) if total > 0 else None
+
+
+def command(argv):
+    try:
+        return subprocess.run(argv, capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return ""
+
+
+def read(path):
+    try:
+        with open(path, encoding="utf-8") as f:
+            return f.read()
+    except OSError:
+        return ""
+
+
+def cpu_model():
+    for line in read("/proc/cpuinfo").splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() in ("model name", "Model", "cpu model"):
+            return value.strip()
+    return "unknown"
+
+
+def git_revision():
+    rev = command(["git", "rev-parse", "--short", "HEAD"])
+    if not rev:
+        return "unknown"
+    dirty = command(["git", "status", "--porcelain", "--untracked-files=no"])
+    return rev + (" (with uncommitted changes)" if dirty else "")
+
+
+def locked_versions(path):
+    versions = {}
+    for block in read(path).split("[[package]]"):
+        name = re.search(r'^name = "([^"]+)"', block, re.M)
+        version = re.search(r'^version = "([^"]+)"', block, re.M)
+        if name and version and name.group(1) in LOCKED:
+            versions.setdefault(name.group(1), version.group(1))
+    return versions
+
+
+# ---------------------------------------------------------------------------------------------
+# loading and summarising
+
+
+class Data:
+    """The parsed results: samples per (server, point), plus what went wrong."""
+
+    def __init__(self):
+        self.machine = {}
+        self.points = []  # (connections, size) in first-seen order
+        self.servers = []
+        self.rounds = set()
+        self.msgs = defaultdict(list)  # (server, point) -> [msgs/s]
+        self.p50 = defaultdict(list)
+        self.p99 = defaultdict(list)
+        self.util = defaultdict(list)  # (server, point) -> [server CPU / wall clock]
+        self.cost = defaultdict(list)  # (server, point) -> [µs of server CPU per message]
+        self.failures = []  # human-readable lines
+        self.rss = defaultdict(list)  # server -> [bytes per connection]
+        self.rss_raw = defaultdict(list)  # server -> [(before KiB, after KiB, connections)]
+
+
+def load(path):
+    data = Data()
+    with open(path, encoding="utf-8") as f:
+        for number, line in enumerate(f, 1):
+            line = line.strip()
+            if not line:
+                continue
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError as e:
+                data.failures.append(f"line {number}: not JSON ({e})")
+                continue
+            kind = rec.get("kind")
+            if kind == "machine":
+                data.machine = rec
+            elif kind == "run":
+                add_run(data, rec)
+            elif kind == "rss":
+                add_rss(data, rec)
+    return data
+
+
+def note_server(data, server):
+    if server not in data.servers:
+        data.servers.append(server)
+    data.servers.sort(key=lambda s: (SERVER_ORDER.index(s) if s in SERVER_ORDER else 99, s))
+
+
+def add_run(data, rec):
+    server, point = rec["server"], (int(rec["connections"]), int(rec["size"]))
+    note_server(data, server)
+    if point not in data.points:
+        data.points.append(point)
+    data.rounds.add(rec.get("round"))
+    bench = rec.get("bench")
+    where = f"round {rec.get('round')}, {LABEL.get(server, server)}, {point_label(point)}"
+    if not isinstance(bench, dict) or "msgs_per_sec" not in bench:
+        data.failures.append(f"{where}: no result (exit status {rec.get('rc')})")
+        return
+    if bench.get("errors") or rec.get("rc"):
+        # Kept in the figures, but flagged: some connections failed during the run.
+        data.failures.append(
+            f"{where}: {bench.get('errors', 0)} connection errors (exit status {rec.get('rc')})"
+        )
+    data.msgs[server, point].append(float(bench["msgs_per_sec"]))
+    latency = bench.get("latency_us", {})
+    if "p50" in latency:
+        data.p50[server, point].append(float(latency["p50"]))
+    if "p99" in latency:
+        data.p99[server, point].append(float(latency["p99"]))
+    cpu, window = rec.get("server_cpu_secs"), rec.get("window_secs")
+    if cpu is not None and window and float(bench["msgs_per_sec"]) > 0:
+        util = float(cpu) / float(window)
+        data.util[server, point].append(util)
+        # The window spans warm-up and measurement at the same rate, so CPU per message is the
+        # utilisation divided by the rate.
+        data.cost[server, point].append(util / float(bench["msgs_per_sec"]) * 1e6)
+
+
+def add_rss(data, rec):
+    server = rec["server"]
+    note_server(data, server)
+    where = f"round {rec.get('round')}, {LABEL.get(server, server)}, idle connections"
+    n = int(rec.get("connections") or 0)
+    if not rec.get("ok") or n <= 0:
+        data.failures.append(f"{where}: {rec.get('error', 'failed')}")
+        return
+    before, after = int(rec["rss_before_kib"]), int(rec["rss_after_kib"])
+    data.rss[server].append((after - before) * 1024 / n)
+    data.rss_raw[server].append((before, after, n))
+
+
+def median(xs):
+    return statistics.median(xs) if xs else None
+
+
+def ratio(a, b):
+    return a / b if a is not None and b else None
+
+
+def point_label(point):
+    conns, size = point
+    return f"{conns} × {size_label(size)}"
+
+
+def size_label(size):
+    if size >= 1 << 20 and size % (1 << 20) == 0:
+        return f"{size >> 20} MiB"
+    if size >= 1024 and size % 1024 == 0:
+        return f"{size >> 10} KiB"
+    return f"{size} B"
+
+
+def si(x):
+    """A short human number: 1234 -> 1.23k."""
+    if x is None:
+        return "—"
+    for div, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if abs(x) >= div:
+            return f"{x / div:.3g}{suffix}"
+    return f"{x:.3g}"
+
+
+def grouped(x):
+    return "—" if x is None else f"{x:,.0f}"
+
+
+# ---------------------------------------------------------------------------------------------
+# Markdown
+
+
+def markdown(data, results_path, svg_rel):
+    m = data.machine
+    s = m.get("settings", {})
+    rounds = len(data.rounds)
+    duration = s.get("duration", "?")
+    out = []
+    w = out.append
+    w("# Benchmarks\n")
+    w(f"Generated by `scripts/bench.sh` on {m.get('date', 'an unknown date')} from "
+      f"`{results_path}`: {rounds} round(s) of {duration} s per run after {s.get('warmup', '?')} s "
+      "of warm-up. Re-run the script rather than editing this file.\n")
+    if is_smoke(rounds, duration):
+        w("> **Smoke run.** Fewer than 3 rounds or runs shorter than 5 s: these numbers only show "
+          "that the pipeline works. Do not quote them.\n")
+    if (m.get("busy_percent") or 0) > BUSY:
+        w(f"> The CPUs were {m['busy_percent']}% busy in the second before the run: something "
+          "else was running, so the figures are noisier than they should be.\n")
+    w(f"![Throughput of each server at each point, and memory per idle connection]({svg_rel})\n")
+
+    w("## Machine\n")
+    crates = m.get("crates", {})
+    w("| | |\n|---|---|")
+    w(f"| `nproc` | {m.get('nproc', '?')} |")
+    w(f"| CPU | {m.get('cpu', '?')} |")
+    w(f"| kernel | {m.get('kernel', '?')} |")
+    w(f"| rustc | {m.get('rustc', '?')} |")
+    w(f"| wsx | git {m.get('git', '?')} |")
+    peers = ", ".join(
+        f"{name} {crates[name]}" for name in LOCKED if name in crates and name != "tokio"
+    )
+    w(f"| peers | {peers or '?'} |")
+    w(f"| runtime | tokio {crates.get('tokio', '?')}, current-thread |")
+    w(f"| CPU busy before the run | {m.get('busy_percent', '?')}% "
+      f"(load average {' '.join(m.get('loadavg', [])) or '?'}) |")
+    w("")
+
+    w("## Method\n")
+    server_cpu, client_cpu = s.get("server_cpu", "0"), s.get("client_cpu", "1")
+    kind = "binary" if s.get("binary") == "1" else "text"
+    w(f"- Every server runs alone, on one thread (tokio current-thread), pinned to CPU {server_cpu} "
+      f"with `taskset`; the load generator, `wsx bench` (one thread), is pinned to CPU "
+      f"{client_cpu}. Everything is on 127.0.0.1.")
+    w("- **wsx** is the real `wsx serve --threads 1 --no-deflate --ping-interval 0`. The peers are "
+      "`wsx-bench-server --impl NAME` (crates/wsx-bench), each set up as its own README and "
+      "benchmark examples recommend, without compression:")
+    w("  - **raw TCP**: the floor. A client does not accept a byte-for-byte echo, so it answers "
+      "the upgrade and copies each frame back with its mask removed, unmasking in place with "
+      "256 KiB reads: no UTF-8 check, no control frames, no limits.")
+    w("  - **tokio-tungstenite**: `accept_async_with_config` with the default `WebSocketConfig` "
+      "(128 KiB read and write buffers).")
+    w("  - **fastwebsockets**: hyper 1 upgrade, `FragmentCollector`, task `unconstrained`, as in "
+      "its `echo_server` example.")
+    w("  - **tokio-websockets**: `ServerBuilder` with `frame_size(usize::MAX)`, task "
+      "`unconstrained`, as in its `echo_server` example.")
+    w("  - All set `TCP_NODELAY` and keep a 64 MiB message limit. tokio-tungstenite and "
+      "tokio-websockets share one echo loop that, like `wsx serve`, flushes only when no further "
+      "message is ready.")
+    w(f"- Closed loop: each connection sends one {kind} message, waits for its echo, and repeats. "
+      "The points are rows of the tables below.")
+    w(f"- {rounds} round(s). In each round every point runs on every server, one fresh server "
+      "process per run, and the order of the servers rotates from round to round, so slow drift "
+      "of the machine spreads over all of them. Figures are the median over rounds, with the "
+      "range (min–max).")
+    w("- Server CPU: user + system time of the server process from `/proc/PID/stat`, from the "
+      "moment all of a run's connections are accepted (so handshakes are left out) until the "
+      "generator exits. With one generator thread against one server thread the generator can "
+      "be the bottleneck; the server's CPU share and its CPU per message show when it is.")
+    w(f"- Memory: {memory_connections(data)} idle upgraded connections opened to a fresh server "
+      "by `wsx-bench-idle` (hand-written handshake, 64 in flight), and `VmRSS` from "
+      "`/proc/PID/status` read before and one second after; the difference divided by the "
+      "connection count. Kernel socket buffers are not in `VmRSS`.")
+    w("")
+
+    servers = data.servers
+    w("## Throughput\n")
+    w(f"Messages per second (echoes received), median of {rounds} round(s); below it the range "
+      "over rounds and the server's CPU share during the run. Higher is better.\n")
+    w("| connections × size | " + " | ".join(LABEL.get(x, x) for x in servers) + " |")
+    w("|---|" + "---:|" * len(servers))
+    for p in data.points:
+        cells = []
+        for x in servers:
+            xs = data.msgs.get((x, p), [])
+            if not xs:
+                cells.append("—")
+                continue
+            med = grouped(median(xs))
+            cell = f"**{med}**" if x == "wsx" else med
+            notes = []
+            if len(xs) > 1:
+                notes.append(f"{si(min(xs))}–{si(max(xs))}")
+            util = median(data.util.get((x, p), []))
+            if util is not None:
+                notes.append(f"CPU {util * 100:.0f}%" + ("¹" if util < SATURATED else ""))
+            if notes:
+                cell += "<br><sub>" + " · ".join(notes) + "</sub>"
+            cells.append(cell)
+        w(f"| {point_label(p)} | " + " | ".join(cells) + " |")
+    w("")
+    if any(u < SATURATED for us in data.util.values() for u in [median(us)]):
+        w(f"¹ The server used less than {SATURATED:.0%} of its core: the single-threaded "
+          "generator, not the server, set the pace, so these rates are a floor for the server "
+          "and the CPU per message below is the fairer comparison.\n")
+
+    if data.cost:
+        w("## Server CPU per message\n")
+        w("Microseconds of server CPU (user + system, from `/proc/PID/stat`) per echoed message: "
+          "the server's CPU time from the moment every connection was accepted until the "
+          "generator exited, times its rate. It includes the kernel's share of the socket "
+          "work. Lower is better; median over rounds.\n")
+        w("| connections × size | " + " | ".join(LABEL.get(x, x) for x in servers) + " |")
+        w("|---|" + "---:|" * len(servers))
+        for p in data.points:
+            cells = []
+            for x in servers:
+                c = median(data.cost.get((x, p), []))
+                cells.append("—" if c is None else (f"**{c:.2f}**" if x == "wsx" else f"{c:.2f}"))
+            w(f"| {point_label(p)} | " + " | ".join(cells) + " |")
+        w("")
+
+    peers_here = [x for x in PEERS if x in servers]
+    if "wsx" in servers and peers_here:
+        w("## wsx against each server\n")
+        w("**Throughput**: wsx's median rate divided by the other's; above 1.00 wsx is faster. "
+          "Against raw TCP it is the share of the floor's rate that wsx keeps.\n")
+        w("| connections × size | " + " | ".join(f"wsx ÷ {LABEL[x]}" for x in peers_here) + " |")
+        w("|---|" + "---:|" * len(peers_here))
+        for p in data.points:
+            wsx = median(data.msgs.get(("wsx", p), []))
+            cells = [fmt_ratio(ratio(wsx, median(data.msgs.get((x, p), []))))
+                     for x in peers_here]
+            w(f"| {point_label(p)} | " + " | ".join(cells) + " |")
+        w("")
+        if data.cost:
+            w("**Server CPU per message**: wsx's divided by the other's; below 1.00 wsx does the "
+              "same work with less CPU.\n")
+            w("| connections × size | " + " | ".join(f"wsx ÷ {LABEL[x]}" for x in peers_here)
+              + " |")
+            w("|---|" + "---:|" * len(peers_here))
+            for p in data.points:
+                wsx = median(data.cost.get(("wsx", p), []))
+                cells = [fmt_ratio(ratio(wsx, median(data.cost.get((x, p), []))))
+                         for x in peers_here]
+                w(f"| {point_label(p)} | " + " | ".join(cells) + " |")
+            w("")
+
+    w("## Latency\n")
+    w("Round-trip time in µs as `p50 / p99`, each the median over rounds of one run's "
+      "percentile. Lower is better. In a closed loop latency and throughput are two views of the "
+      "same run.\n")
+    w("| connections × size | " + " | ".join(LABEL.get(x, x) for x in servers) + " |")
+    w("|---|" + "---:|" * len(servers))
+    for p in data.points:
+        cells = []
+        for x in servers:
+            p50, p99 = median(data.p50.get((x, p), [])), median(data.p99.get((x, p), []))
+            cells.append("—" if p50 is None else f"{p50:.0f} / {p99:.0f}")
+        w(f"| {point_label(p)} | " + " | ".join(cells) + " |")
+    w("")
+
+    if data.rss:
+        w("## Memory per idle connection\n")
+        w("Growth of the server's resident set per idle upgraded connection. Lower is better; "
+          "in the last column, below 1.00 wsx uses less.\n")
+        w("| server | bytes per connection | range | RSS before → after | wsx ÷ server |")
+        w("|---|---:|---:|---:|---:|")
+        wsx_rss = median(data.rss.get("wsx", []))
+        for x in servers:
+            xs = data.rss.get(x)
+            if not xs:
+                w(f"| {LABEL.get(x, x)} | — | | | |")
+                continue
+            before = median([b for b, _, _ in data.rss_raw[x]])
+            after = median([a for _, a, _ in data.rss_raw[x]])
+            r = "" if x == "wsx" else fmt_ratio(ratio(wsx_rss, median(xs)))
+            spread = f"{grouped(min(xs))}–{grouped(max(xs))}" if len(xs) > 1 else "—"
+            w(f"| {LABEL.get(x, x)} | {grouped(median(xs))} | {spread} | "
+              f"{before / 1024:.1f} → {after / 1024:.1f} MiB | {r} |")
+        w("")
+
+    if data.failures:
+        w("## Problems during the run\n")
+        for line in data.failures:
+            w(f"- {line}")
+        w("")
+    w("## Reproduce\n")
+    w("```sh\nscripts/bench.sh                                          # full run, about 12 minutes\n"
+      "WSX_BENCH_ROUNDS=1 WSX_BENCH_DURATION=1 scripts/bench.sh  # smoke run, about 1 minute\n"
+      "```\n")
+    w("Run it on a quiet machine: nothing else compiling, no other benchmark. The raw JSON lines "
+      "stay under `target/wsx-bench/`; `python3 scripts/bench_report.py report FILE` rebuilds "
+      "this page and the chart from them.")
+    return "\n".join(out) + "\n"
+
+
+def is_smoke(rounds, duration):
+    try:
+        return rounds < 3 or float(duration) < 5
+    except ValueError:
+        return True
+
+
+def memory_connections(data):
+    counts = sorted({n for runs in data.rss_raw.values() for _, _, n in runs})
+    return ", ".join(f"{n:,}" for n in counts) or "10,000"
+
+
+def fmt_ratio(r):
+    return "—" if r is None else f"{r:.2f}"
+
+
+# ---------------------------------------------------------------------------------------------
+# SVG
+
+
+def svg(data):
+    """Small multiples, one column per point: msg/s on the first row, server CPU per message on
+    the second, memory per idle connection below. Bars are medians, whiskers min–max."""
+    rows = [[(f"{point_label(p)}: msg/s", {x: data.msgs.get((x, p), []) for x in data.servers})
+             for p in data.points]]
+    if data.cost:
+        rows.append([(f"{point_label(p)}: µs CPU/msg",
+                      {x: data.cost.get((x, p), []) for x in data.servers})
+                     for p in data.points])
+    if data.rss:
+        rows.append([("idle connection: bytes of RSS",
+                      {x: data.rss.get(x, []) for x in data.servers})])
+    cols = max(len(r) for r in rows)
+    pw, ph = 230, 200  # panel size
+    top = 78
+    width, height = max(cols * pw + 20, 720), top + len(rows) * ph + 10
+    out = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+        f'viewBox="0 0 {width} {height}" font-family="sans-serif" font-size="11">',
+        f'<rect width="{width}" height="{height}" fill="white"/>',
+    ]
+    m = data.machine
+    rounds = len(data.rounds)
+    title = "wsx and its peers, one server core: echo rate, server CPU per message, idle memory"
+    sub = (f"median of {rounds} round(s), whiskers min–max · {m.get('cpu', '?')}, "
+           f"{m.get('nproc', '?')} CPUs · {m.get('date', '')}")
+    if is_smoke(rounds, m.get("settings", {}).get("duration", "?")):
+        sub += " · SMOKE RUN, NOT FOR QUOTING"
+    out.append(f'<text x="10" y="20" font-size="15" font-weight="bold">{esc(title)}</text>')
+    out.append(f'<text x="10" y="38" fill="#555">{esc(sub)}</text>')
+    lx = 10
+    for x in data.servers:
+        out.append(f'<rect x="{lx:.0f}" y="50" width="12" height="12" '
+                   f'fill="{COLOR.get(x, "#333")}"/>')
+        out.append(f'<text x="{lx + 16:.0f}" y="60">{esc(LABEL.get(x, x))}</text>')
+        lx += 30 + 5.8 * len(LABEL.get(x, x))
+    for i, row in enumerate(rows):
+        for j, (name, series) in enumerate(row):
+            ox, oy = 10 + j * pw, top + i * ph
+            out.extend(panel(ox, oy, pw - 14, ph - 14, name, series, data.servers))
+    out.append("</svg>")
+    return "\n".join(out) + "\n"
+
+
+def panel(ox, oy, w, h, name, series, servers):
+    out = [f'<text x="{ox + w / 2}" y="{oy + 12}" text-anchor="middle" '
+           f'font-weight="bold">{esc(name)}</text>']
+    left, bottom, top = ox + 40, oy + h - 8, oy + 34
+    highs = [max(v) for v in series.values() if v]
+    if not highs:
+        out.append(f'<text x="{ox + w / 2}" y="{oy + h / 2}" text-anchor="middle" '
+                   'fill="#999">no data</text>')
+        return out
+    ymax, ticks = nice_axis(max(highs))
+
+    def y(v):
+        return bottom - (bottom - top) * v / ymax
+
+    for t in ticks:
+        out.append(f'<line x1="{left}" x2="{ox + w}" y1="{y(t):.1f}" y2="{y(t):.1f}" '
+                   'stroke="#e5e5e5"/>')
+        out.append(f'<text x="{left - 4}" y="{y(t) + 4:.1f}" text-anchor="end" '
+                   f'fill="#555">{si(t)}</text>')
+    out.append(f'<line x1="{left}" x2="{ox + w}" y1="{bottom}" y2="{bottom}" stroke="#333"/>')
+    slot = (ox + w - left) / max(1, len(servers))
+    bw = slot * 0.7
+    for j, x in enumerate(servers):
+        vs = series.get(x, [])
+        cx = left + slot * j + slot / 2
+        if not vs:
+            out.append(f'<text x="{cx:.1f}" y="{bottom - 4}" text-anchor="middle" '
+                       'fill="#999">—</text>')
+            continue
+        med, lo, hi = median(vs), min(vs), max(vs)
+        color = COLOR.get(x, "#333")
+        out.append(f'<rect x="{cx - bw / 2:.1f}" y="{y(med):.1f}" width="{bw:.1f}" '
+                   f'height="{bottom - y(med):.1f}" fill="{color}">'
+                   f'<title>{esc(LABEL.get(x, x))}: {med:,.0f} (min {lo:,.0f}, max {hi:,.0f})'
+                   '</title></rect>')
+        if hi > lo:
+            out.append(f'<line x1="{cx:.1f}" x2="{cx:.1f}" y1="{y(lo):.1f}" y2="{y(hi):.1f}" '
+                       'stroke="#000"/>')
+            for v in (lo, hi):
+                out.append(f'<line x1="{cx - 4:.1f}" x2="{cx + 4:.1f}" y1="{y(v):.1f}" '
+                           f'y2="{y(v):.1f}" stroke="#000"/>')
+        out.append(f'<text x="{cx:.1f}" y="{y(hi) - 4:.1f}" text-anchor="middle" '
+                   f'font-size="10">{si(med)}</text>')
+    return out
+
+
+def nice_axis(vmax):
+    """An axis top a little above vmax, and 4–6 round ticks from 0 to it."""
+    if vmax <= 0:
+        return 1, [0, 1]
+    raw = vmax * 1.15 / 5
+    mag = 10 ** math.floor(math.log10(raw))
+    step = next(m * mag for m in (1, 2, 2.5, 5, 10) if m * mag >= raw)
+    n = int(-(-vmax * 1.15 // step))
+    return n * step, [i * step for i in range(n + 1)]
+
+
+def esc(s):
+    return html.escape(str(s), quote=True)
+
+
+if __name__ == "__main__":
+    main()
