@@ -144,6 +144,76 @@ fn a_frame_declaring_a_terabyte_is_refused_with_1009_without_allocating() {
     }
 }
 
+/// About 1 MiB of raw deflate data that inflates to 1 GiB of zeros, compressed in a stream so
+/// the test never holds the gigabyte itself.
+fn gigabyte_bomb() -> Vec<u8> {
+    use flate2::{Compress, Compression, FlushCompress};
+    let mut deflate = Compress::new(Compression::best(), false);
+    let zeros = vec![0u8; MIB as usize];
+    let mut out = Vec::with_capacity(2 * MIB as usize);
+    for i in 0..1024 {
+        let flush = if i == 1023 { FlushCompress::Sync } else { FlushCompress::None };
+        let mut pos = 0;
+        while pos < zeros.len() || (flush == FlushCompress::Sync && out.len() == out.capacity()) {
+            if out.len() == out.capacity() {
+                out.reserve(MIB as usize);
+            }
+            let before = deflate.total_in();
+            deflate.compress_vec(&zeros[pos..], &mut out, flush).unwrap();
+            pos += (deflate.total_in() - before) as usize;
+            if pos == zeros.len() && out.len() < out.capacity() {
+                break;
+            }
+        }
+    }
+    assert_eq!(deflate.total_in(), 1 << 30);
+    // RFC 7692 §7.2.1: the sender strips the sync flush's empty block tail.
+    assert!(out.ends_with(&[0, 0, 0xff, 0xff]));
+    out.truncate(out.len() - 4);
+    out
+}
+
+/// Sends the bomb as one compressed frame; returns the close code and the server's peak RSS
+/// growth.
+fn send_bomb(server: &Server, bomb: &[u8]) -> (u16, u64) {
+    let mut ws = Raw::connect(server.port);
+    ws.send(upgrade_request(&["Sec-WebSocket-Extensions: permessage-deflate"]).as_bytes());
+    let response = ws.read_head();
+    assert_eq!(response.status, 101, "{response:?}");
+    assert!(response.head.contains("permessage-deflate"), "deflate not negotiated: {response:?}");
+    let peak_before = server.peak_rss();
+    let mut compressed = frame(true, OP_BINARY, bomb, MASK);
+    compressed[0] |= 0x40; // RSV1: this message is compressed.
+    ws.send(&compressed);
+    let (code, reason) = ws.expect_close();
+    ws.expect_end();
+    let grown = server.peak_rss().saturating_sub(peak_before);
+    eprintln!(
+        "{} KiB compressed -> 1 GiB bomb: close {code} ({reason}); peak RSS grew {} KiB",
+        bomb.len() >> 10,
+        grown >> 10
+    );
+    (code, grown)
+}
+
+#[test]
+fn a_decompression_bomb_is_refused_with_1009_in_bounded_memory() {
+    let _heavy = heavy();
+    let bomb = gigabyte_bomb();
+    assert!(bomb.len() < 2 * MIB as usize, "{} bytes", bomb.len());
+    // A tight limit: the server inflates at most that much before refusing.
+    let server = Server::start(&["--max-message-size", "1048576"]);
+    let (code, grown) = send_bomb(&server, &bomb);
+    assert_eq!(code, 1009);
+    // The compressed frame itself is buffered (~1 MiB), plus at most the 1 MiB limit.
+    assert!(grown < 8 * MIB, "peak RSS grew {grown} bytes");
+    // The default 64 MiB limit: bounded by the limit, never the gigabyte.
+    let server = Server::start(&[]);
+    let (code, grown) = send_bomb(&server, &bomb);
+    assert_eq!(code, 1009);
+    assert!(grown < 80 * MIB, "peak RSS grew {grown} bytes");
+}
+
 #[test]
 fn a_200_mib_message_is_refused_with_1009_at_the_default_64_mib_limit() {
     let _heavy = heavy();
