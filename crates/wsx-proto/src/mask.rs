@@ -3,6 +3,12 @@
 //! The XOR is done eight bytes at a time with `u64` arithmetic on safe slices; the compiler turns
 //! the 32-byte inner loop into vector instructions. No `unsafe` is used: a benchmark has to show
 //! that an explicit SIMD path pays before one is added here.
+//!
+//! Measured (`cargo bench -p wsx-proto -- mask`, 2-core Xeon with AVX2/AVX-512, quiet machine):
+//! 61.7 GiB/s (66 GB/s) at 64 KiB and 1 MiB, 50.8 GiB/s at 1 KiB, against 4.7 GiB/s for a byte
+//! loop. The same loop compiled for AVX2 behind run-time detection, and a 128-byte-pattern AVX2
+//! variant, both measured 59-61 GiB/s: the loop is bound by memory, not by instruction width,
+//! so neither earned its `unsafe` call.
 
 /// XORs `buf` in place with the 4-byte masking `key`, as if `buf` started at byte `offset` of
 /// the masked payload. Masking and unmasking are the same operation.
