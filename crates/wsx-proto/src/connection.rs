@@ -82,6 +82,9 @@ pub struct Connection {
     pong_deadline: Option<Instant>,
     idle_deadline: Option<Instant>,
     ping_count: u64,
+    /// The core queued a frame of its own (pong, close reply, keepalive ping) that should go
+    /// out without waiting for the application's next call.
+    reply_queued: bool,
     /// An error raised by a timer, reported by the next `poll_message`.
     pending_error: Option<ProtocolError>,
 }
@@ -139,6 +142,7 @@ impl Connection {
             idle_deadline: None,
             ping_count: 0,
             pending_error: None,
+            reply_queued: false,
         }
     }
 
@@ -288,12 +292,14 @@ impl Connection {
         }
         if self.idle_deadline.is_some_and(|d| now >= d) {
             self.queue_close(Some((CloseCode::GOING_AWAY, "idle timeout")));
+            self.reply_queued = true;
             return;
         }
         if self.next_ping.is_some_and(|d| now >= d) {
             self.ping_count = self.ping_count.wrapping_add(1);
             let payload = Bytes::copy_from_slice(&self.ping_count.to_be_bytes());
             self.queue_frame(OpCode::Ping, payload);
+            self.reply_queued = true;
             self.next_ping = self.config.ping_interval.map(|i| now + i);
             if self.pong_deadline.is_none() {
                 self.pong_deadline = self.config.ping_timeout.map(|t| now + t);
@@ -396,6 +402,14 @@ impl Connection {
     /// writes from it and advances it by what was written.
     pub fn transmit(&mut self) -> &mut SendQueue {
         &mut self.out
+    }
+
+    /// Whether the core queued a frame of its own since the last call (a pong, a close reply or
+    /// the close for a violation, a keepalive ping); clears the flag. Reading implies writing:
+    /// a driver that sees `true` writes [`Self::transmit`] now instead of when the application
+    /// next calls it.
+    pub fn take_reply_queued(&mut self) -> bool {
+        std::mem::take(&mut self.reply_queued)
     }
 
     /// How many bytes wait in [`Self::transmit`].
@@ -513,6 +527,7 @@ impl Connection {
                 let payload = payload.freeze();
                 if self.config.auto_pong && !self.close_sent {
                     self.queue_frame(OpCode::Pong, payload.clone());
+                    self.reply_queued = true;
                 }
                 Ok(Progress::Message(Message::Ping(payload)))
             }
@@ -593,6 +608,7 @@ impl Connection {
         if !self.close_sent {
             // RFC 6455 §5.5.1: reply with a close frame, typically echoing the status code.
             self.queue_close(frame.as_ref().map(|f| (f.code, "")));
+            self.reply_queued = true;
         }
         Ok(Message::Close(frame))
     }
@@ -627,6 +643,7 @@ impl Connection {
             // Reasons are ASCII and kept under the 123-byte limit.
             let reason = if reason.len() <= 123 { reason.as_str() } else { "" };
             self.queue_close(Some((err.close_code(), reason)));
+            self.reply_queued = true;
         }
         self.failed = true;
         self.read_done = true;

@@ -129,11 +129,11 @@ where
                 return Poll::Ready(None);
             }
             if let Some(result) = self.conn.poll_message() {
-                if matches!(result, Err(_) | Ok(Message::Close(_) | Message::Ping(_))) {
-                    // Reading implies writing: the pong or close reply the core just queued
-                    // (and anything queued before it) goes out now, best effort, so it neither
-                    // waits for the application's next call nor is lost if the caller stops
-                    // here. A transport error shows up on the next call.
+                if self.conn.take_reply_queued() {
+                    // Reading implies writing: the pong or close the core just queued (and
+                    // anything queued before it) goes out now, best effort, so it neither waits
+                    // for the application's next call nor is lost if the caller stops here. A
+                    // transport error shows up on the next call.
                     let _ = self.poll_write_out(cx);
                 }
                 return Poll::Ready(Some(result.map_err(Error::from)));
