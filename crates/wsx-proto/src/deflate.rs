@@ -5,6 +5,12 @@
 //! server's answer ([`accept_response`]). The result is a [`Params`], which can only hold valid
 //! values, and a [`Deflate`] codec built from it compresses and inflates whole messages.
 //!
+//! The backend is flate2 with zlib-rs. On a 64 KiB JSON-like message at level 1 (this machine,
+//! one core) it compressed at 1,340 MB/s and inflated at 1,690-1,770 MB/s, against 600 and
+//! 1,230 MB/s for C zlib and 570-640 and 850 MB/s for miniz_oxide (flate2's default backend, which
+//! also cannot use window bits below 15); zlib-rs's level 1 compresses less (14.3 KB against C
+//! zlib's 10.0 KB), so raise [`DeflateConfig::level`] when bandwidth matters more than CPU.
+//!
 //! Costs: with context takeover, each direction keeps its LZ77 window for the connection's life.
 //! zlib's compressor takes about `2^(bits+2) + 128 KiB` (256 KiB at 15 bits) and its
 //! decompressor about `2^bits + 7 KiB` (39 KiB at 15 bits); both are allocated on first use.
