@@ -107,20 +107,27 @@ async fn handle(
     tcp.set_nodelay(true)?;
     let deadline = Instant::now() + options.handshake_timeout;
     let timed_out = |_| wsx::Error::Timeout("handshake");
+    // Handshake futures are boxed so their memory is freed once they finish: what stays for
+    // the life of a plain connection is this future holding `echo`'s state, nothing more.
     match &options.tls {
         Some(config) => {
-            // Handshake futures are boxed so their size is freed once they finish; the
-            // long-lived part of a connection stays small (see `echo`).
             let accept = TlsAcceptor::from(config.clone()).accept(tcp);
             let tls = Box::pin(timeout_at(deadline, accept)).await.map_err(timed_out)??;
             let read = Incoming::read(tls, options.config.clone());
             let incoming = Box::pin(timeout_at(deadline, read)).await.map_err(timed_out)??;
-            Box::pin(serve(incoming, state, shutdown)).await
+            let Some((ws, _slot)) = Box::pin(upgrade(incoming, state)).await? else {
+                return Ok(());
+            };
+            // Boxed too: a TLS stream is large, and inline it would size every plain task.
+            Box::pin(echo(ws, shutdown)).await
         }
         None => {
             let read = Incoming::read(tcp, options.config.clone());
             let incoming = Box::pin(timeout_at(deadline, read)).await.map_err(timed_out)??;
-            Box::pin(serve(incoming, state, shutdown)).await
+            let Some((ws, _slot)) = Box::pin(upgrade(incoming, state)).await? else {
+                return Ok(());
+            };
+            echo(ws, shutdown).await
         }
     }
 }
@@ -142,30 +149,32 @@ impl Drop for Slot<'_> {
     }
 }
 
-async fn serve<S>(
+/// Answers plain HTTP, applies the Origin policy and the connection limit, and upgrades.
+/// `None` when the request was answered without an upgrade.
+async fn upgrade<'a, S>(
     incoming: Incoming<S>,
-    state: &State,
-    shutdown: watch::Receiver<bool>,
-) -> Result<(), wsx::Error>
+    state: &'a State,
+) -> Result<Option<(WebSocket<S>, Slot<'a>)>, wsx::Error>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     if !incoming.is_upgrade() {
-        return Box::pin(serve_page(incoming, state)).await;
+        serve_page(incoming, state).await?;
+        return Ok(None);
     }
     if !origin_allowed(incoming.request(), &state.options.allowed_origins) {
         debug!("refused Origin {:?}", incoming.request().headers().get(ORIGIN));
-        return incoming.reject(Reject::status(StatusCode::FORBIDDEN)).await;
+        incoming.reject(Reject::status(StatusCode::FORBIDDEN)).await?;
+        return Ok(None);
     }
     let slot = Slot(&state.active);
     if state.active.fetch_add(1, Ordering::Relaxed) >= state.options.max_connections {
         drop(slot);
-        return incoming.reject(Reject::status(StatusCode::SERVICE_UNAVAILABLE)).await;
+        incoming.reject(Reject::status(StatusCode::SERVICE_UNAVAILABLE)).await?;
+        return Ok(None);
     }
-    let ws = Box::pin(incoming.accept(Accept::default())).await?;
-    let result = echo(ws, shutdown).await;
-    drop(slot);
-    result
+    let ws = incoming.accept(Accept::default()).await?;
+    Ok(Some((ws, slot)))
 }
 
 /// The echo loop of one upgraded connection: the state every idle connection keeps.
