@@ -129,20 +129,20 @@ fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
         shutdown_timeout: secs(args.shutdown_timeout, "--shutdown-timeout")?,
         max_connections: args.max_connections,
         allowed_origins: args.allow_origins.clone(),
-        config: wsx::Config::default()
-            .ping_interval(optional_secs(args.ping_interval, "--ping-interval")?)
-            .ping_timeout(optional_secs(args.ping_timeout, "--ping-timeout")?)
-            .idle_timeout(optional_secs(args.idle_timeout, "--idle-timeout")?)
-            .close_timeout(Some(secs(args.close_timeout, "--close-timeout")?))
-            .max_message_size(args.max_message_size)
-            .max_frame_size(args.max_frame_size)
-            // The server applies it to TLS and the request together (serve.rs).
-            .handshake_timeout(None)
-            .deflate((!args.no_deflate).then(|| {
-                let mut deflate = wsx::proto::deflate::DeflateConfig::default();
-                deflate.min_size = args.deflate_min_size;
-                deflate
-            })),
+        config: std::sync::Arc::new(
+            wsx::Config::default()
+                .ping_interval(optional_secs(args.ping_interval, "--ping-interval")?)
+                .ping_timeout(optional_secs(args.ping_timeout, "--ping-timeout")?)
+                .idle_timeout(optional_secs(args.idle_timeout, "--idle-timeout")?)
+                .close_timeout(Some(secs(args.close_timeout, "--close-timeout")?))
+                .max_message_size(args.max_message_size)
+                .max_frame_size(args.max_frame_size)
+                // The server applies it to TLS and the request together (serve.rs).
+                .handshake_timeout(None)
+                .deflate((!args.no_deflate).then(|| {
+                    wsx::proto::deflate::DeflateConfig::default().min_size(args.deflate_min_size)
+                })),
+        ),
         tls: match (&args.tls_cert, &args.tls_key) {
             (Some(cert), Some(key)) => Some(load_tls(cert, key)?),
             _ => None,

@@ -31,7 +31,7 @@ pub(crate) struct Options {
     /// Origins browsers may connect from; empty accepts any.
     pub(crate) allowed_origins: Vec<String>,
     /// Limits and compression of every connection.
-    pub(crate) config: Config,
+    pub(crate) config: Arc<Config>,
     /// Serve `wss://` and https with this configuration.
     pub(crate) tls: Option<Arc<ServerConfig>>,
 }

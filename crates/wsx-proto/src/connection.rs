@@ -5,6 +5,7 @@
 
 use std::collections::VecDeque;
 use std::io::IoSlice;
+use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::{Buf, Bytes, BytesMut};
@@ -54,7 +55,8 @@ const INLINE_PAYLOAD_MAX: usize = 4 << 10;
 #[derive(Debug)]
 pub struct Connection {
     role: Role,
-    config: Config,
+    /// Shared: servers hand every connection the same settings.
+    config: Arc<Config>,
     read_buf: BytesMut,
     /// The frame whose header has been read and whose payload is (partly) in `read_buf`.
     frame: Option<InFrame>,
@@ -111,7 +113,11 @@ struct Partial {
 
 impl Connection {
     /// A connection in the given role, after a successful opening handshake.
-    pub fn new(role: Role, config: Config) -> Self {
+    ///
+    /// `config` may be a [`Config`] or an `Arc<Config>` shared by many connections (a server
+    /// saves its size on every connection that way).
+    pub fn new(role: Role, config: impl Into<Arc<Config>>) -> Self {
+        let config = config.into();
         let rng = match role {
             // Masking keys must be unpredictable (RFC 6455 §5.3): a CSPRNG seeded once from the
             // OS, so each frame costs a few nanoseconds rather than a syscall.

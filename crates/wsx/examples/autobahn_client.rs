@@ -57,8 +57,7 @@ async fn case_count(base: &str) -> Result<u32, wsx::Error> {
 async fn echo(url: &str) -> Result<(), wsx::Error> {
     // Offer client_no_context_takeover too: cases 13.2, 13.5 and 13.6 accept compression only
     // from clients that offer it, and every other case works with it.
-    let mut deflate = DeflateConfig::default();
-    deflate.client_no_context_takeover = true;
+    let deflate = DeflateConfig::default().client_no_context_takeover(true);
     let config = Config::default().deflate(Some(deflate));
     let (mut ws, _) = ClientBuilder::new(url).config(config).connect().await?;
     while let Some(msg) = ws.recv().await {

@@ -4,6 +4,8 @@
 //! same port (as `wsx serve` does with its demo page), read the request with [`Incoming::read`]
 //! and then [`Incoming::accept`], [`Incoming::reject`] or [`Incoming::respond`].
 
+use std::sync::Arc;
+
 use bytes::{Bytes, BytesMut};
 use http::header::{HeaderName, HeaderValue, SEC_WEBSOCKET_EXTENSIONS};
 use http::{HeaderMap, Request, Response, StatusCode};
@@ -31,7 +33,7 @@ where
 /// [`Error::Handshake`].
 pub async fn accept_with<S, F>(
     stream: S,
-    config: Config,
+    config: impl Into<Arc<Config>>,
     on_request: F,
 ) -> Result<WebSocket<S>, Error>
 where
@@ -85,7 +87,7 @@ pub struct Incoming<S> {
     request: Request<()>,
     /// Bytes that arrived after the request head: the client's first frames.
     rest: BytesMut,
-    config: Config,
+    config: Arc<Config>,
 }
 
 impl<S> Incoming<S>
@@ -96,7 +98,9 @@ where
     /// too large or malformed is answered (431 or 400) and returned as an error.
     ///
     /// The whole read is bounded by [`Config::handshake_timeout`].
-    pub async fn read(stream: S, config: Config) -> Result<Self, Error> {
+    /// `config` may be shared (`Arc<Config>`) by every connection of a server.
+    pub async fn read(stream: S, config: impl Into<Arc<Config>>) -> Result<Self, Error> {
+        let config = config.into();
         match config.handshake_timeout {
             Some(limit) => tokio::time::timeout(limit, Self::read_head(stream, config))
                 .await
@@ -105,7 +109,7 @@ where
         }
     }
 
-    async fn read_head(mut stream: S, config: Config) -> Result<Self, Error> {
+    async fn read_head(mut stream: S, config: Arc<Config>) -> Result<Self, Error> {
         let mut buf = BytesMut::with_capacity(1024);
         let mut scanner = HeadScanner::new(config.max_handshake_size);
         let head_len = loop {
