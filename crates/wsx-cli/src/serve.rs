@@ -15,7 +15,7 @@ use tokio::time::{timeout_at, Instant};
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 use wsx::tls::{rustls::ServerConfig, TlsAcceptor};
-use wsx::{Accept, CloseCode, CloseFrame, Config, Incoming, Reject, WebSocket};
+use wsx::{Accept, CloseCode, CloseFrame, Config, Event, Incoming, Reject, WebSocket};
 
 /// The demo page, embedded in the binary.
 const DEMO_PAGE: &str = include_str!("demo.html");
@@ -191,13 +191,16 @@ where
     tokio::pin!(stop);
     loop {
         tokio::select! {
-            msg = ws.recv() => match msg {
+            event = ws.recv_event() => match event {
                 None => return Ok(()),
-                Some(Ok(msg)) if msg.is_data() => {
+                Some(Ok(Event::Message(msg))) if msg.is_data() => {
                     // Queued, not flushed: the next recv writes it, so a burst of messages
                     // goes back in few writes. A full send buffer stops reading here.
                     ws.feed(msg).await?;
                 }
+                // A large message streams through: each piece goes back out as it arrives,
+                // as one frame of a fragmented echo, instead of waiting for the whole.
+                Some(Ok(Event::Chunk(chunk))) => ws.feed_chunk(chunk).await?,
                 Some(Ok(_)) => {}
                 Some(Err(e)) => debug!("peer error: {e}"),
             },

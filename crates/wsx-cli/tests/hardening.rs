@@ -246,6 +246,38 @@ fn a_200_mib_message_is_refused_with_1009_at_an_8_mib_limit_in_bounded_memory() 
     assert!(peak_grown < 64 * MIB, "peak RSS grew {peak_grown} bytes");
 }
 
+/// The echo streams large messages through, yet a client that writes a whole 20 MiB message
+/// before reading anything still gets all of it back: the server keeps reading while it
+/// streams (up to the message limit) instead of deadlocking on its own full send buffer.
+#[test]
+fn a_client_that_writes_a_whole_large_message_before_reading_gets_its_echo() {
+    let _heavy = heavy();
+    let server = Server::start(&[]);
+    let mut ws = Raw::upgrade(server.port, &[]);
+    let payload: Vec<u8> = (0..20 * MIB as usize).map(|i| (i % 253) as u8).collect();
+    let key = [0x11, 0x22, 0x33, 0x44];
+    // Two 10 MiB frames: one would be over the 16 MiB frame limit.
+    let half = payload.len() / 2;
+    let mut wire = frame(false, OP_BINARY, &payload[..half], key);
+    wire.extend(frame(true, OP_CONTINUATION, &payload[half..], key));
+    // No reader runs while this writes: it returns only if the server keeps reading.
+    ws.tcp.set_write_timeout(Some(Duration::from_secs(30))).unwrap();
+    ws.tcp.write_all(&wire).expect("the server stopped reading mid-message");
+    let mut echo = Vec::with_capacity(payload.len());
+    let mut frames = 0;
+    loop {
+        let f = ws.read_frame().unwrap().expect("no echo");
+        assert_eq!(f.opcode, if frames == 0 { OP_BINARY } else { OP_CONTINUATION });
+        frames += 1;
+        echo.extend_from_slice(&f.payload);
+        if f.fin {
+            break;
+        }
+    }
+    assert!(frames > 1, "a 20 MiB message was not streamed");
+    assert!(echo == payload, "the echo differs ({} of {} bytes)", echo.len(), payload.len());
+}
+
 #[test]
 fn two_hundred_thousand_tiny_fragments_are_reassembled_and_echoed() {
     let _heavy = heavy();
@@ -264,10 +296,21 @@ fn two_hundred_thousand_tiny_fragments_are_reassembled_and_echoed() {
     }
     let mut tcp = ws.tcp.try_clone().unwrap();
     let writer = thread::spawn(move || tcp.write_all(&wire));
-    let echo = ws.read_frame().unwrap().expect("no echo");
-    assert!(echo.fin);
-    assert_eq!(echo.opcode, OP_TEXT);
-    assert!(echo.payload == text, "the echo differs from the {} bytes sent", text.len());
+    // 100 KiB is above the streaming threshold: the echo may come back in a few fragments.
+    let mut echo = Vec::new();
+    let mut frames = 0;
+    loop {
+        let f = ws.read_frame().unwrap().expect("no echo");
+        let expected = if frames == 0 { OP_TEXT } else { OP_CONTINUATION };
+        assert_eq!(f.opcode, expected, "frame {frames} of the echo");
+        frames += 1;
+        echo.extend_from_slice(&f.payload);
+        if f.fin {
+            break;
+        }
+    }
+    assert!(frames <= 4, "the echo came back in {frames} frames");
+    assert!(echo == text, "the echo differs from the {} bytes sent", text.len());
     writer.join().unwrap().unwrap();
 }
 
@@ -1100,10 +1143,19 @@ fn send_huge_message(server: &Server) -> (u64, u64) {
             }
         }
     });
-    let frame = ws.read_frame().unwrap().expect("closed without a close frame");
+    // The echo streams back while the message arrives; then the close.
+    let mut echoed = 0u64;
+    let frame = loop {
+        let frame = ws.read_frame().unwrap().expect("closed without a close frame");
+        if frame.opcode == OP_CLOSE {
+            break frame;
+        }
+        assert!(!frame.fin, "the whole message was echoed");
+        echoed += frame.payload.len() as u64;
+    };
     stop.store(true, Ordering::SeqCst);
     let sent_at_close = sent.load(Ordering::SeqCst);
-    assert_eq!(frame.opcode, OP_CLOSE);
+    assert!(echoed <= sent_at_close, "echoed {echoed} of {sent_at_close} bytes");
     let (code, reason) = parse_close(&frame.payload);
     assert_eq!(code, 1009, "{reason}");
     ws.expect_end();

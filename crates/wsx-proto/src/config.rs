@@ -49,6 +49,10 @@ pub struct Config {
     /// Default `None`: compression costs CPU and, with context takeover, about 300 KiB per
     /// connection (see [`crate::deflate`]); turn it on for text-heavy traffic.
     pub deflate: Option<DeflateConfig>,
+    /// Streaming receive ([`crate::Connection::poll_event`]): an uncompressed data message that
+    /// has not fully arrived is delivered in chunks once this many of its bytes are waiting.
+    /// Default 64 KiB. Smaller messages, and compressed ones, always arrive whole.
+    pub stream_threshold: usize,
 }
 
 impl Default for Config {
@@ -66,6 +70,7 @@ impl Default for Config {
             idle_timeout: None,
             write_buffer_high_water: 128 << 10,
             deflate: None,
+            stream_threshold: 64 << 10,
         }
     }
 }
@@ -140,6 +145,12 @@ impl Config {
     /// Sets [`Config::write_buffer_high_water`].
     pub fn write_buffer_high_water(mut self, bytes: usize) -> Self {
         self.write_buffer_high_water = bytes;
+        self
+    }
+
+    /// Sets [`Config::stream_threshold`] (at least 1 byte).
+    pub fn stream_threshold(mut self, bytes: usize) -> Self {
+        self.stream_threshold = bytes.max(1);
         self
     }
 }

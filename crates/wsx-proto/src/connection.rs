@@ -17,7 +17,7 @@ use crate::deflate::{Deflate, Params};
 use crate::error::{ProtocolError, SendError};
 use crate::frame::{FrameHeader, OpCode, MAX_HEADER_LEN};
 use crate::mask::apply_mask;
-use crate::message::{CloseCode, CloseFrame, Message, Utf8Bytes};
+use crate::message::{Chunk, CloseCode, CloseFrame, Event, Message, Utf8Bytes};
 use crate::utf8::Utf8Validator;
 
 /// Which end of the connection this is. Clients mask what they send and require unmasked frames;
@@ -60,8 +60,10 @@ pub struct Connection {
     read_buf: BytesMut,
     /// The frame whose header has been read and whose payload is (partly) in `read_buf`.
     frame: Option<InFrame>,
-    /// The fragmented message being reassembled.
+    /// The data message being received: reassembled, or streamed out in chunks.
     message: Option<Partial>,
+    /// A message sent in chunks is unfinished: its next frame is a continuation.
+    sending_chunks: bool,
     utf8: Utf8Validator,
     /// Boxed: most connections go without, and the codec state is large.
     deflate: Option<Box<Deflate>>,
@@ -94,9 +96,14 @@ pub struct Connection {
 #[derive(Debug)]
 struct InFrame {
     header: FrameHeader,
+    /// Payload bytes of this frame not yet taken out of `read_buf`.
     len: usize,
+    /// Payload bytes already taken out as chunks: the masking key's phase for the rest.
+    taken: usize,
     /// Payload bytes at the front of `read_buf` already unmasked (and validated, for text).
     checked: usize,
+    /// Whether the first bytes of the payload have been looked at (and `incremental` set).
+    started: bool,
     /// Whether this frame's text is validated piece by piece as it arrives.
     incremental: bool,
 }
@@ -108,7 +115,12 @@ const RSV1: u8 = 0b100;
 struct Partial {
     text: bool,
     compressed: bool,
+    /// Received bytes not yet delivered.
     buf: BytesMut,
+    /// Bytes of the message received so far, delivered or not: the size limit counts them.
+    size: u64,
+    /// Part of it was delivered as chunks, so the rest is too.
+    streaming: bool,
 }
 
 impl Connection {
@@ -130,6 +142,7 @@ impl Connection {
             read_buf: BytesMut::new(),
             frame: None,
             message: None,
+            sending_chunks: false,
             utf8: Utf8Validator::new(),
             deflate: None,
             out: SendQueue::default(),
@@ -202,6 +215,7 @@ impl Connection {
         if self.read_done {
             // Nothing more is parsed: whatever the peer still sends is discarded.
             self.read_buf.clear();
+            self.frame = None;
         }
         let pending = match &self.frame {
             Some(f) => f.len.saturating_sub(self.read_buf.len()),
@@ -235,10 +249,12 @@ impl Connection {
         }
     }
 
-    /// Whether received bytes wait in the read buffer (an unfinished frame). When not, a
-    /// driver may read into a shared scratch buffer and use [`Self::handle_input_buf`].
+    /// Whether received bytes wait in the read buffer or a frame's payload is still arriving.
+    /// When not, a driver may read into a shared scratch buffer and use
+    /// [`Self::handle_input_buf`]; when so, reading into [`Self::recv_buf`] sizes the read to
+    /// the frame.
     pub fn has_buffered_input(&self) -> bool {
-        !self.read_buf.is_empty()
+        !self.read_buf.is_empty() || self.frame.is_some()
     }
 
     /// The transport reached end of stream: no more bytes will arrive.
@@ -335,7 +351,28 @@ impl Connection {
     /// A protocol violation is returned once as an error, after every message that preceded it;
     /// the matching close frame is already queued in [`Self::transmit`]. After the peer's close
     /// frame ([`Message::Close`]) or an error, this only returns `None`.
+    ///
+    /// Data messages are reassembled whole. (If [`Self::poll_event`] already delivered part of
+    /// the current message as chunks, each remaining chunk is returned as a message of its own.)
     pub fn poll_message(&mut self) -> Option<Result<Message, ProtocolError>> {
+        Some(self.poll_inner(false)?.map(|event| match event {
+            Event::Message(m) => m,
+            Event::Chunk(c) => chunk_to_message(c),
+        }))
+    }
+
+    /// Like [`Self::poll_message`], but streams large data messages: an uncompressed data
+    /// message that has not fully arrived when [`Config::stream_threshold`] of its bytes are
+    /// waiting is delivered as [`Event::Chunk`]s as it arrives, in pieces of at least that size
+    /// (the last may be smaller), instead of being held whole. Smaller messages, compressed
+    /// messages and control frames arrive as [`Event::Message`]. Limits still count the whole
+    /// message, and text is still validated: a text message's last chunk is delivered only once
+    /// all of it proved valid UTF-8.
+    pub fn poll_event(&mut self) -> Option<Result<Event, ProtocolError>> {
+        self.poll_inner(true)
+    }
+
+    fn poll_inner(&mut self, stream: bool) -> Option<Result<Event, ProtocolError>> {
         if let Some(err) = self.pending_error.take() {
             return Some(Err(err));
         }
@@ -353,13 +390,13 @@ impl Connection {
                     Err(e) => return Some(Err(self.fail(e))),
                 }
             }
-            match self.read_payload() {
+            match self.read_payload(stream) {
                 Ok(Progress::NeedMore) => {
                     self.release_read_buf();
                     return self.end_of_input();
                 }
                 Ok(Progress::Fragment) => {}
-                Ok(Progress::Message(m)) => return Some(Ok(m)),
+                Ok(Progress::Event(e)) => return Some(Ok(e)),
                 Err(e) => return Some(Err(self.fail(e))),
             }
         }
@@ -371,6 +408,9 @@ impl Connection {
     pub fn send(&mut self, message: Message) -> Result<(), SendError> {
         if self.close_sent {
             return Err(SendError::Closed);
+        }
+        if self.sending_chunks && message.is_data() {
+            return Err(SendError::ChunkedMessageInProgress);
         }
         match message {
             Message::Text(text) => self.queue_data(OpCode::Text, text.into_bytes()),
@@ -385,6 +425,28 @@ impl Connection {
             }
             Message::Close(frame) => return self.close(frame),
         }
+        Ok(())
+    }
+
+    /// Queues a piece of a data message as one frame of a fragmented message (RFC 6455 §5.4):
+    /// the first chunk's frame carries the message type, later ones are continuations, and the
+    /// last one sets FIN. Chunks are never compressed. Pings and pongs may go out between
+    /// chunks; other data messages may not until the last chunk is sent.
+    pub fn send_chunk(&mut self, chunk: Chunk) -> Result<(), SendError> {
+        if self.close_sent {
+            return Err(SendError::Closed);
+        }
+        let opcode = match (chunk.is_first(), self.sending_chunks) {
+            (true, true) => return Err(SendError::ChunkedMessageInProgress),
+            (false, false) => return Err(SendError::NoChunkedMessage),
+            (true, false) if chunk.is_text() => OpCode::Text,
+            (true, false) => OpCode::Binary,
+            (false, true) => OpCode::Continuation,
+        };
+        let fin = chunk.is_last();
+        self.sending_chunks = !fin;
+        self.data_activity = true;
+        self.queue(opcode, chunk.into_data(), 0, fin);
         Ok(())
     }
 
@@ -424,9 +486,20 @@ impl Connection {
     }
 
     /// Whether senders should wait for the transport to drain before queuing more
-    /// ([`Config::write_buffer_high_water`]).
+    /// ([`Config::write_buffer_high_water`]), and drivers should stop reading meanwhile.
+    ///
+    /// While a received message is being delivered in chunks the mark is raised to
+    /// [`Config::max_message_size`]: its chunks may be going straight back out (an echo, a
+    /// proxy), and a peer that writes a whole message before it reads would deadlock against a
+    /// reader that stopped half-way. Receiving the message whole would have held as much.
     pub fn is_send_buffer_full(&self) -> bool {
-        self.out.remaining() >= self.config.write_buffer_high_water
+        let streaming = self.message.as_ref().is_some_and(|m| m.streaming);
+        let mark = if streaming {
+            self.config.write_buffer_high_water.max(self.config.max_message_size)
+        } else {
+            self.config.write_buffer_high_water
+        };
+        self.out.remaining() >= mark
     }
 
     /// Reads and checks a frame header. `Ok(false)` when the header is not complete yet.
@@ -437,7 +510,25 @@ impl Connection {
         let len = self.check_header(&header)?;
         self.read_buf.advance(header_len);
         self.rx_activity = true;
-        self.frame = Some(InFrame { header, len, checked: 0, incremental: false });
+        match header.opcode {
+            OpCode::Text | OpCode::Binary => {
+                self.message = Some(Partial {
+                    text: header.opcode == OpCode::Text,
+                    compressed: header.rsv & RSV1 != 0,
+                    buf: BytesMut::new(),
+                    size: len as u64,
+                    streaming: false,
+                });
+            }
+            OpCode::Continuation => {
+                if let Some(m) = self.message.as_mut() {
+                    m.size += len as u64;
+                }
+            }
+            _ => {}
+        }
+        self.frame =
+            Some(InFrame { header, len, taken: 0, checked: 0, started: false, incremental: false });
         Ok(true)
     }
 
@@ -478,7 +569,10 @@ impl Connection {
                 max: self.config.max_frame_size,
             });
         }
-        let so_far = self.message.as_ref().map_or(0, |m| m.buf.len()) as u64;
+        let so_far = match h.opcode {
+            OpCode::Continuation => self.message.as_ref().map_or(0, |m| m.size),
+            _ => 0,
+        };
         let total = so_far + h.payload_len;
         if total > self.config.max_message_size as u64 {
             return Err(ProtocolError::MessageTooLarge {
@@ -491,29 +585,28 @@ impl Connection {
     }
 
     /// Unmasks and checks what has arrived of the current frame's payload; completes the frame
-    /// when all of it is there.
-    fn read_payload(&mut self) -> Result<Progress, ProtocolError> {
-        // Compressed text is validated after inflation, so it counts as binary here.
-        let text_message = self.message.as_ref().map(|m| m.text && !m.compressed);
+    /// when all of it is there. With `stream`, a large data message comes out in chunks.
+    fn read_payload(&mut self, stream: bool) -> Result<Progress, ProtocolError> {
+        let threshold = self.config.stream_threshold;
         let Some(f) = self.frame.as_mut() else {
             return Ok(Progress::NeedMore);
         };
+        let data_frame = !f.header.opcode.is_control();
+        // Compressed text is validated after inflation, so it counts as binary here.
+        let plain_text =
+            data_frame && self.message.as_ref().is_some_and(|m| m.text && !m.compressed);
         let avail = self.read_buf.len().min(f.len);
-        if avail > f.checked || f.len == 0 {
-            if f.checked == 0 {
-                let is_text = match f.header.opcode {
-                    OpCode::Text => f.header.rsv & RSV1 == 0,
-                    OpCode::Continuation => text_message == Some(true),
-                    _ => false,
-                };
-                // A whole unfragmented text frame is validated once when the message is built;
-                // anything arriving in pieces is validated as it comes, to fail fast.
-                let whole = avail == f.len && f.header.fin && text_message.is_none();
-                f.incremental = is_text && !whole;
-            }
+        if !f.started {
+            f.started = true;
+            // A whole unfragmented text frame is validated once when the message is built;
+            // anything arriving in pieces is validated as it comes, to fail fast.
+            let whole = avail == f.len && f.header.fin && f.header.opcode != OpCode::Continuation;
+            f.incremental = plain_text && !whole;
+        }
+        if avail > f.checked {
             let fresh = &mut self.read_buf[f.checked..avail];
             if let Some(key) = f.header.mask {
-                apply_mask(fresh, key, f.checked);
+                apply_mask(fresh, key, f.taken + f.checked);
             }
             if f.incremental {
                 self.utf8.feed(fresh).map_err(|_| ProtocolError::InvalidUtf8)?;
@@ -521,7 +614,28 @@ impl Connection {
             f.checked = avail;
         }
         if avail < f.len {
-            return Ok(Progress::NeedMore);
+            let Some(m) = self.message.as_mut().filter(|m| data_frame && !m.compressed) else {
+                return Ok(Progress::NeedMore);
+            };
+            let pending = if f.incremental { self.utf8.pending() } else { 0 };
+            let ready = (m.buf.len() + f.checked).saturating_sub(pending);
+            if !(stream || m.streaming) || ready < threshold {
+                return Ok(Progress::NeedMore);
+            }
+            // Hand out what has arrived of the frame, keeping an unfinished code point back.
+            let mut data = take_into(&mut m.buf, &mut self.read_buf, f.checked);
+            f.taken += f.checked;
+            f.len -= f.checked;
+            f.checked = 0;
+            m.buf = data.split_off(ready);
+            let first = !std::mem::replace(&mut m.streaming, true);
+            self.data_activity = true;
+            return Ok(Progress::Event(Event::Chunk(Chunk::validated(
+                m.text,
+                data.freeze(),
+                first,
+                false,
+            ))));
         }
         let header = f.header;
         let incremental = f.incremental;
@@ -535,37 +649,52 @@ impl Connection {
                     self.queue_frame(OpCode::Pong, payload.clone());
                     self.reply_queued = true;
                 }
-                Ok(Progress::Message(Message::Ping(payload)))
+                Ok(Progress::Event(Event::Message(Message::Ping(payload))))
             }
-            OpCode::Pong => Ok(Progress::Message(Message::Pong(payload.freeze()))),
-            OpCode::Close => self.read_close(payload).map(Progress::Message),
-            OpCode::Text | OpCode::Binary => {
-                let partial = Partial {
-                    text: header.opcode == OpCode::Text,
-                    compressed: header.rsv & RSV1 != 0,
-                    buf: payload,
-                };
-                if header.fin {
-                    self.finish(partial, incremental).map(Progress::Message)
-                } else {
-                    self.message = Some(partial);
-                    Ok(Progress::Fragment)
-                }
-            }
-            OpCode::Continuation => {
+            OpCode::Pong => Ok(Progress::Event(Event::Message(Message::Pong(payload.freeze())))),
+            OpCode::Close => self.read_close(payload).map(|m| Progress::Event(Event::Message(m))),
+            OpCode::Text | OpCode::Binary | OpCode::Continuation => {
                 let Some(m) = self.message.as_mut() else {
                     // check_header refuses a continuation without a message.
                     return Err(ProtocolError::UnexpectedContinuation);
                 };
-                m.buf.extend_from_slice(&payload);
-                if !header.fin {
+                if m.buf.is_empty() {
+                    m.buf = payload;
+                } else {
+                    m.buf.extend_from_slice(&payload);
+                }
+                let streamable = (stream || m.streaming) && !m.compressed;
+                if header.fin {
+                    let Some(m) = self.message.take() else {
+                        return Err(ProtocolError::UnexpectedContinuation);
+                    };
+                    if !(streamable && m.streaming) {
+                        return self
+                            .finish(m, incremental)
+                            .map(|m| Progress::Event(Event::Message(m)));
+                    }
+                    if incremental {
+                        self.utf8.finish().map_err(|_| ProtocolError::InvalidUtf8)?;
+                    }
+                    self.data_activity = true;
+                    let chunk = Chunk::validated(m.text, m.buf.freeze(), false, true);
+                    return Ok(Progress::Event(Event::Chunk(chunk)));
+                }
+                let pending = if incremental { self.utf8.pending() } else { 0 };
+                let ready = m.buf.len().saturating_sub(pending);
+                if !streamable || ready < threshold {
                     return Ok(Progress::Fragment);
                 }
-                let Some(m) = self.message.take() else {
-                    return Err(ProtocolError::UnexpectedContinuation);
-                };
-                let incremental = m.text && !m.compressed;
-                self.finish(m, incremental).map(Progress::Message)
+                let mut data = std::mem::take(&mut m.buf);
+                m.buf = data.split_off(ready);
+                let first = !std::mem::replace(&mut m.streaming, true);
+                self.data_activity = true;
+                Ok(Progress::Event(Event::Chunk(Chunk::validated(
+                    m.text,
+                    data.freeze(),
+                    first,
+                    false,
+                ))))
             }
         }
     }
@@ -628,7 +757,7 @@ impl Connection {
     }
 
     /// What to report when the buffered input is used up.
-    fn end_of_input(&mut self) -> Option<Result<Message, ProtocolError>> {
+    fn end_of_input(&mut self) -> Option<Result<Event, ProtocolError>> {
         if !self.eof {
             return None;
         }
@@ -683,9 +812,12 @@ impl Connection {
     }
 
     fn queue_frame_rsv(&mut self, opcode: OpCode, payload: Bytes, rsv: u8) {
+        self.queue(opcode, payload, rsv, true);
+    }
+
+    fn queue(&mut self, opcode: OpCode, payload: Bytes, rsv: u8, fin: bool) {
         let mask = self.rng.as_mut().map(|rng| rng.next_u32().to_ne_bytes());
-        let header =
-            FrameHeader { fin: true, rsv, opcode, mask, payload_len: payload.len() as u64 };
+        let header = FrameHeader { fin, rsv, opcode, mask, payload_len: payload.len() as u64 };
         self.out.push_frame(&header, payload);
     }
 }
@@ -693,7 +825,33 @@ impl Connection {
 enum Progress {
     NeedMore,
     Fragment,
-    Message(Message),
+    Event(Event),
+}
+
+/// `buf` followed by the first `n` bytes of `read_buf`, which are taken out of it (without a
+/// copy when `buf` is empty).
+fn take_into(buf: &mut BytesMut, read_buf: &mut BytesMut, n: usize) -> BytesMut {
+    if buf.is_empty() {
+        return read_buf.split_to(n);
+    }
+    let mut data = std::mem::take(buf);
+    data.extend_from_slice(&read_buf[..n]);
+    read_buf.advance(n);
+    data
+}
+
+/// A chunk seen by a caller of `poll_message`: a message of its own.
+fn chunk_to_message(chunk: Chunk) -> Message {
+    let text = chunk.is_text();
+    let data = chunk.into_data();
+    if !text {
+        return Message::Binary(data);
+    }
+    // Text chunks hold whole code points of validated text, so this check passes.
+    match Utf8Bytes::try_from(data.clone()) {
+        Ok(t) => Message::Text(t),
+        Err(_) => Message::Binary(data),
+    }
 }
 
 fn check_control_len(len: usize) -> Result<(), SendError> {

@@ -101,6 +101,13 @@ pub enum SendError {
     /// A close code that may not be sent (1005, 1006, 1015, or outside the valid ranges).
     #[error("close code {0} may not be sent")]
     InvalidCloseCode(u16),
+    /// A whole message, or a chunk with `first` set, while a message sent in chunks is not
+    /// finished: its frames may not interleave with another message's (RFC 6455 §5.4).
+    #[error("a message sent in chunks is not finished")]
+    ChunkedMessageInProgress,
+    /// A chunk without `first` set while no message sent in chunks is in progress.
+    #[error("no message sent in chunks is in progress")]
+    NoChunkedMessage,
 }
 
 /// Why an opening handshake failed. On the server, [`HandshakeError::status`] is the HTTP status

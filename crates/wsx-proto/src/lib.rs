@@ -35,4 +35,4 @@ pub mod utf8;
 pub use config::Config;
 pub use connection::{Connection, Role, State};
 pub use error::{HandshakeError, ProtocolError, SendError};
-pub use message::{CloseCode, CloseFrame, Message, Utf8Bytes};
+pub use message::{Chunk, CloseCode, CloseFrame, Event, Message, Utf8Bytes};

@@ -86,6 +86,93 @@ impl From<Bytes> for Message {
     }
 }
 
+/// A piece of a large data message, delivered as it arrives instead of after the whole message
+/// (see [`crate::Connection::poll_event`]), or sent the same way
+/// ([`crate::Connection::send_chunk`]): each chunk goes out as one frame of a fragmented message.
+///
+/// Text chunks always hold whole code points, so every text chunk is valid UTF-8 on its own;
+/// a received text message's last chunk is only delivered once the whole message has been
+/// validated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Chunk {
+    text: bool,
+    data: Bytes,
+    first: bool,
+    last: bool,
+}
+
+impl Chunk {
+    /// A piece of a text message. `first` starts a message, `last` ends it.
+    pub fn text(text: impl Into<Utf8Bytes>, first: bool, last: bool) -> Self {
+        Self { text: true, data: text.into().into_bytes(), first, last }
+    }
+
+    /// A piece of a binary message. `first` starts a message, `last` ends it.
+    pub fn binary(data: impl Into<Bytes>, first: bool, last: bool) -> Self {
+        Self { text: false, data: data.into(), first, last }
+    }
+
+    /// Built by the core from validated bytes: `data` is valid UTF-8 when `text` is set.
+    pub(crate) fn validated(text: bool, data: Bytes, first: bool, last: bool) -> Self {
+        Self { text, data, first, last }
+    }
+
+    /// Whether this is part of a text message.
+    pub fn is_text(&self) -> bool {
+        self.text
+    }
+
+    /// Whether this chunk starts its message.
+    pub fn is_first(&self) -> bool {
+        self.first
+    }
+
+    /// Whether this chunk ends its message.
+    pub fn is_last(&self) -> bool {
+        self.last
+    }
+
+    /// The payload bytes of this piece.
+    pub fn data(&self) -> &Bytes {
+        &self.data
+    }
+
+    /// The piece of a text message as a `str` (`None` for binary). It is checked again here,
+    /// as `str::from_utf8` does; use [`Self::data`] to skip that.
+    pub fn as_text(&self) -> Option<&str> {
+        if self.text {
+            std::str::from_utf8(&self.data).ok()
+        } else {
+            None
+        }
+    }
+
+    /// The payload bytes of this piece, by value.
+    pub fn into_data(self) -> Bytes {
+        self.data
+    }
+
+    /// The payload length in bytes.
+    pub fn len(&self) -> usize {
+        self.data.len()
+    }
+
+    /// Whether the payload is empty.
+    pub fn is_empty(&self) -> bool {
+        self.data.is_empty()
+    }
+}
+
+/// What [`crate::Connection::poll_event`] reports: a whole message (small data messages and all
+/// control frames) or a piece of a large data message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// A complete message or control frame, as from [`crate::Connection::poll_message`].
+    Message(Message),
+    /// A piece of a data message too large to wait for.
+    Chunk(Chunk),
+}
+
 /// Bytes that are valid UTF-8 by construction: a zero-copy `str` over [`Bytes`].
 #[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
 pub struct Utf8Bytes(ByteString);

@@ -58,6 +58,12 @@ impl Utf8Validator {
         }
     }
 
+    /// How many bytes at the end of what was fed so far belong to a code point that is not
+    /// finished yet (0 to 3).
+    pub fn pending(&self) -> usize {
+        self.carry_len as usize
+    }
+
     /// Ends the stream: an unfinished code point is an error.
     pub fn finish(&mut self) -> Result<(), Utf8Error> {
         let complete = self.carry_len == 0;

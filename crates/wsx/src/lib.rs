@@ -53,9 +53,14 @@ pub use server::{accept, accept_with, Accept, Incoming, Reject};
 pub use socket::WebSocket;
 pub use split::{ReadHalf, WriteHalf};
 pub use wsx_proto::{
-    CloseCode, CloseFrame, Config, HandshakeError, Message, ProtocolError, Role, SendError,
-    Utf8Bytes,
+    Chunk, CloseCode, CloseFrame, Config, Event, HandshakeError, Message, ProtocolError, Role,
+    SendError, Utf8Bytes,
 };
 
 /// The sans-I/O protocol core this crate drives.
 pub use wsx_proto as proto;
+
+/// The README's examples, compiled by `cargo test --doc`.
+#[cfg(doctest)]
+#[doc = include_str!("../../../README.md")]
+pub struct ReadmeDoctests;

@@ -2,6 +2,7 @@ use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
+use std::time::Duration;
 
 use bytes::BytesMut;
 use futures_core::Stream;
@@ -11,7 +12,9 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::{sleep_until, Instant, Sleep};
 use tokio_util::io::{poll_read_buf, poll_write_buf};
 use wsx_proto::connection::State;
-use wsx_proto::{CloseCode, CloseFrame, Config, Connection, Message, Role};
+use wsx_proto::{
+    Chunk, CloseCode, CloseFrame, Config, Connection, Event, Message, ProtocolError, Role,
+};
 
 use crate::split::{self, ReadHalf, WriteHalf};
 use crate::Error;
@@ -40,6 +43,14 @@ pub struct WebSocket<S> {
     conn: Connection,
     timer: Option<Pin<Box<Sleep>>>,
     protocol: Option<String>,
+    /// The transport reached end of stream.
+    eof: bool,
+    /// The write side of the transport was shut down after the last frame.
+    shut_down: bool,
+    /// When the transport is dropped at the latest once the core said to close it.
+    close_deadline: Option<Instant>,
+    /// The peer broke the protocol and may still be sending: read until it closes too.
+    linger: bool,
     finished: bool,
 }
 
@@ -56,7 +67,17 @@ where
     pub fn from_connection(io: S, mut conn: Connection, protocol: Option<String>) -> Self {
         // Arms keepalive from the start of the connection.
         conn.handle_timeout(Instant::now().into_std());
-        Self { io, conn, timer: None, protocol, finished: false }
+        Self {
+            io,
+            conn,
+            timer: None,
+            protocol,
+            eof: false,
+            shut_down: false,
+            close_deadline: None,
+            linger: false,
+            finished: false,
+        }
     }
 
     /// Receives the next message. `None` once the connection is closed.
@@ -66,6 +87,28 @@ where
     /// as [`Error::Protocol`] (the close frame for it has been sent).
     pub async fn recv(&mut self) -> Option<Result<Message, Error>> {
         poll_fn(|cx| self.poll_recv(cx)).await
+    }
+
+    /// Receives the next message or, for a large data message, the next piece of it as it
+    /// arrives: see [`Connection::poll_event`] and [`Config::stream_threshold`]. Small messages
+    /// and control frames come whole, as from [`Self::recv`]. A file transfer or a proxy can
+    /// pass large payloads on without holding them whole in memory.
+    pub async fn recv_event(&mut self) -> Option<Result<Event, Error>> {
+        poll_fn(|cx| self.poll_recv_event(cx)).await
+    }
+
+    /// Queues a piece of a data message (one frame of a fragmented message; see
+    /// [`Connection::send_chunk`]) without flushing, waiting only while the send buffer is above
+    /// its high-water mark. Echoing the chunks of [`Self::recv_event`] streams a message through.
+    pub async fn feed_chunk(&mut self, chunk: Chunk) -> Result<(), Error> {
+        poll_fn(|cx| self.poll_ready_to_send(cx)).await?;
+        self.conn.send_chunk(chunk).map_err(Error::from)
+    }
+
+    /// Sends a piece of a data message and flushes it; see [`Self::feed_chunk`].
+    pub async fn send_chunk(&mut self, chunk: Chunk) -> Result<(), Error> {
+        self.feed_chunk(chunk).await?;
+        self.flush().await
     }
 
     /// Sends a message and flushes it to the transport.
@@ -118,17 +161,39 @@ where
         split::split(self)
     }
 
-    /// The receive loop: parse what is buffered, write what the core queued, close the transport
-    /// when the core says so, fire timers, read more.
+    /// The receive loop for whole messages.
     pub(crate) fn poll_recv(
         &mut self,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Message, Error>>> {
+        self.poll_recv_with(cx, Connection::poll_message)
+    }
+
+    /// The receive loop for messages and chunks.
+    pub(crate) fn poll_recv_event(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Event, Error>>> {
+        self.poll_recv_with(cx, Connection::poll_event)
+    }
+
+    pub(crate) fn start_send_chunk(&mut self, chunk: Chunk) -> Result<(), Error> {
+        self.conn.send_chunk(chunk).map_err(Error::from)
+    }
+
+    /// The receive loop: parse what is buffered (with `next`), write what the core queued,
+    /// close the transport when the core says so, fire timers, read more.
+    fn poll_recv_with<T>(
+        &mut self,
+        cx: &mut Context<'_>,
+        mut next: impl FnMut(&mut Connection) -> Option<Result<T, ProtocolError>>,
+    ) -> Poll<Option<Result<T, Error>>> {
         loop {
             if self.finished {
                 return Poll::Ready(None);
             }
-            if let Some(result) = self.conn.poll_message() {
+            if let Some(result) = next(&mut self.conn) {
+                self.linger |= result.is_err();
                 if self.conn.take_reply_queued() {
                     // Reading implies writing: the pong or close the core just queued (and
                     // anything queued before it) goes out now, best effort, so it neither waits
@@ -138,6 +203,11 @@ where
                 }
                 return Poll::Ready(Some(result.map_err(Error::from)));
             }
+            if self.conn.should_close_transport() {
+                ready!(self.poll_close_transport(cx));
+                self.finished = true;
+                return Poll::Ready(None);
+            }
             // Reading implies writing: pongs, close replies and echoes go out before waiting.
             match self.poll_write_out(cx) {
                 Poll::Ready(Ok(())) => {}
@@ -146,22 +216,19 @@ where
                     return Poll::Ready(self.io_error(e));
                 }
                 Poll::Pending => {
-                    if self.conn.is_send_buffer_full() || self.conn.should_close_transport() {
+                    if self.conn.is_send_buffer_full() {
                         return Poll::Pending;
                     }
                 }
-            }
-            if self.conn.should_close_transport() {
-                // A failed shutdown changes nothing: the connection is over either way.
-                let _ = ready!(Pin::new(&mut self.io).poll_shutdown(cx));
-                self.finished = true;
-                return Poll::Ready(None);
             }
             if self.poll_timer(cx) {
                 continue;
             }
             match ready!(self.poll_read(cx)) {
-                Ok(0) => self.conn.handle_eof(),
+                Ok(0) => {
+                    self.eof = true;
+                    self.conn.handle_eof();
+                }
                 // Once per read, not per message: keepalive only needs to know the peer spoke.
                 Ok(_) => self.conn.handle_timeout(Instant::now().into_std()),
                 Err(e) => {
@@ -170,6 +237,56 @@ where
                 }
             }
         }
+    }
+
+    /// Ends the transport once the core says so: writes what is still queued (the close frame)
+    /// and shuts the write side down; after a protocol error, also reads and discards until the
+    /// peer closes too (a lingering close). All within [`Config::close_timeout`] (10 s when
+    /// unset), so a peer that stops reading cannot hold the connection open.
+    ///
+    /// Why linger: a peer that broke the protocol may still be sending, and closing a socket
+    /// with unread input makes the kernel reset the connection, which can destroy the close
+    /// frame (and the data queued before it) before the peer reads it.
+    fn poll_close_transport(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        let deadline = *self.close_deadline.get_or_insert_with(|| {
+            let grace = self.conn.config().close_timeout.unwrap_or(Duration::from_secs(10));
+            Instant::now() + grace
+        });
+        let expired = self.poll_deadline(cx, deadline).is_ready();
+        if !self.shut_down {
+            match self.poll_write_out(cx) {
+                Poll::Pending if !expired => return Poll::Pending,
+                // Written, failed, or out of time: shut down what can be.
+                _ => {}
+            }
+            match Pin::new(&mut self.io).poll_shutdown(cx) {
+                Poll::Pending if !expired => return Poll::Pending,
+                // A failed shutdown changes nothing: the connection is over either way.
+                _ => self.shut_down = true,
+            }
+        }
+        while self.linger && !self.eof && !expired {
+            match ready!(self.poll_read(cx)) {
+                // The core discards what arrives after the close.
+                Ok(n) if n > 0 => {}
+                _ => self.eof = true,
+            }
+        }
+        Poll::Ready(())
+    }
+
+    /// Polls the timer set to `deadline`.
+    fn poll_deadline(&mut self, cx: &mut Context<'_>, deadline: Instant) -> Poll<()> {
+        let timer = match &mut self.timer {
+            Some(t) => {
+                if t.deadline() != deadline {
+                    t.as_mut().reset(deadline);
+                }
+                t
+            }
+            None => self.timer.insert(Box::pin(sleep_until(deadline))),
+        };
+        timer.as_mut().poll(cx)
     }
 
     /// Reads from the transport into the core. Between frames the read goes into this thread's
@@ -231,6 +348,16 @@ where
 
     /// Drives the core's timers; true when one fired.
     fn poll_timer(&mut self, cx: &mut Context<'_>) -> bool {
+        let was_done = self.conn.should_close_transport();
+        let fired = self.poll_core_timer(cx);
+        if fired && !was_done && self.conn.should_close_transport() {
+            // The peer went silent (close or keepalive timeout): no time for lingering.
+            self.close_deadline = Some(Instant::now());
+        }
+        fired
+    }
+
+    fn poll_core_timer(&mut self, cx: &mut Context<'_>) -> bool {
         if self.conn.state() != State::Open {
             // Closing: let the core swap keepalive for its close timer, or give up if that
             // already passed (cheap, and only while closing).
@@ -246,16 +373,7 @@ where
             return false;
         };
         let deadline = Instant::from_std(deadline);
-        let timer = match &mut self.timer {
-            Some(t) => {
-                if t.deadline() != deadline {
-                    t.as_mut().reset(deadline);
-                }
-                t
-            }
-            None => self.timer.insert(Box::pin(sleep_until(deadline))),
-        };
-        if timer.as_mut().poll(cx).is_pending() {
+        if self.poll_deadline(cx, deadline).is_pending() {
             return false;
         }
         self.conn.handle_timeout(Instant::now().max(deadline).into_std());
@@ -263,7 +381,7 @@ where
     }
 
     /// An I/O error ends the stream; after a close frame went either way it is just the end.
-    fn io_error(&self, e: io::Error) -> Option<Result<Message, Error>> {
+    fn io_error<T>(&self, e: io::Error) -> Option<Result<T, Error>> {
         match self.conn.state() {
             State::Open => Some(Err(Error::Io(e))),
             _ => None,

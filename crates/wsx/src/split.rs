@@ -14,7 +14,7 @@ use futures_task::{waker, ArcWake};
 use futures_util::future::poll_fn;
 use futures_util::task::AtomicWaker;
 use tokio::io::{AsyncRead, AsyncWrite};
-use wsx_proto::{CloseFrame, Message};
+use wsx_proto::{Chunk, CloseFrame, Event, Message};
 
 use crate::{Error, WebSocket};
 
@@ -74,6 +74,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> ReadHalf<S> {
     pub async fn recv(&mut self) -> Option<Result<Message, Error>> {
         poll_fn(|cx| Pin::new(&mut *self).poll_next(cx)).await
     }
+
+    /// Receives the next message or piece of a large one; see [`WebSocket::recv_event`].
+    pub async fn recv_event(&mut self) -> Option<Result<Event, Error>> {
+        poll_fn(|cx| {
+            self.shared.wakers.read.register(cx.waker());
+            self.shared.with_shared_waker(|ws, cx| ws.poll_recv_event(cx))
+        })
+        .await
+    }
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> WriteHalf<S> {
@@ -81,6 +90,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WriteHalf<S> {
     pub async fn send(&mut self, message: Message) -> Result<(), Error> {
         poll_fn(|cx| Pin::new(&mut *self).poll_ready(cx)).await?;
         Pin::new(&mut *self).start_send(message)?;
+        poll_fn(|cx| Pin::new(&mut *self).poll_flush(cx)).await
+    }
+
+    /// Sends a piece of a data message and flushes it; see [`WebSocket::send_chunk`].
+    pub async fn send_chunk(&mut self, chunk: Chunk) -> Result<(), Error> {
+        poll_fn(|cx| Pin::new(&mut *self).poll_ready(cx)).await?;
+        self.shared.lock().start_send_chunk(chunk)?;
         poll_fn(|cx| Pin::new(&mut *self).poll_flush(cx)).await
     }
 

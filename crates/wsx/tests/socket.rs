@@ -478,11 +478,20 @@ where
     assert_eq!(close.payload[..2], 1002u16.to_be_bytes());
     assert!(std::str::from_utf8(&close.payload[2..]).is_ok());
 
-    assert!(guard("after the error", server.recv()).await.is_none());
+    // The server shuts its side down, and ends once the peer has hung up too.
+    let (end, ()) =
+        tokio::join!(guard("after the error", server.recv()), hang_up_after_eof(&mut raw));
+    assert!(end.is_none());
     assert!(guard("still the end", server.recv()).await.is_none());
     assert!(matches!(server.send(Message::text("x")).await, Err(Error::Closed)));
-    // The server closed the transport after failing the connection.
-    assert_eq!(guard("EOF", raw.read(&mut [0u8; 16])).await.unwrap(), 0);
+}
+
+/// A well-behaved peer after a close: reads to the end of the stream, then closes its side.
+async fn hang_up_after_eof<R: AsyncRead + AsyncWrite + Unpin>(raw: &mut R) {
+    let mut rest = Vec::new();
+    guard("EOF", raw.read_to_end(&mut rest)).await.unwrap();
+    assert!(rest.is_empty(), "{} bytes after the close frame", rest.len());
+    raw.shutdown().await.unwrap();
 }
 
 #[tokio::test]
@@ -503,8 +512,9 @@ async fn protocol_error_from_raw_server() {
     assert_eq!((close.opcode(), close.masked), (OP_CLOSE, true));
     assert_eq!(close.payload[..2], 1002u16.to_be_bytes());
 
-    assert!(guard("after the error", client.recv()).await.is_none());
-    assert_eq!(guard("EOF", raw.read(&mut [0u8; 16])).await.unwrap(), 0);
+    let (end, ()) =
+        tokio::join!(guard("after the error", client.recv()), hang_up_after_eof(&mut raw));
+    assert!(end.is_none());
 }
 
 #[tokio::test]
@@ -517,7 +527,8 @@ async fn unmasked_frame_from_raw_client_is_1002() {
     assert!(matches!(err, Error::Protocol(ProtocolError::UnmaskedFrame)), "{err:?}");
     let close = read_frame(&mut raw).await;
     assert_eq!((close.opcode(), &close.payload[..2]), (OP_CLOSE, &1002u16.to_be_bytes()[..]));
-    assert!(server.recv().await.is_none());
+    let (end, ()) = tokio::join!(guard("end", server.recv()), hang_up_after_eof(&mut raw));
+    assert!(end.is_none());
 }
 
 #[tokio::test]
@@ -530,7 +541,39 @@ async fn invalid_utf8_from_raw_client_is_1007() {
     assert!(matches!(err, Error::Protocol(ProtocolError::InvalidUtf8)), "{err:?}");
     let close = read_frame(&mut raw).await;
     assert_eq!((close.opcode(), &close.payload[..2]), (OP_CLOSE, &1007u16.to_be_bytes()[..]));
-    assert!(server.recv().await.is_none());
+    let (end, ()) = tokio::join!(guard("end", server.recv()), hang_up_after_eof(&mut raw));
+    assert!(end.is_none());
+}
+
+/// After a protocol error the server reads and discards what the peer still sends (so the
+/// kernel does not reset the connection under the close frame), but only until the close
+/// timeout: a peer that never hangs up cannot keep it.
+#[tokio::test(start_paused = true)]
+async fn lingering_after_a_protocol_error_ends_at_the_close_timeout() {
+    let (server_io, mut raw) = duplex(8192);
+    let config = close_timeout_config().ping_interval(None);
+    let (server, ()) = tokio::join!(
+        wsx::accept_with(server_io, config, |_| Ok(Accept::default())),
+        raw_client_handshake(&mut raw)
+    );
+    let mut server = server.unwrap();
+    raw.write_all(&frame(FIN | OP_TEXT, None, b"unmasked")).await.unwrap();
+    let start = Instant::now();
+    assert!(guard("error", server.recv()).await.unwrap().is_err());
+    let close = read_frame(&mut raw).await;
+    assert_eq!(close.opcode(), OP_CLOSE);
+    // The peer keeps sending after the close; all of it is read and dropped.
+    let end = server.recv();
+    let keep_sending = async {
+        for _ in 0..100 {
+            raw.write_all(&frame(FIN | OP_TEXT, Some(MASK), &[b'x'; 1000])).await.unwrap();
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    };
+    let (end, ()) = tokio::join!(timeout(GUARD, end), keep_sending);
+    assert!(matches!(end, Ok(None)), "{end:?}");
+    assert_waited_close_timeout(start);
+    assert_eq!(raw.read(&mut [0u8; 16]).await.unwrap(), 0, "the server shut down its side");
 }
 
 #[tokio::test]
