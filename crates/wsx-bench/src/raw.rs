@@ -1,9 +1,10 @@
 //! The raw TCP baseline: the least work a WebSocket client will accept from an echo server.
 
+use std::collections::VecDeque;
 use std::io;
 use std::ops::Range;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, Interest};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 
@@ -11,11 +12,18 @@ use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 const MAX_REQUEST: usize = 8 << 10;
 /// Bytes read from the socket at a time once upgraded.
 const READ_SIZE: usize = 256 << 10;
+/// Echo bytes kept while the socket is not writable before reading pauses.
+const MAX_BACKLOG: usize = 4 << 20;
 /// Room before the read position for a header whose bytes straddled two reads (see
 /// [`Reframer::reframe`]); at least the largest server header, 10 bytes.
 const HEADROOM: usize = 16;
 
 /// Answers the upgrade, then echoes frames unmasked until the peer closes.
+///
+/// Reads never wait for writes: what the socket does not take at once is kept (up to
+/// [`MAX_BACKLOG`]) and written when it can be, while reading goes on. A loop that blocked in
+/// `write_all` would stall a peer that writes a large message before it reads its echo, and
+/// measure that stall rather than the floor.
 pub(crate) async fn serve(mut tcp: TcpStream) -> io::Result<()> {
     let leftover = handshake(&mut tcp).await?;
     if leftover.is_empty() {
@@ -27,14 +35,53 @@ pub(crate) async fn serve(mut tcp: TcpStream) -> io::Result<()> {
     buf[HEADROOM..HEADROOM + n].copy_from_slice(&leftover);
     drop(leftover);
     let mut reframer = Reframer::default();
+    // Echo bytes the socket has not taken yet, oldest first.
+    let mut backlog: VecDeque<u8> = VecDeque::new();
     loop {
         if n > 0 {
             let out = reframer.reframe(&mut buf, HEADROOM + n);
-            tcp.write_all(&buf[out]).await?;
+            let mut out = &buf[out];
+            if backlog.is_empty() {
+                // The common case: the whole echo goes out in this one write.
+                match tcp.try_write(out) {
+                    Ok(written) => out = &out[written..],
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            backlog.extend(out);
+            n = 0;
         }
-        n = tcp.read(&mut buf[HEADROOM..]).await?;
-        if n == 0 {
-            return Ok(());
+        while !backlog.is_empty() {
+            let (front, _) = backlog.as_slices();
+            match tcp.try_write(front) {
+                Ok(written) => drop(backlog.drain(..written)),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) => return Err(e),
+            }
+        }
+        let interest = if backlog.is_empty() {
+            Interest::READABLE
+        } else if backlog.len() >= MAX_BACKLOG {
+            Interest::WRITABLE
+        } else {
+            Interest::READABLE | Interest::WRITABLE
+        };
+        let ready = tcp.ready(interest).await?;
+        if ready.is_readable() && interest.is_readable() {
+            match tcp.try_read(&mut buf[HEADROOM..]) {
+                Ok(0) if backlog.is_empty() => return Ok(()),
+                Ok(0) => {
+                    // The peer is done sending: write out the rest, then stop.
+                    let (a, b) = backlog.as_slices();
+                    tcp.write_all(a).await?;
+                    tcp.write_all(b).await?;
+                    return Ok(());
+                }
+                Ok(read) => n = read,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => return Err(e),
+            }
         }
     }
 }

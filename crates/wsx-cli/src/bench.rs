@@ -19,7 +19,7 @@ use anyhow::{bail, Context as _};
 use bytes::Bytes;
 use hdrhistogram::Histogram;
 use tokio::time::{interval_at, Instant, MissedTickBehavior};
-use wsx::{ClientBuilder, Config, Message, Utf8Bytes};
+use wsx::{ClientBuilder, Config, Event, Message, Utf8Bytes};
 
 /// Options of `wsx bench`.
 #[derive(Debug, clap::Args)]
@@ -92,7 +92,13 @@ pub(crate) fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
 
 async fn bench(args: BenchArgs, warmup: Duration, duration: Duration) -> anyhow::Result<ExitCode> {
     let payload = payload(args.size, args.binary);
-    let mut config = Config::default().ping_interval(None);
+    // Room for every message in flight: the receive loop then keeps reading echoes while a
+    // large message is still going out, instead of pausing reads until it has drained (the
+    // backpressure a server wants, but here it would serialise sending and receiving).
+    let in_flight_bytes = args.size.saturating_mul(args.in_flight as usize);
+    let mut config = Config::default()
+        .ping_interval(None)
+        .write_buffer_high_water(in_flight_bytes.saturating_add(128 << 10));
     if args.deflate {
         config = config.deflate(Some(Default::default()));
     }
@@ -223,7 +229,7 @@ impl Job {
                     ws.feed(self.payload.clone()).await?;
                     sent.push_back(Instant::now());
                 }
-                ws.flush().await?;
+                // Not flushed: the receive loop writes while it reads.
                 while Instant::now() < self.measure_until {
                     self.receive(&mut ws, &mut sent, &mut tally).await?;
                     ws.feed(self.payload.clone()).await?;
@@ -260,13 +266,31 @@ impl Job {
         sent: &mut VecDeque<Instant>,
         tally: &mut Tally,
     ) -> Result<(), wsx::Error> {
+        // Large echoes are taken as chunks and only counted: the generator never holds or
+        // reassembles a whole message, so it stays light at 1 MiB whatever the server's framing.
+        let mut received = 0;
         loop {
-            match ws.recv().await {
-                Some(Ok(Message::Text(_) | Message::Binary(_))) => break,
+            match ws.recv_event().await {
+                Some(Ok(Event::Message(msg))) if msg.is_data() => {
+                    received += msg.len();
+                    break;
+                }
+                Some(Ok(Event::Chunk(chunk))) => {
+                    received += chunk.len();
+                    if chunk.is_last() {
+                        break;
+                    }
+                }
                 Some(Ok(_)) => continue,
                 Some(Err(e)) => return Err(e),
                 None => return Err(wsx::Error::Closed),
             }
+        }
+        if received != self.payload.len() {
+            return Err(wsx::Error::Io(std::io::Error::other(format!(
+                "an echo of {received} bytes for a message of {}",
+                self.payload.len()
+            ))));
         }
         let now = Instant::now();
         let Some(at) = sent.pop_front() else { return Ok(()) };

@@ -391,10 +391,10 @@ impl Connection {
                 }
             }
             match self.read_payload(stream) {
-                Ok(Progress::NeedMore) => {
-                    self.release_read_buf();
-                    return self.end_of_input();
-                }
+                // A frame is still arriving: its buffer stays, so a large frame streamed out in
+                // chunks reuses one allocation (reclaimed once the chunks are dropped) instead
+                // of fresh pages for every read.
+                Ok(Progress::NeedMore) => return self.end_of_input(),
                 Ok(Progress::Fragment) => {}
                 Ok(Progress::Event(e)) => return Some(Ok(e)),
                 Err(e) => return Some(Err(self.fail(e))),
