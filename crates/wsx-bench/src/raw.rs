@@ -60,9 +60,16 @@ pub(crate) async fn serve(mut tcp: TcpStream) -> io::Result<()> {
                 Err(e) => return Err(e),
             }
         }
-        let interest = if backlog.is_empty() {
-            Interest::READABLE
-        } else if backlog.len() >= MAX_BACKLOG {
+        if backlog.is_empty() {
+            // `read` rather than `ready` + `try_read`: after a short read tokio knows the socket
+            // is drained and waits for readiness instead of trying a read that would block.
+            n = tcp.read(&mut buf[HEADROOM..]).await?;
+            if n == 0 {
+                return Ok(());
+            }
+            continue;
+        }
+        let interest = if backlog.len() >= MAX_BACKLOG {
             Interest::WRITABLE
         } else {
             Interest::READABLE | Interest::WRITABLE
@@ -70,7 +77,6 @@ pub(crate) async fn serve(mut tcp: TcpStream) -> io::Result<()> {
         let ready = tcp.ready(interest).await?;
         if ready.is_readable() && interest.is_readable() {
             match tcp.try_read(&mut buf[HEADROOM..]) {
-                Ok(0) if backlog.is_empty() => return Ok(()),
                 Ok(0) => {
                     // The peer is done sending: write out the rest, then stop.
                     let (a, b) = backlog.as_slices();

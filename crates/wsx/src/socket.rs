@@ -4,7 +4,7 @@ use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
-use bytes::BytesMut;
+use bytes::{Buf, BytesMut};
 use futures_core::Stream;
 use futures_sink::Sink;
 use futures_util::future::poll_fn;
@@ -338,7 +338,16 @@ where
     /// Writes everything the core queued, vectored, then flushes the transport.
     pub(crate) fn poll_write_out(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         while self.conn.buffered_amount() > 0 {
-            let n = ready!(poll_write_buf(Pin::new(&mut self.io), cx, self.conn.transmit()))?;
+            let out = self.conn.transmit();
+            let n = if out.chunk().len() == out.remaining() {
+                // One contiguous piece, the usual case for small messages: a plain write takes
+                // a shorter path through the kernel than writev.
+                let n = ready!(Pin::new(&mut self.io).poll_write(cx, out.chunk()))?;
+                out.advance(n);
+                n
+            } else {
+                ready!(poll_write_buf(Pin::new(&mut self.io), cx, out))?
+            };
             if n == 0 {
                 return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
             }
