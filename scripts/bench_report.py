@@ -341,7 +341,9 @@ def markdown(data, results_path, svg_rel):
       "benchmark examples recommend, without compression:")
     w("  - **raw TCP**: the floor. A client does not accept a byte-for-byte echo, so it answers "
       "the upgrade and copies each frame back with its mask removed, unmasking in place with "
-      "256 KiB reads: no UTF-8 check, no control frames, no limits.")
+      "256 KiB reads: no UTF-8 check, no control frames, no limits. It streams (each read goes "
+      "back out at once) and never waits on a write to read on: what the socket does not take "
+      "is kept, up to 4 MiB.")
     w("  - **tokio-tungstenite**: `accept_async_with_config` with the default `WebSocketConfig` "
       "(128 KiB read and write buffers).")
     w("  - **fastwebsockets**: hyper 1 upgrade, `FragmentCollector`, task `unconstrained`, as in "
@@ -352,7 +354,9 @@ def markdown(data, results_path, svg_rel):
       "tokio-websockets share one echo loop that, like `wsx serve`, flushes only when no further "
       "message is ready.")
     w(f"- Closed loop: each connection sends one {kind} message, waits for its echo, and repeats. "
-      "The points are rows of the tables below.")
+      "The points are rows of the tables below. The generator takes large echoes as chunks and "
+      "counts their bytes (it never reassembles them, whatever the server's framing), and it "
+      "reads while a large message is still going out.")
     w(f"- {rounds} round(s). In each round every point runs on every server, one fresh server "
       "process per run, and the order of the servers rotates from round to round, so slow drift "
       "of the machine spreads over all of them. Figures are the median over rounds, with the "
