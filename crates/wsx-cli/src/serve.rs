@@ -1,8 +1,10 @@
 //! `wsx serve`: the echo server and its demo page.
 
+use std::future::{poll_fn, Future};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -10,7 +12,7 @@ use http::header::ORIGIN;
 use http::{Method, StatusCode};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
-use tokio::sync::watch;
+use tokio::sync::Notify;
 use tokio::time::{timeout_at, Instant};
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
@@ -44,8 +46,12 @@ pub(crate) async fn run(options: Options) -> anyhow::Result<()> {
     let (http, ws) = if options.tls.is_some() { ("https", "wss") } else { ("http", "ws") };
     info!("listening on {http}://{addr}/ (WebSocket echo on {ws}://{addr}/ at any path)");
 
-    let state = Arc::new(State { options, active: AtomicUsize::new(0) });
-    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let state = Arc::new(State {
+        options,
+        active: AtomicUsize::new(0),
+        stopping: AtomicBool::new(false),
+        stop: Notify::new(),
+    });
     let tracker = TaskTracker::new();
     let stop = shutdown_signal();
     tokio::pin!(stop);
@@ -54,10 +60,9 @@ pub(crate) async fn run(options: Options) -> anyhow::Result<()> {
             accepted = listener.accept() => match accepted {
                 Ok((tcp, peer)) => {
                     let state = state.clone();
-                    let shutdown = shutdown_rx.clone();
                     let echoes = tracker.clone();
                     tracker.spawn(async move {
-                        if let Err(e) = handle(tcp, state, shutdown, &echoes).await {
+                        if let Err(e) = handle(tcp, state, &echoes).await {
                             debug!(%peer, "connection ended: {e}");
                         }
                     });
@@ -76,8 +81,9 @@ pub(crate) async fn run(options: Options) -> anyhow::Result<()> {
     }
     drop(listener);
     tracker.close();
-    // Receivers only fail if every connection already ended, which is fine.
-    let _ = shutdown_tx.send(true);
+    // The flag first: an echo task checks it after registering for the notification.
+    state.stopping.store(true, Ordering::SeqCst);
+    state.stop.notify_waiters();
     if tokio::time::timeout(state.options.shutdown_timeout, tracker.wait()).await.is_err() {
         warn!("{} connections did not close in time; dropping them", tracker.len());
     }
@@ -103,12 +109,7 @@ fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
 /// An upgraded connection's echo runs as a task of its own (see [`spawn_echo`]), and this task
 /// ends: the handshake's state, TLS acceptor and parser included, is freed with it instead of
 /// sizing the long-lived task that every idle connection keeps.
-async fn handle(
-    tcp: TcpStream,
-    state: Arc<State>,
-    shutdown: watch::Receiver<bool>,
-    echoes: &TaskTracker,
-) -> Result<(), wsx::Error> {
+async fn handle(tcp: TcpStream, state: Arc<State>, echoes: &TaskTracker) -> Result<(), wsx::Error> {
     let options = &state.options;
     tcp.set_nodelay(true)?;
     let deadline = Instant::now() + options.handshake_timeout;
@@ -122,7 +123,7 @@ async fn handle(
                 let read = Incoming::read(tls, options.config.clone());
                 let incoming = timeout_at(deadline, read).await.map_err(timed_out)??;
                 if let Some((ws, slot)) = upgrade(incoming, &state).await? {
-                    spawn_echo(echoes, ws, slot, shutdown);
+                    spawn_echo(echoes, ws, slot);
                 }
                 Ok::<_, wsx::Error>(())
             })
@@ -132,7 +133,7 @@ async fn handle(
             let read = Incoming::read(tcp, options.config.clone());
             let incoming = timeout_at(deadline, read).await.map_err(timed_out)??;
             if let Some((ws, slot)) = upgrade(incoming, &state).await? {
-                spawn_echo(echoes, ws, slot, shutdown);
+                spawn_echo(echoes, ws, slot);
             }
         }
     }
@@ -141,18 +142,14 @@ async fn handle(
 
 /// Runs the echo of an upgraded connection as its own task: the state every idle connection
 /// keeps is this task, the echo loop and the socket, nothing more.
-fn spawn_echo<S>(
-    tracker: &TaskTracker,
-    mut ws: WebSocket<S>,
-    slot: Slot,
-    mut shutdown: watch::Receiver<bool>,
-) where
+fn spawn_echo<S>(tracker: &TaskTracker, mut ws: WebSocket<S>, slot: Slot)
+where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     // The block owns the socket and echo borrows it. (An `async fn` taking `mut ws` by value
     // would hold it twice, as argument and as local: 424 more bytes in every connection.)
     tracker.spawn(async move {
-        if let Err(e) = echo(&mut ws, &mut shutdown).await {
+        if let Err(e) = echo(&mut ws, &slot.0).await {
             debug!("connection ended: {e}");
         }
         drop(slot);
@@ -165,6 +162,10 @@ struct State {
     options: Options,
     /// Open WebSocket connections.
     active: AtomicUsize,
+    /// Set at shutdown, before `stop` is notified.
+    stopping: AtomicBool,
+    /// Wakes every echo task at shutdown.
+    stop: Notify,
 }
 
 /// Counts one open WebSocket connection while alive.
@@ -204,35 +205,52 @@ where
     Ok(Some((ws, slot)))
 }
 
-/// The echo loop of one upgraded connection: the state every idle connection keeps.
-async fn echo<S>(
-    ws: &mut WebSocket<S>,
-    shutdown: &mut watch::Receiver<bool>,
-) -> Result<(), wsx::Error>
+/// The echo loop of one upgraded connection, until it closes or the server shuts down.
+async fn echo<S>(ws: &mut WebSocket<S>, state: &State) -> Result<(), wsx::Error>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    // Created once: re-creating it per message would register and unregister a waiter on the
-    // shutdown channel for every message.
-    let stop = shutdown.changed();
+    // Registered for the shutdown notification once, at the first wait. Afterwards the flag
+    // alone says whether it came: re-polling the notification on every message (as `select!`
+    // does) costs a lock and a waker comparison per message.
+    let stop = state.stop.notified();
     tokio::pin!(stop);
+    let mut registered = false;
     loop {
-        tokio::select! {
-            event = ws.recv_event() => match event {
-                None => return Ok(()),
-                Some(Ok(Event::Message(msg))) if msg.is_data() => {
-                    // Queued, not flushed: the next recv writes it, so a burst of messages
-                    // goes back in few writes. A full send buffer stops reading here.
-                    ws.feed(msg).await?;
+        let event = {
+            let recv = ws.recv_event();
+            tokio::pin!(recv);
+            poll_fn(|cx| {
+                if let Poll::Ready(event) = recv.as_mut().poll(cx) {
+                    return Poll::Ready(Some(event));
                 }
-                // A large message streams through: each piece goes back out as it arrives,
-                // as one frame of a fragmented echo, instead of waiting for the whole.
-                Some(Ok(Event::Chunk(chunk))) => ws.feed_chunk(chunk).await?,
-                Some(Ok(_)) => {}
-                Some(Err(e)) => debug!("peer error: {e}"),
-            },
+                if !registered {
+                    registered = true;
+                    if stop.as_mut().poll(cx).is_ready() {
+                        return Poll::Ready(None);
+                    }
+                }
+                if state.stopping.load(Ordering::SeqCst) {
+                    return Poll::Ready(None);
+                }
+                Poll::Pending
+            })
+            .await
+        };
+        match event {
             // Boxed: its timer would otherwise sit in every idle connection's state.
-            _ = &mut stop => return Box::pin(going_away(ws)).await,
+            None => return Box::pin(going_away(ws)).await,
+            Some(None) => return Ok(()),
+            Some(Some(Ok(Event::Message(msg)))) if msg.is_data() => {
+                // Queued, not flushed: the next recv writes it, so a burst of messages goes
+                // back in few writes. A full send buffer stops reading here.
+                ws.feed(msg).await?;
+            }
+            // A large message streams through: each piece goes back out as it arrives, as one
+            // frame of a fragmented echo, instead of waiting for the whole.
+            Some(Some(Ok(Event::Chunk(chunk)))) => ws.feed_chunk(chunk).await?,
+            Some(Some(Ok(_))) => {}
+            Some(Some(Err(e))) => debug!("peer error: {e}"),
         }
     }
 }

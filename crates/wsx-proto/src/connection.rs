@@ -45,8 +45,10 @@ pub enum State {
 const READ_CHUNK_MIN: usize = 16 << 10;
 /// Largest step the read buffer grows by at once while a large frame arrives.
 const READ_CHUNK_MAX: usize = 1 << 20;
-/// The send buffer's first allocation in a batch of writes.
-const SEND_CHUNK: usize = 8 << 10;
+/// The send buffer's first allocation in a batch of writes, when the first frame fits: small
+/// enough for the allocator's per-thread cache (glibc serves up to ~1 KiB from it), so echoing a
+/// small message costs no trip into the general allocator. A burst grows it by doubling.
+const SEND_CHUNK: usize = 512;
 /// Payloads up to this size are copied into the send buffer next to their header, so that many
 /// small frames go out in one write; larger ones are queued as their own chunk without a copy.
 const INLINE_PAYLOAD_MAX: usize = 4 << 10;
@@ -281,6 +283,15 @@ impl Connection {
         if self.state() == State::Open || self.should_close_transport() {
             self.close_deadline = None;
         }
+    }
+
+    /// Whether [`Self::handle_timeout`] has anything to do: a keepalive or idle timer is
+    /// configured, or the connection is closing. While false, a driver may skip reading the
+    /// clock after input (it must still honour [`Self::poll_timeout`]).
+    pub fn needs_time(&self) -> bool {
+        self.config.ping_interval.is_some()
+            || self.config.idle_timeout.is_some()
+            || self.state() != State::Open
     }
 
     /// The next instant at which [`Self::handle_timeout`] must be called, if any.
@@ -874,11 +885,13 @@ pub struct SendQueue {
 
 impl SendQueue {
     fn push_frame(&mut self, header: &FrameHeader, payload: Bytes) {
-        if self.tail.capacity() == 0 {
-            self.tail.reserve(SEND_CHUNK);
-        }
         let mut head = [0u8; MAX_HEADER_LEN];
         let n = header.encode(&mut head);
+        if self.tail.capacity() == 0 {
+            let inline = header.mask.is_some() || payload.len() <= INLINE_PAYLOAD_MAX;
+            let body = if inline { payload.len() } else { 0 };
+            self.tail.reserve((n + body).max(SEND_CHUNK));
+        }
         self.tail.extend_from_slice(&head[..n]);
         if let Some(key) = header.mask {
             // A masked payload must be copied anyway: mask it in its place in the buffer.

@@ -15,16 +15,22 @@
 ///
 /// `offset` lets a payload be unmasked piecewise as it arrives.
 pub fn apply_mask(buf: &mut [u8], key: [u8; 4], offset: usize) {
+    let mut k = key;
+    k.rotate_left(offset % 4);
     if buf.len() < 32 {
-        // Short payloads (the common small message): setting up the word key costs more than
-        // it saves.
-        for (i, b) in buf.iter_mut().enumerate() {
-            *b ^= key[(i + offset) & 3];
+        // Short payloads (the common small message): four bytes at a time, no wide key.
+        let key32 = u32::from_ne_bytes(k);
+        let mut quads = buf.chunks_exact_mut(4);
+        for quad in &mut quads {
+            let mut w = [0u8; 4];
+            w.copy_from_slice(quad);
+            quad.copy_from_slice(&(u32::from_ne_bytes(w) ^ key32).to_ne_bytes());
+        }
+        for (b, m) in quads.into_remainder().iter_mut().zip(k) {
+            *b ^= m;
         }
         return;
     }
-    let mut k = key;
-    k.rotate_left(offset % 4);
     let key64 = u64::from_ne_bytes([k[0], k[1], k[2], k[3], k[0], k[1], k[2], k[3]]);
 
     let mut wide = buf.chunks_exact_mut(32);

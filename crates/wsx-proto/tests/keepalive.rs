@@ -142,3 +142,20 @@ fn data_keeps_the_idle_timer_away() {
     conn.handle_timeout(t0 + 55 * SECOND);
     assert_eq!(conn.state(), State::Closing);
 }
+
+#[test]
+fn the_clock_is_needed_only_with_timers_or_while_closing() {
+    let (conn, _) = server(Config::default());
+    assert!(conn.needs_time(), "keepalive is on by default");
+    let (conn, _) = server(Config::default().ping_interval(None).idle_timeout(Some(SECOND)));
+    assert!(conn.needs_time(), "an idle timeout needs the clock");
+
+    let (mut conn, t0) = server(Config::default().ping_interval(None));
+    assert!(!conn.needs_time());
+    assert_eq!(conn.poll_timeout(), None);
+    conn.close(None).unwrap();
+    // The close timer runs from the next handle_timeout on.
+    assert!(conn.needs_time());
+    conn.handle_timeout(t0);
+    assert!(conn.poll_timeout().is_some());
+}

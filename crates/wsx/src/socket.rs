@@ -230,7 +230,11 @@ where
                     self.conn.handle_eof();
                 }
                 // Once per read, not per message: keepalive only needs to know the peer spoke.
-                Ok(_) => self.conn.handle_timeout(Instant::now().into_std()),
+                // Without timers there is nothing to note, and no clock to read.
+                Ok(_) if self.conn.needs_time() => {
+                    self.conn.handle_timeout(Instant::now().into_std())
+                }
+                Ok(_) => {}
                 Err(e) => {
                     self.finished = true;
                     return Poll::Ready(self.io_error(e));
@@ -357,6 +361,10 @@ where
 
     /// Drives the core's timers; true when one fired.
     fn poll_timer(&mut self, cx: &mut Context<'_>) -> bool {
+        if self.timer.is_none() && !self.conn.needs_time() {
+            // Open, no keepalive or idle timer configured, none armed: nothing can fire.
+            return false;
+        }
         let was_done = self.conn.should_close_transport();
         let fired = self.poll_core_timer(cx);
         if fired && !was_done && self.conn.should_close_transport() {
