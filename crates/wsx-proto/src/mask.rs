@@ -9,14 +9,20 @@
 //! loop. The same loop compiled for AVX2 behind run-time detection, and a 128-byte-pattern AVX2
 //! variant, both measured 59-61 GiB/s: the loop is bound by memory, not by instruction width,
 //! so neither earned its `unsafe` call.
+//!
+//! Payloads under 32 bytes go four bytes at a time with the key rotated by integer shifts:
+//! 3.0 ns at 16 B against 6.5 ns for the byte loop (and 13.4 ns for the byte loop with the key
+//! rotated by `<[u8]>::rotate_left`, an out-of-line call). Re-measured on a busier day of the
+//! same machine: 57.7 GB/s at 64 KiB, 58.5 GB/s at 1 KiB.
 
 /// XORs `buf` in place with the 4-byte masking `key`, as if `buf` started at byte `offset` of
 /// the masked payload. Masking and unmasking are the same operation.
 ///
 /// `offset` lets a payload be unmasked piecewise as it arrives.
 pub fn apply_mask(buf: &mut [u8], key: [u8; 4], offset: usize) {
-    let mut k = key;
-    k.rotate_left(offset % 4);
+    // The key as seen from byte `offset` on: rotated by `offset % 4` bytes, as integer shifts
+    // (a slice rotation is an out-of-line call that costs more than masking 20 bytes).
+    let k = u32::from_le_bytes(key).rotate_right(8 * (offset % 4) as u32).to_le_bytes();
     if buf.len() < 32 {
         // Short payloads (the common small message): four bytes at a time, no wide key.
         let key32 = u32::from_ne_bytes(k);
