@@ -5,7 +5,7 @@
 # another; every point runs on every server in every round, the server order rotating from round
 # to round. Then each server's memory per idle connection is measured. Run it on a quiet machine.
 #
-#   scripts/bench.sh                                            # full run (~12 min)
+#   scripts/bench.sh                                            # full run (~15 min)
 #   WSX_BENCH_ROUNDS=1 WSX_BENCH_DURATION=1 scripts/bench.sh    # smoke run (~1 min)
 #
 # Settings (environment):
@@ -16,6 +16,9 @@
 #   WSX_BENCH_SERVERS      servers (default "wsx raw tungstenite fastwebsockets tokio-websockets")
 #   WSX_BENCH_IDLE_CONNS   idle connections for the memory measurement (default 10000; 0 skips)
 #   WSX_BENCH_BINARY       1 sends binary messages instead of text (default 0)
+#   WSX_BENCH_INSTR        1 counts each server's user-space instructions per message under
+#                          valgrind's callgrind (default 1 when valgrind is installed; 0 skips)
+#   WSX_BENCH_INSTR_POINT  the point counted (default 100x20)
 #   WSX_BENCH_SERVER_CPU   CPU the servers are pinned to (default 0)
 #   WSX_BENCH_CLIENT_CPU   CPU the generator is pinned to (default 1)
 #   WSX_BENCH_BUILD        0 skips `cargo build --release` (default 1)
@@ -33,6 +36,11 @@ POINTS=${WSX_BENCH_POINTS:-"100x20 1000x20 10x1024 10x16384 1x1048576"}
 read -r -a SERVERS <<<"${WSX_BENCH_SERVERS:-wsx raw tungstenite fastwebsockets tokio-websockets}"
 IDLE_CONNS=${WSX_BENCH_IDLE_CONNS:-10000}
 BINARY=${WSX_BENCH_BINARY:-0}
+if command -v valgrind >/dev/null; then INSTR=${WSX_BENCH_INSTR:-1}; else INSTR=${WSX_BENCH_INSTR:-0}; fi
+INSTR_POINT=${WSX_BENCH_INSTR_POINT:-100x20}
+# Seconds of the short and the long counted run.
+INSTR_SHORT=2
+INSTR_LONG=8
 SERVER_CPU=${WSX_BENCH_SERVER_CPU:-0}
 CLIENT_CPU=${WSX_BENCH_CLIENT_CPU:-1}
 WSX=target/release/wsx
@@ -212,6 +220,46 @@ run_idle() {
     stop_server
 }
 
+# run_instr SERVER: user-space instructions per message at INSTR_POINT, counted by callgrind in a
+# short and a long run (bench_report.py takes the difference, which cancels start-up, handshakes
+# and shutdown). Deterministic where the timings above are not.
+run_instr() {
+    local server=$1 log="$LOGS/$1.log" conns=${INSTR_POINT%x*} size=${INSTR_POINT#*x}
+    local runs=() d vg out msgs instr cmd
+    for d in $INSTR_SHORT $INSTR_LONG; do
+        PORT=$(free_port)
+        vg="$LOGS/callgrind-$server-$d.log"
+        case $server in
+            wsx) cmd=("$WSX" serve --threads 1 --no-deflate --ping-interval 0 --shutdown-timeout 1
+                --listen "127.0.0.1:$PORT") ;;
+            *) cmd=("$PEER" --impl "$server" --listen "127.0.0.1:$PORT") ;;
+        esac
+        RUST_LOG=warn taskset -c "$SERVER_CPU" valgrind --tool=callgrind \
+            --callgrind-out-file=/dev/null --log-file="$vg" "${cmd[@]}" >>"$log" 2>&1 &
+        SERVER_PID=$!
+        for _ in $(seq 300); do
+            (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null && break
+            sleep 0.1
+        done
+        out=$(taskset -c "$CLIENT_CPU" timeout "$RUN_TIMEOUT" "$GENERATOR" bench \
+            "ws://127.0.0.1:$PORT/" -c "$conns" -s "$size" -d "$d" --warmup 0 --json \
+            2>>"$log" | tail -n 1) || true
+        # wsx shuts down gracefully on SIGTERM, the peers just end; valgrind reports the count
+        # either way. (Not SIGINT: background jobs of a script ignore it.)
+        kill -TERM "$SERVER_PID" 2>/dev/null || true
+        for _ in $(seq 200); do kill -0 "$SERVER_PID" 2>/dev/null || break; sleep 0.1; done
+        kill -KILL "$SERVER_PID" 2>/dev/null || true
+        wait "$SERVER_PID" 2>/dev/null || true
+        SERVER_PID=
+        msgs=$(printf '%s' "$out" | grep -o '"messages":[0-9]*' | cut -d: -f2)
+        instr=$(grep -o 'Collected : [0-9]*' "$vg" | awk '{ print $3 }') || true
+        runs+=("{\"messages\":${msgs:-0},\"instructions\":${instr:-0}}")
+    done
+    printf '{"kind":"instr","server":"%s","connections":%d,"size":%d,"runs":[%s]}\n' \
+        "$server" "$conns" "$size" "$(IFS=,; echo "${runs[*]}")" >>"$OUT"
+    say "  $(printf '%-16s' "$server") ${runs[*]}"
+}
+
 # ---- the run --------------------------------------------------------------------------------
 say "bench: ${#SERVERS[@]} servers × points [$POINTS] × $ROUNDS rounds, ${DURATION}s + ${WARMUP}s each"
 say "bench: results in $OUT, server logs in $LOGS"
@@ -229,5 +277,10 @@ for ((round = 0; round < ROUNDS; round++)); do
         for server in "${order[@]}"; do run_idle "$((round + 1))" "$server"; done
     fi
 done
+
+if [ "$INSTR" = 1 ]; then
+    say " user-space instructions per message at $INSTR_POINT (callgrind)"
+    for server in "${SERVERS[@]}"; do run_instr "$server"; done
+fi
 
 python3 scripts/bench_report.py report "$OUT" --md "$DOCS/BENCHMARKS.md" --svg "$DOCS/benchmarks.svg"

@@ -12,6 +12,8 @@ Lines in the results file (one JSON object each, told apart by "kind"):
     run      {"round", "server", "connections", "size", "rc", "server_cpu_secs", "window_secs",
               "bench": <wsx bench --json> | null}
     rss      {"round", "server", "connections", "ok", "rss_before_kib", "rss_after_kib"}
+    instr    {"server", "connections", "size", "runs": [{"messages", "instructions"}, ...]}:
+             the server under callgrind for a short and a long run of the same point
 """
 
 import argparse
@@ -181,6 +183,7 @@ class Data:
         self.failures = []  # human-readable lines
         self.rss = defaultdict(list)  # server -> [bytes per connection]
         self.rss_raw = defaultdict(list)  # server -> [(before KiB, after KiB, connections)]
+        self.instr = {}  # (server, point) -> user-space instructions per message
 
 
 def load(path):
@@ -202,7 +205,26 @@ def load(path):
                 add_run(data, rec)
             elif kind == "rss":
                 add_rss(data, rec)
+            elif kind == "instr":
+                add_instr(data, rec)
     return data
+
+
+def add_instr(data, rec):
+    """Instructions per message from two runs: the difference cancels start-up, handshakes and
+    shutdown, which both runs share."""
+    runs = [r for r in rec.get("runs", []) if r.get("messages") and r.get("instructions")]
+    server, point = rec.get("server"), (rec.get("connections"), rec.get("size"))
+    if len(runs) < 2:
+        data.failures.append(f"{server}: instruction count at {point} incomplete")
+        return
+    runs.sort(key=lambda r: r["messages"])
+    short, long = runs[0], runs[-1]
+    extra = long["messages"] - short["messages"]
+    if extra <= 0:
+        data.failures.append(f"{server}: instruction runs at {point} echoed the same count")
+        return
+    data.instr[(server, point)] = (long["instructions"] - short["instructions"]) / extra
 
 
 def note_server(data, server):
@@ -478,6 +500,26 @@ def markdown(data, results_path, svg_rel):
               f"{before / 1024:.1f} → {after / 1024:.1f} MiB | {r} |")
         w("")
 
+    if data.instr:
+        instr_points = sorted({p for _, p in data.instr})
+        w("## User-space instructions per message\n")
+        w("Instructions the server executes in user space per echoed message, counted by "
+          "valgrind's callgrind (deterministic, unlike the timings above: it does not depend on "
+          "how busy the machine is). Each server runs the point twice under callgrind, a short "
+          "and a long run, and the difference in instructions over the difference in messages "
+          "leaves out start-up, handshakes and shutdown. The kernel's share, most of the cost at "
+          "small sizes, is not in it. Lower is better. Under callgrind a server runs far slower, "
+          "so it handles more messages per read than at full speed, and a `rep` string "
+          "instruction counts once per byte: tokio-tungstenite's zeroing of its 128 KiB read "
+          "buffer before every read dominates its figure that way.\n")
+        w("| connections × size | " + " | ".join(LABEL.get(x, x) for x in servers) + " |")
+        w("|---|" + "---:|" * len(servers))
+        for p in instr_points:
+            cells = [("—" if data.instr.get((x, p)) is None else grouped(data.instr[(x, p)]))
+                     for x in servers]
+            w(f"| {point_label(p)} | " + " | ".join(cells) + " |")
+        w("")
+
     targets(data, w)
 
     if data.failures:
@@ -486,7 +528,7 @@ def markdown(data, results_path, svg_rel):
             w(f"- {line}")
         w("")
     w("## Reproduce\n")
-    w("```sh\nscripts/bench.sh                                          # full run, about 12 minutes\n"
+    w("```sh\nscripts/bench.sh                                          # full run, about 15 minutes\n"
       "WSX_BENCH_ROUNDS=1 WSX_BENCH_DURATION=1 scripts/bench.sh  # smoke run, about 1 minute\n"
       "```\n")
     w("Run it on a quiet machine: nothing else compiling, no other benchmark. The raw JSON lines "
