@@ -795,6 +795,28 @@ fn raise_fd_limit() -> u64 {
     limit.current.unwrap_or(u64::MAX)
 }
 
+/// A handshake still in flight when the signal arrives is finished, and the connection it
+/// upgrades is closed with 1001 at once (its echo usually starts after the shutdown
+/// notification went out, so it must see the flag); the server still exits 0.
+#[test]
+fn an_upgrade_finished_after_sigterm_is_closed_with_1001() {
+    let mut server = Server::start(&[]);
+    let request = upgrade_request(&[]);
+    let (head, last) = request.split_at(request.len() - 2);
+    let mut late = Raw::connect(server.port);
+    late.send(head.as_bytes());
+    // Connections are accepted in order: once a later one is answered, this one has its task.
+    assert_eq!(server.connections(), 0);
+    terminate(server.child.id());
+    late.send(last.as_bytes());
+    let response = late.read_head();
+    assert_eq!(response.status, 101, "{response:?}");
+    let (code, reason) = late.expect_close();
+    assert_eq!(code, 1001, "{reason}");
+    let status = server.wait_exit();
+    assert!(status.success(), "wsx serve exited with {status}");
+}
+
 /// Sends SIGTERM to `pid`.
 fn terminate(pid: u32) {
     use rustix::process::{kill_process, Pid, Signal};
