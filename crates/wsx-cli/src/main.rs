@@ -1,5 +1,9 @@
 //! `wsx`: a WebSocket echo server with a demo page, an interactive client, a load generator.
 
+// The doc comments on the clap types are `--help` text, printed as written: URLs and brackets
+// in them stay literal rather than becoming rustdoc links.
+#![allow(rustdoc::bare_urls, rustdoc::broken_intra_doc_links)]
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
