@@ -221,6 +221,10 @@ where
             let recv = ws.recv_event();
             tokio::pin!(recv);
             poll_fn(|cx| {
+                // First, so that a connection that always has a message ready still stops.
+                if state.stopping.load(Ordering::SeqCst) {
+                    return Poll::Ready(None);
+                }
                 if let Poll::Ready(event) = recv.as_mut().poll(cx) {
                     return Poll::Ready(Some(event));
                 }

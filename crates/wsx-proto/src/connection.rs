@@ -598,7 +598,8 @@ impl Connection {
     /// Unmasks and checks what has arrived of the current frame's payload; completes the frame
     /// when all of it is there. With `stream`, a large data message comes out in chunks.
     fn read_payload(&mut self, stream: bool) -> Result<Progress, ProtocolError> {
-        let threshold = self.config.stream_threshold;
+        // At least 1: a zero set directly on the public field would hand out empty chunks forever.
+        let threshold = self.config.stream_threshold.max(1);
         let Some(f) = self.frame.as_mut() else {
             return Ok(Progress::NeedMore);
         };

@@ -349,3 +349,26 @@ fn the_send_buffer_mark_rises_while_a_message_streams_in() {
     echo(&mut conn, &input[50_000..]);
     assert!(conn.is_send_buffer_full(), "after the message the usual mark applies");
 }
+
+/// A zero threshold set on the public field (the setter clamps it) streams like a threshold of
+/// one byte: no empty chunks handed out forever.
+#[test]
+fn a_zero_threshold_on_the_field_streams_like_one_byte() {
+    let mut config = Config::default();
+    config.stream_threshold = 0;
+    let mut conn = Connection::new(Role::Server, config);
+    let wire = masked(true, BINARY, b"hello, streaming");
+    // The header and part of the payload: the frame is unfinished.
+    conn.handle_input(&wire[..wire.len() - 4]);
+    let events = poll_events(&mut conn);
+    assert_eq!(events.len(), 1, "{events:?}");
+    let Ok(Event::Chunk(first)) = &events[0] else { panic!("{events:?}") };
+    assert!(first.is_first() && !first.is_last() && !first.is_empty());
+    conn.handle_input(&wire[wire.len() - 4..]);
+    let events = poll_events(&mut conn);
+    let Ok(Event::Chunk(last)) = &events[0] else { panic!("{events:?}") };
+    assert!(last.is_last());
+    let mut whole = first.data().to_vec();
+    whole.extend_from_slice(last.data());
+    assert_eq!(whole, b"hello, streaming");
+}

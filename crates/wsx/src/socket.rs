@@ -269,7 +269,13 @@ where
                 _ => self.shut_down = true,
             }
         }
-        while self.linger && !self.eof && !expired {
+        while self.linger && !self.eof {
+            // Checked on every pass: a peer that keeps the socket readable must not hold the
+            // connection past the deadline (over a transport without tokio's budget the loop
+            // would otherwise never yield).
+            if self.poll_deadline(cx, deadline).is_ready() {
+                break;
+            }
             match ready!(self.poll_read(cx)) {
                 // The core discards what arrives after the close.
                 Ok(n) if n > 0 => {}
