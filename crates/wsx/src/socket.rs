@@ -102,7 +102,7 @@ where
     /// its high-water mark. Echoing the chunks of [`Self::recv_event`] streams a message through.
     pub async fn feed_chunk(&mut self, chunk: Chunk) -> Result<(), Error> {
         poll_fn(|cx| self.poll_ready_to_send(cx)).await?;
-        self.conn.send_chunk(chunk).map_err(Error::from)
+        self.start_send_chunk(chunk)
     }
 
     /// Sends a piece of a data message and flushes it; see [`Self::feed_chunk`].
