@@ -234,11 +234,12 @@ fn a_200_mib_message_is_refused_with_1009_at_an_8_mib_limit_in_bounded_memory() 
     assert!(huge.peak_grown < 64 * MIB, "peak RSS grew {} bytes", huge.peak_grown);
 }
 
-/// The echo streams large messages through, yet a client that writes a whole 20 MiB message
-/// before reading anything still gets all of it back: the server keeps reading while it
-/// streams (up to the message limit) instead of deadlocking on its own full send buffer.
+/// The echo streams large messages through with flow control: a client that writes a whole
+/// 20 MiB message before reading is held up by TCP (the server stops reading once its send
+/// queue is full, instead of queueing the whole echo), and once it reads, all of the message
+/// comes back.
 #[test]
-fn a_client_that_writes_a_whole_large_message_before_reading_gets_its_echo() {
+fn a_client_that_writes_a_large_message_before_reading_is_held_by_flow_control() {
     let _heavy = heavy();
     let server = Server::start(&[]);
     let mut ws = Raw::upgrade(server.port, &[]);
@@ -248,9 +249,30 @@ fn a_client_that_writes_a_whole_large_message_before_reading_gets_its_echo() {
     let half = payload.len() / 2;
     let mut wire = frame(false, OP_BINARY, &payload[..half], key);
     wire.extend(frame(true, OP_CONTINUATION, &payload[half..], key));
-    // No reader runs while this writes: it returns only if the server keeps reading.
-    ws.tcp.set_write_timeout(Some(Duration::from_secs(30))).unwrap();
-    ws.tcp.write_all(&wire).expect("the server stopped reading mid-message");
+    let total = wire.len() as u64;
+    let written = Arc::new(AtomicU64::new(0));
+    let mut tcp = ws.tcp.try_clone().unwrap();
+    let writer = {
+        let written = written.clone();
+        thread::spawn(move || {
+            for piece in wire.chunks(64 << 10) {
+                tcp.write_all(piece).expect("write");
+                written.fetch_add(piece.len() as u64, Ordering::SeqCst);
+            }
+        })
+    };
+    // Wait until the writer has stalled: no progress for half a second.
+    let mut last = u64::MAX;
+    let stalled_at = loop {
+        thread::sleep(Duration::from_millis(500));
+        let now = written.load(Ordering::SeqCst);
+        if now == last || now == total {
+            break now;
+        }
+        last = now;
+    };
+    eprintln!("the writer stalled after {stalled_at} of {total} bytes");
+    assert!(stalled_at < total, "the server read all 20 MiB without the client reading");
     let mut echo = Vec::with_capacity(payload.len());
     let mut frames = 0;
     loop {
@@ -262,6 +284,7 @@ fn a_client_that_writes_a_whole_large_message_before_reading_gets_its_echo() {
             break;
         }
     }
+    writer.join().unwrap();
     assert!(frames > 1, "a 20 MiB message was not streamed");
     assert!(echo == payload, "the echo differs ({} of {} bytes)", echo.len(), payload.len());
 }

@@ -126,8 +126,12 @@ where
     }
 
     /// Writes everything queued to the transport.
+    ///
+    /// Timers run while it waits: if keepalive or the close timeout gives up on a peer that
+    /// does not read, it returns [`Error::Closed`] (or [`Error::Timeout`] once the close frame
+    /// could not be written in time) instead of waiting forever.
     pub async fn flush(&mut self) -> Result<(), Error> {
-        poll_fn(|cx| self.poll_write_out(cx)).await.map_err(Error::from)
+        poll_fn(|cx| self.poll_flush_timed(cx)).await
     }
 
     /// Starts the closing handshake with `frame` (or 1000 with no reason when `None`) and
@@ -217,6 +221,12 @@ where
                 }
                 Poll::Pending => {
                     if self.conn.is_send_buffer_full() {
+                        // Backpressure: no more reading until the peer takes what is queued, but
+                        // time still runs, so a peer that stops reading is closed by keepalive
+                        // or the close timeout.
+                        if self.poll_timer(cx) {
+                            continue;
+                        }
                         return Poll::Pending;
                     }
                 }
@@ -252,10 +262,7 @@ where
     /// with unread input makes the kernel reset the connection, which can destroy the close
     /// frame (and the data queued before it) before the peer reads it.
     fn poll_close_transport(&mut self, cx: &mut Context<'_>) -> Poll<()> {
-        let deadline = *self.close_deadline.get_or_insert_with(|| {
-            let grace = self.conn.config().close_timeout.unwrap_or(Duration::from_secs(10));
-            Instant::now() + grace
-        });
+        let deadline = self.transport_close_deadline();
         let expired = self.poll_deadline(cx, deadline).is_ready();
         if !self.shut_down {
             match self.poll_write_out(cx) {
@@ -306,31 +313,78 @@ where
         if self.conn.has_buffered_input() {
             return poll_read_buf(Pin::new(&mut self.io), cx, self.conn.recv_buf());
         }
-        let io = &mut self.io;
-        let filled = SCRATCH.with(|scratch| {
-            let mut scratch = scratch.borrow_mut();
-            if scratch.capacity() < SCRATCH_MIN_SPARE {
-                *scratch = BytesMut::with_capacity(SCRATCH_SLAB);
-            }
-            match poll_read_buf(Pin::new(io), cx, &mut *scratch) {
-                Poll::Ready(Ok(n)) => Poll::Ready(Ok((n, scratch.split()))),
-                Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
-                Poll::Pending => Poll::Pending,
-            }
-        });
-        let (n, data) = ready!(filled)?;
-        if n > 0 {
+        // The slab is taken out of the thread-local for the read, not borrowed across it: the
+        // transport may itself be driven by a WebSocket on this thread (a tunnel), whose own
+        // read then simply starts a slab of its own.
+        let mut scratch = SCRATCH.with(|s| std::mem::take(&mut *s.borrow_mut()));
+        if scratch.capacity() < SCRATCH_MIN_SPARE {
+            scratch = BytesMut::with_capacity(SCRATCH_SLAB);
+        }
+        let result = poll_read_buf(Pin::new(&mut self.io), cx, &mut scratch);
+        let filled = match &result {
+            Poll::Ready(Ok(n)) if *n > 0 => Some(scratch.split()),
+            _ => None,
+        };
+        SCRATCH.with(|s| *s.borrow_mut() = scratch);
+        if let Some(data) = filled {
             self.conn.handle_input_buf(data);
         }
-        Poll::Ready(Ok(n))
+        result
     }
 
-    /// Waits while the send buffer is above its high-water mark.
+    /// Waits while the send buffer is above its high-water mark, with timers running: once
+    /// the connection is no longer open (keepalive or the idle timeout gave up on a peer that
+    /// does not read, or a close went either way) it returns [`Error::Closed`].
     pub(crate) fn poll_ready_to_send(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
-        if self.conn.is_send_buffer_full() {
-            ready!(self.poll_write_out(cx))?;
+        loop {
+            if self.finished || self.conn.state() != State::Open {
+                return Poll::Ready(Err(Error::Closed));
+            }
+            if !self.conn.is_send_buffer_full() {
+                return Poll::Ready(Ok(()));
+            }
+            match self.poll_write_out(cx) {
+                Poll::Ready(Ok(())) => {}
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(Error::Io(e))),
+                Poll::Pending => {
+                    if !self.poll_timer(cx) {
+                        return Poll::Pending;
+                    }
+                }
+            }
         }
-        Poll::Ready(Ok(()))
+    }
+
+    /// Writes everything queued, with timers running while the transport is not ready: a
+    /// connection the core gave up on stops waiting once [`Self::transport_close_deadline`]
+    /// passes.
+    pub(crate) fn poll_flush_timed(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        loop {
+            match self.poll_write_out(cx) {
+                Poll::Ready(result) => return Poll::Ready(result.map_err(Error::from)),
+                Poll::Pending if self.finished => return Poll::Ready(Err(Error::Closed)),
+                Poll::Pending if self.conn.should_close_transport() => {
+                    let deadline = self.transport_close_deadline();
+                    ready!(self.poll_deadline(cx, deadline));
+                    self.finished = true;
+                    return Poll::Ready(Err(Error::Timeout("writing the close frame")));
+                }
+                Poll::Pending => {
+                    if !self.poll_timer(cx) {
+                        return Poll::Pending;
+                    }
+                }
+            }
+        }
+    }
+
+    /// When the transport is dropped at the latest, now that the core says to close it: the
+    /// close timeout (10 s when unset) from the first time this is asked.
+    fn transport_close_deadline(&mut self) -> Instant {
+        *self.close_deadline.get_or_insert_with(|| {
+            let grace = self.conn.config().close_timeout.unwrap_or(Duration::from_secs(10));
+            Instant::now() + grace
+        })
     }
 
     pub(crate) fn start_send_message(&mut self, message: Message) -> Result<(), Error> {
@@ -342,7 +396,7 @@ where
         if self.conn.state() == State::Open {
             self.conn.close(Some(CloseFrame::new(CloseCode::NORMAL, "")))?;
         }
-        self.poll_write_out(cx).map_err(Error::from)
+        self.poll_flush_timed(cx)
     }
 
     /// Writes everything the core queued, vectored, then flushes the transport.
@@ -365,41 +419,39 @@ where
         Pin::new(&mut self.io).poll_flush(cx)
     }
 
-    /// Drives the core's timers; true when one fired.
+    /// Drives the core's timers; true when `handle_timeout` ran (the caller loops, since the
+    /// core may have queued a ping or a close, or given up on the peer).
     fn poll_timer(&mut self, cx: &mut Context<'_>) -> bool {
         if self.timer.is_none() && !self.conn.needs_time() {
             // Open, no keepalive or idle timer configured, none armed: nothing can fire.
             return false;
         }
-        let was_done = self.conn.should_close_transport();
-        let fired = self.poll_core_timer(cx);
-        if fired && !was_done && self.conn.should_close_transport() {
-            // The peer went silent (close or keepalive timeout): no time for lingering.
-            self.close_deadline = Some(Instant::now());
-        }
-        fired
-    }
-
-    fn poll_core_timer(&mut self, cx: &mut Context<'_>) -> bool {
-        if self.conn.state() != State::Open {
-            // Closing: let the core swap keepalive for its close timer, or give up if that
-            // already passed (cheap, and only while closing).
-            let was_done = self.conn.should_close_transport();
-            self.conn.handle_timeout(Instant::now().into_std());
-            if !was_done && self.conn.should_close_transport() {
-                return true;
+        let Some(deadline) = self.conn.poll_timeout() else {
+            if self.close_deadline.is_none() {
+                self.timer = None;
             }
-        }
-        let deadline = self.conn.poll_timeout();
-        let Some(deadline) = deadline else {
-            self.timer = None;
             return false;
         };
         let deadline = Instant::from_std(deadline);
         if self.poll_deadline(cx, deadline).is_pending() {
             return false;
         }
-        self.conn.handle_timeout(Instant::now().max(deadline).into_std());
+        let was_open = self.conn.state() == State::Open;
+        let was_done = self.conn.should_close_transport();
+        let now = Instant::now().max(deadline);
+        self.conn.handle_timeout(now.into_std());
+        if !was_done && self.conn.should_close_transport() {
+            // The core gave up on the peer. A keepalive failure still gets the close timeout
+            // to write its 1011; after a close timeout there is no time left. No lingering
+            // either way: the peer is silent.
+            self.linger = false;
+            let grace = match (was_open, self.conn.config().close_timeout) {
+                (true, Some(t)) => t,
+                (true, None) => Duration::from_secs(10),
+                (false, _) => Duration::ZERO,
+            };
+            self.close_deadline = Some(now + grace);
+        }
         true
     }
 
@@ -438,7 +490,7 @@ where
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
-        self.get_mut().poll_write_out(cx).map_err(Error::from)
+        self.get_mut().poll_flush_timed(cx)
     }
 
     fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {

@@ -136,7 +136,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Sink<Message> for WriteHalf<S> {
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
         self.shared.wakers.write.register(cx.waker());
-        self.shared.with_shared_waker(|ws, cx| ws.poll_write_out(cx).map_err(Error::from))
+        self.shared.with_shared_waker(|ws, cx| ws.poll_flush_timed(cx))
     }
 
     fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {

@@ -1,0 +1,156 @@
+//! Time-driven behaviour: keepalive pings, the idle timeout and the close timeout.
+//!
+//! Every deadline is computed from `now` arguments; the driver asks [`Connection::poll_timeout`]
+//! when to call [`Connection::handle_timeout`] next.
+
+use std::time::Instant;
+
+use bytes::Bytes;
+
+use super::{CloseTimer, Connection, End, Phase};
+use crate::error::ProtocolError;
+use crate::frame::OpCode;
+use crate::message::CloseCode;
+
+/// Keepalive and idle state while the connection is open.
+#[derive(Debug, Default)]
+pub(super) struct Keepalive {
+    /// When the next ping goes out; `None` until the first `handle_timeout` arms it.
+    next_ping: Option<Instant>,
+    /// While a ping waits for proof that the peer is alive: when to give up.
+    answer_by: Option<Instant>,
+    /// When the idle timeout closes the connection.
+    idle_by: Option<Instant>,
+    /// Payload of the last ping sent (a counter).
+    ping_count: u64,
+    /// [`super::SendQueue::written`] at the last `handle_timeout`.
+    seen_written: u64,
+    /// The send queue was at its high-water mark at the last `handle_timeout`.
+    blocked: bool,
+    /// A frame arrived since the last `handle_timeout`.
+    pub(super) rx_activity: bool,
+    /// A data message went either way since the last `handle_timeout`.
+    pub(super) data_activity: bool,
+}
+
+impl Connection {
+    /// Advances timers to `now`: keepalive pings, the idle timeout and the close timeout.
+    ///
+    /// Call it once when the connection starts, after a batch of input, and whenever the instant
+    /// from [`Self::poll_timeout`] is reached. Each call takes effect at once: a close it queues
+    /// (idle timeout) has its close timeout armed in the same call, so `poll_timeout` always
+    /// tells the next instant that matters. Timers are relative to the `now` of the call that
+    /// first sees the state they belong to.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        self.clock = Some(self.clock.map_or(now, |c| c.max(now)));
+        match self.phase {
+            Phase::Open => self.keepalive(now),
+            Phase::CloseSent { .. } | Phase::Ended { .. } => self.close_timer(now),
+        }
+    }
+
+    /// Whether [`Self::handle_timeout`] has anything to do: a keepalive or idle timer is
+    /// configured, or the connection is closing. While false, a driver may skip reading the
+    /// clock after input (it must still honour [`Self::poll_timeout`]).
+    pub fn needs_time(&self) -> bool {
+        self.config.ping_interval.is_some()
+            || self.config.idle_timeout.is_some()
+            || self.phase != Phase::Open
+    }
+
+    /// The next instant at which [`Self::handle_timeout`] must be called, if any.
+    ///
+    /// Never `None` while a deadline is pending. An instant in the past means "now": a close
+    /// queued by a call without a clock ([`Self::close`], a protocol violation, the peer's close
+    /// frame) has its close timeout armed by the next `handle_timeout`, and this returns the
+    /// last instant the connection was given until then.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        match self.phase {
+            Phase::Open => {
+                let k = &self.keepalive;
+                [k.next_ping, k.answer_by, k.idle_by].into_iter().flatten().min()
+            }
+            Phase::CloseSent { timer } | Phase::Ended { timer, .. } => match timer {
+                _ if self.should_close_transport() => None,
+                CloseTimer::Off => None,
+                CloseTimer::Due => self.clock,
+                CloseTimer::At(deadline) => Some(deadline),
+            },
+        }
+    }
+
+    /// The close timer for a close queued now: armed at `now` when the caller knows the time,
+    /// due at the next `handle_timeout` otherwise, off without [`crate::Config::close_timeout`].
+    pub(super) fn close_timer_from(&self, now: Option<Instant>) -> CloseTimer {
+        match (self.config.close_timeout, now) {
+            (None, _) => CloseTimer::Off,
+            (Some(timeout), Some(now)) => CloseTimer::At(now + timeout),
+            (Some(_), None) => CloseTimer::Due,
+        }
+    }
+
+    /// Keepalive (RFC 6455 §5.5.2: pings may serve to verify the peer is responsive) and the
+    /// idle timeout, while open.
+    fn keepalive(&mut self, now: Instant) {
+        let interval = self.config.ping_interval;
+        let written = self.out.written();
+        let full = self.is_send_buffer_full();
+        let k = &mut self.keepalive;
+        // Any frame from the peer proves it is alive; a pong stuck behind a large message
+        // should not kill a busy connection. So does progress of a send queue that was held up
+        // by flow control: the transport only takes more once the peer has read, and while a
+        // driver waits for that it may not be reading the peer's pong. (Bytes taken while the
+        // queue was short prove nothing: the kernel buffers them for a dead peer too.)
+        let progressed = std::mem::replace(&mut k.seen_written, written) != written;
+        let was_blocked = std::mem::replace(&mut k.blocked, full);
+        if std::mem::take(&mut k.rx_activity) || (progressed && was_blocked) {
+            k.answer_by = None;
+            k.next_ping = interval.map(|i| now + i);
+        }
+        if std::mem::take(&mut k.data_activity) || k.idle_by.is_none() {
+            k.idle_by = self.config.idle_timeout.map(|t| now + t);
+        }
+        if k.next_ping.is_none() && k.answer_by.is_none() {
+            k.next_ping = interval.map(|i| now + i);
+        }
+        if k.answer_by.is_some_and(|d| now >= d) {
+            let err = self.fail(ProtocolError::KeepaliveTimeout);
+            self.pending_error = Some(err);
+            return;
+        }
+        if k.idle_by.is_some_and(|d| now >= d) {
+            self.queue_close(Some((CloseCode::GOING_AWAY, "idle timeout")), Some(now));
+            self.reply_queued = true;
+            return;
+        }
+        if k.next_ping.is_some_and(|d| now >= d) {
+            k.ping_count = k.ping_count.wrapping_add(1);
+            let payload = Bytes::copy_from_slice(&k.ping_count.to_be_bytes());
+            k.next_ping = interval.map(|i| now + i);
+            if k.answer_by.is_none() {
+                k.answer_by = self.config.ping_timeout.map(|t| now + t);
+            }
+            self.queue_frame(OpCode::Ping, payload);
+            self.reply_queued = true;
+        }
+    }
+
+    /// The close timeout: for the peer's reply to our close, or (client) for the server to close
+    /// TCP after the closing handshake (RFC 6455 §7.1.1).
+    fn close_timer(&mut self, now: Instant) {
+        let (Phase::CloseSent { timer } | Phase::Ended { timer, .. }) = &mut self.phase else {
+            return;
+        };
+        match *timer {
+            CloseTimer::Off => {}
+            CloseTimer::Due => {
+                *timer =
+                    self.config.close_timeout.map_or(CloseTimer::Off, |t| CloseTimer::At(now + t))
+            }
+            CloseTimer::At(deadline) if now >= deadline => {
+                self.phase = Phase::Ended { end: End::TimedOut, timer: CloseTimer::Off };
+            }
+            CloseTimer::At(_) => {}
+        }
+    }
+}
