@@ -86,6 +86,10 @@ struct ServeArgs {
     /// Largest frame accepted, in bytes; larger ones close with 1009.
     #[arg(long, default_value_t = 16 << 20)]
     max_frame_size: usize,
+    /// Echo a message piece by piece once this many of its bytes have arrived (a large value
+    /// stores each message whole before echoing it).
+    #[arg(long, default_value_t = 64 << 10, value_parser = clap::value_parser!(u64).range(1..))]
+    stream_threshold: u64,
 }
 
 fn main() -> ExitCode {
@@ -141,6 +145,7 @@ fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
                 .close_timeout(Some(secs(args.close_timeout, "--close-timeout")?))
                 .max_message_size(args.max_message_size)
                 .max_frame_size(args.max_frame_size)
+                .stream_threshold(usize::try_from(args.stream_threshold).unwrap_or(usize::MAX))
                 // The server applies it to TLS and the request together (serve.rs).
                 .handshake_timeout(None)
                 .deflate((!args.no_deflate).then(|| {
