@@ -84,6 +84,8 @@ pub struct Connection {
     reply_queued: bool,
     /// An error raised by a timer, reported by the next `poll_message`.
     pending_error: Option<ProtocolError>,
+    /// The answer to the latest ping, held back while the send queue is full.
+    deferred_pong: Option<Bytes>,
 }
 
 /// The closing handshake (RFC 6455 §7) as one value: each stage carries only what belongs to
@@ -155,6 +157,7 @@ impl Connection {
             clock: None,
             reply_queued: false,
             pending_error: None,
+            deferred_pong: None,
         }
     }
 
@@ -285,6 +288,7 @@ impl Connection {
     }
 
     fn poll_inner(&mut self, stream: bool) -> Option<Result<Event, ProtocolError>> {
+        self.queue_deferred_pong();
         if let Some(err) = self.pending_error.take() {
             return Some(Err(err));
         }
@@ -380,7 +384,10 @@ impl Connection {
 
     /// The bytes waiting to be written to the transport, as a vectored [`Buf`]. The driver
     /// writes from it and advances it by what was written.
+    ///
+    /// A pong held back while the queue was full joins it here once there is room.
     pub fn transmit(&mut self) -> &mut SendQueue {
+        self.queue_deferred_pong();
         &mut self.out
     }
 
@@ -405,6 +412,19 @@ impl Connection {
     /// echo is met with TCP flow control, not with a send queue that grows with the message.
     pub fn is_send_buffer_full(&self) -> bool {
         self.out.remaining() >= self.config.write_buffer_high_water
+    }
+
+    /// Queues the pong held back by a full send queue, once there is room.
+    fn queue_deferred_pong(&mut self) {
+        if self.deferred_pong.is_none() || self.is_send_buffer_full() {
+            return;
+        }
+        if let Some(payload) = self.deferred_pong.take() {
+            if self.phase == Phase::Open {
+                self.queue_frame(OpCode::Pong, payload);
+                self.reply_queued = true;
+            }
+        }
     }
 
     /// No further messages will be reported.

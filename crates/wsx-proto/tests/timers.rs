@@ -218,3 +218,25 @@ fn small_payloads_are_copied_out_of_the_read_buffer() {
     }
     assert_eq!(inside, [(20, false), (20, false), (4, false), (100_000, true)]);
 }
+
+/// A peer that pings without reading cannot grow the send queue: while it is full, only the
+/// latest ping's answer is kept (RFC 6455 §5.5.3), and it goes out once there is room.
+#[test]
+fn pings_answered_while_the_queue_is_full_keep_only_the_latest_pong() {
+    let config = Config::default().ping_interval(None).write_buffer_high_water(1000);
+    let mut conn = Connection::new(Role::Server, config);
+    conn.send(Message::binary(vec![0u8; 2000])).unwrap();
+    assert!(conn.is_send_buffer_full());
+    let queued = conn.buffered_amount();
+    for i in 0..1000u32 {
+        conn.handle_input(&from_client(0x9, &i.to_be_bytes()));
+        assert!(matches!(conn.poll_message(), Some(Ok(Message::Ping(_)))));
+    }
+    assert_eq!(conn.buffered_amount(), queued, "no pong queued while full");
+    let n = conn.buffered_amount();
+    conn.transmit().advance(n);
+    let out = conn.transmit();
+    let bytes = out.copy_to_bytes(out.remaining());
+    assert_eq!(&bytes[..], &[0x8a, 4, 0, 0, 0x03, 0xe7], "one pong, for ping 999");
+    assert!(conn.take_reply_queued());
+}

@@ -52,6 +52,8 @@ pub struct WebSocket<S> {
     /// The peer broke the protocol and may still be sending: read until it closes too.
     linger: bool,
     finished: bool,
+    /// Receiving and sending happen in different tasks ([`WebSocket::split`]).
+    split: bool,
 }
 
 impl<S> WebSocket<S>
@@ -77,6 +79,7 @@ where
             close_deadline: None,
             linger: false,
             finished: false,
+            split: false,
         }
     }
 
@@ -161,7 +164,8 @@ where
     }
 
     /// Splits into a receiving half and a sending half that can live in different tasks.
-    pub fn split(self) -> (ReadHalf<S>, WriteHalf<S>) {
+    pub fn split(mut self) -> (ReadHalf<S>, WriteHalf<S>) {
+        self.split = true;
         split::split(self)
     }
 
@@ -220,7 +224,10 @@ where
                     return Poll::Ready(self.io_error(e));
                 }
                 Poll::Pending => {
-                    if self.conn.is_send_buffer_full() {
+                    // Split halves keep reading: the writer's backpressure is its own, and the
+                    // reader must go on answering pings and the peer's close (the core holds
+                    // pongs back while the queue is full, so reading cannot grow it).
+                    if self.conn.is_send_buffer_full() && !self.split {
                         // Backpressure: no more reading until the peer takes what is queued, but
                         // time still runs, so a peer that stops reading is closed by keepalive
                         // or the close timeout.
@@ -401,8 +408,11 @@ where
 
     /// Writes everything the core queued, vectored, then flushes the transport.
     pub(crate) fn poll_write_out(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        while self.conn.buffered_amount() > 0 {
+        loop {
             let out = self.conn.transmit();
+            if !out.has_remaining() {
+                break;
+            }
             let n = if out.chunk().len() == out.remaining() {
                 // One contiguous piece, the usual case for small messages: a plain write takes
                 // a shorter path through the kernel than writev.

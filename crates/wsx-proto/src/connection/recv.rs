@@ -193,8 +193,11 @@ impl Connection {
             OpCode::Ping => {
                 let payload = payload.freeze();
                 if self.config.auto_pong && self.phase == Phase::Open {
-                    self.queue_frame(OpCode::Pong, payload.clone());
-                    self.reply_queued = true;
+                    // RFC 6455 §5.5.3 allows answering only the most recent of several pings:
+                    // while the send queue is full the answer waits (replacing an older one),
+                    // so a peer that pings without reading cannot grow the queue.
+                    self.deferred_pong = Some(payload.clone());
+                    self.queue_deferred_pong();
                 }
                 Ok(Progress::Event(Event::Message(Message::Ping(payload))))
             }
