@@ -13,7 +13,8 @@
 #   WSX_BENCH_DURATION     seconds measured per run (default 5)
 #   WSX_BENCH_WARMUP       seconds of warm-up per run (default 1)
 #   WSX_BENCH_POINTS       CONNSxSIZE list (default "100x20 1000x20 10x1024 10x16384 1x1048576")
-#   WSX_BENCH_SERVERS      servers (default "wsx raw tungstenite fastwebsockets tokio-websockets")
+#   WSX_BENCH_SERVERS      servers (default "wsx wsx-default wsx-store raw tungstenite
+#                          fastwebsockets tokio-websockets"; see wsx_cmd for the wsx variants)
 #   WSX_BENCH_IDLE_CONNS   idle connections for the memory measurement (default 10000; 0 skips)
 #   WSX_BENCH_BINARY       1 sends binary messages instead of text (default 0)
 #   WSX_BENCH_INSTR        1 counts each server's user-space instructions per message under
@@ -33,7 +34,7 @@ ROUNDS=${WSX_BENCH_ROUNDS:-3}
 DURATION=${WSX_BENCH_DURATION:-5}
 WARMUP=${WSX_BENCH_WARMUP:-1}
 POINTS=${WSX_BENCH_POINTS:-"100x20 1000x20 10x1024 10x16384 1x1048576"}
-read -r -a SERVERS <<<"${WSX_BENCH_SERVERS:-wsx raw tungstenite fastwebsockets tokio-websockets}"
+read -r -a SERVERS <<<"${WSX_BENCH_SERVERS:-wsx wsx-default wsx-store raw tungstenite fastwebsockets tokio-websockets}"
 IDLE_CONNS=${WSX_BENCH_IDLE_CONNS:-10000}
 BINARY=${WSX_BENCH_BINARY:-0}
 if command -v valgrind >/dev/null; then INSTR=${WSX_BENCH_INSTR:-1}; else INSTR=${WSX_BENCH_INSTR:-0}; fi
@@ -99,13 +100,27 @@ free_port() {
     python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
 }
 
+# wsx_cmd NAME: the command line of a wsx variant (without --listen).
+#   wsx          keepalive off, no compression: like for like with the peers, which ping nobody
+#   wsx-default  every default of `wsx serve` (keepalive on; deflate offered, the generator
+#                does not accept it)
+#   wsx-store    like wsx, but each message is received whole before it is echoed (store and
+#                forward, as the peers do), for the 1 MiB comparison
+wsx_cmd() {
+    case $1 in
+        wsx) echo "$WSX serve --threads 1 --no-deflate --ping-interval 0 --shutdown-timeout 1" ;;
+        wsx-default) echo "$WSX serve --threads 1 --shutdown-timeout 1" ;;
+        wsx-store) echo "$WSX serve --threads 1 --no-deflate --ping-interval 0 --shutdown-timeout 1 --stream-threshold 1073741824" ;;
+    esac
+}
+
 # start_server NAME LOG: a fresh server on a free port, pinned; sets SERVER_PID and PORT.
 start_server() {
     PORT=$(free_port)
     local cmd
     case $1 in
-        wsx) cmd=("$WSX" serve --threads 1 --no-deflate --ping-interval 0 --shutdown-timeout 1
-            --listen "127.0.0.1:$PORT") ;;
+        wsx | wsx-default | wsx-store) read -r -a cmd <<<"$(wsx_cmd "$1")"
+            cmd+=(--listen "127.0.0.1:$PORT") ;;
         *) cmd=("$PEER" --impl "$1" --listen "127.0.0.1:$PORT") ;;
     esac
     # A simple command, not a compound one, so that no subshell stands in between: taskset
@@ -230,8 +245,8 @@ run_instr() {
         PORT=$(free_port)
         vg="$LOGS/callgrind-$server-$d.log"
         case $server in
-            wsx) cmd=("$WSX" serve --threads 1 --no-deflate --ping-interval 0 --shutdown-timeout 1
-                --listen "127.0.0.1:$PORT") ;;
+            wsx | wsx-default | wsx-store) read -r -a cmd <<<"$(wsx_cmd "$server")"
+                cmd+=(--listen "127.0.0.1:$PORT") ;;
             *) cmd=("$PEER" --impl "$server" --listen "127.0.0.1:$PORT") ;;
         esac
         RUST_LOG=warn taskset -c "$SERVER_CPU" valgrind --tool=callgrind \

@@ -30,10 +30,13 @@ import time
 from collections import defaultdict
 
 # Column order everywhere: wsx first, the floor next, then the peers.
-SERVER_ORDER = ["wsx", "raw", "tungstenite", "fastwebsockets", "tokio-websockets"]
+SERVER_ORDER = ["wsx", "wsx-default", "wsx-store", "raw", "tungstenite", "fastwebsockets",
+                "tokio-websockets"]
 PEERS = ["raw", "tungstenite", "fastwebsockets", "tokio-websockets"]
 LABEL = {
     "wsx": "wsx",
+    "wsx-default": "wsx (defaults)",
+    "wsx-store": "wsx (store and forward)",
     "raw": "raw TCP",
     "tungstenite": "tokio-tungstenite",
     "fastwebsockets": "fastwebsockets",
@@ -41,6 +44,8 @@ LABEL = {
 }
 COLOR = {
     "wsx": "#d62728",
+    "wsx-default": "#ff7f0e",
+    "wsx-store": "#8c564b",
     "raw": "#7f7f7f",
     "tungstenite": "#1f77b4",
     "fastwebsockets": "#2ca02c",
@@ -358,7 +363,13 @@ def markdown(data, results_path, svg_rel):
     w(f"- Every server runs alone, on one thread (tokio current-thread), pinned to CPU {server_cpu} "
       f"with `taskset`; the load generator, `wsx bench` (one thread), is pinned to CPU "
       f"{client_cpu}. Everything is on 127.0.0.1.")
-    w("- **wsx** is the real `wsx serve --threads 1 --no-deflate --ping-interval 0`. The peers are "
+    w("- **wsx** is the real `wsx serve --threads 1 --no-deflate --ping-interval 0`: keepalive "
+      "off, like the peers, which ping nobody. **wsx (defaults)** is `wsx serve --threads 1` with "
+      "every default: keepalive on (a ping after 20 s of silence), permessage-deflate offered "
+      "(the generator does not accept it). **wsx (store and forward)** adds "
+      "`--stream-threshold 1073741824`: each message is received whole before it is echoed, as "
+      "the peers do, where plain wsx streams a large message back as it arrives (cut-through). "
+      "The 1 MiB row compares like with like only in that column. The peers are "
       "`wsx-bench-server --impl NAME` (crates/wsx-bench), each set up as its own README and "
       "benchmark examples recommend, without compression:")
     w("  - **raw TCP**: the floor. A client does not accept a byte-for-byte echo, so it answers "
@@ -465,6 +476,25 @@ def markdown(data, results_path, svg_rel):
                          for x in peers_here]
                 w(f"| {point_label(p)} | " + " | ".join(cells) + " |")
             w("")
+
+    variants = [x for x in ("wsx-default", "wsx-store") if x in servers]
+    if "wsx" in servers and variants:
+        w("## The wsx variants\n")
+        w("Each variant's median rate divided by another server's. **wsx (defaults) ÷ wsx** is "
+          "what keepalive and the other defaults cost; **wsx (store and forward) ÷ X** compares "
+          "like with like where plain wsx streams (the 1 MiB row).\n")
+        cols = [(v, "wsx") for v in variants]
+        if "wsx-store" in variants:
+            cols += [("wsx-store", x) for x in peers_here]
+        w("| connections × size | " + " | ".join(f"{LABEL[a]} ÷ {LABEL[b]}" for a, b in cols)
+          + " |")
+        w("|---|" + "---:|" * len(cols))
+        for p in data.points:
+            cells = [fmt_ratio(ratio(median(data.msgs.get((a, p), [])),
+                                     median(data.msgs.get((b, p), []))))
+                     for a, b in cols]
+            w(f"| {point_label(p)} | " + " | ".join(cells) + " |")
+        w("")
 
     w("## Latency\n")
     w("Round-trip time in µs as `p50 / p99`, each the median over rounds of one run's "
