@@ -99,8 +99,19 @@ pub fn validate_request<B>(req: &Request<B>) -> Result<String, HandshakeError> {
         return Err(HandshakeError::WrongHttpVersion);
     }
     let h = req.headers();
-    if !h.contains_key(header::HOST) {
-        return Err(HandshakeError::BadHeader("Host"));
+    // RFC 9112 §3.2: an HTTP/1.1 request without Host, or with more than one, is answered 400;
+    // RFC 6455 §4.1: the upgrade's Host names the server, so it is not empty either.
+    match single(h, &header::HOST) {
+        Some(host) if !host.as_bytes().trim_ascii().is_empty() => {}
+        _ => return Err(HandshakeError::BadHeader("Host")),
+    }
+    // RFC 9112 §6.3: a request has a body when it has Transfer-Encoding or a Content-Length. An
+    // upgrade's bytes after the head are frames, so a request that declares a body would be
+    // framed one way here and another way by an intermediary (vert.x CVE-2018-12541).
+    if h.contains_key(header::TRANSFER_ENCODING)
+        || h.get_all(header::CONTENT_LENGTH).iter().any(|v| v.as_bytes().trim_ascii() != b"0")
+    {
+        return Err(HandshakeError::RequestBody);
     }
     if !has_token(h, &header::UPGRADE, "websocket") {
         return Err(HandshakeError::BadHeader("Upgrade"));
@@ -168,12 +179,19 @@ pub fn http_response(
     out
 }
 
-/// The response refusing an upgrade for `err`: its status, `Sec-WebSocket-Version: 13` on 426,
-/// and the reason as a short text body.
+/// The response refusing an upgrade for `err`: its status, `Allow: GET` on 405 (RFC 9110
+/// §15.5.6), `Sec-WebSocket-Version: 13` on 426 (RFC 6455 §4.4), and the reason as a short text
+/// body.
 pub fn rejection(err: &HandshakeError) -> Vec<u8> {
     let mut extra = HeaderMap::new();
-    if matches!(err, HandshakeError::UnsupportedVersion) {
-        extra.insert(header::SEC_WEBSOCKET_VERSION, HeaderValue::from_static("13"));
+    match err {
+        HandshakeError::MethodNotGet(_) => {
+            extra.insert(header::ALLOW, HeaderValue::from_static("GET"));
+        }
+        HandshakeError::UnsupportedVersion => {
+            extra.insert(header::SEC_WEBSOCKET_VERSION, HeaderValue::from_static("13"));
+        }
+        _ => {}
     }
     let body = format!("{err}\n");
     http_response(err.status(), &extra, "text/plain; charset=utf-8", body.as_bytes())

@@ -144,6 +144,12 @@ fn check_rejection(err: &HandshakeError, status: u16) {
     } else {
         assert_eq!(version, None);
     }
+    let allow = header("allow");
+    if status == 405 {
+        assert_eq!(allow.as_deref(), Some("GET"));
+    } else {
+        assert_eq!(allow, None);
+    }
 }
 
 #[test]
@@ -487,4 +493,73 @@ fn duplicate_accept_is_refused() {
     // RFC 6455 §11.3.3: Sec-WebSocket-Accept must not appear more than once.
     let resp = response_with("Sec-WebSocket-Accept: bm90IHRoZSBhY2NlcHQ=\r\n");
     assert_eq!(validate_response(&resp, RFC_KEY, &[]), Err(HandshakeError::BadAccept));
+}
+
+#[test]
+fn upgrade_request_with_a_body_is_refused_with_400() {
+    // The bytes after an upgrade request's head are frames. A request that declares a body would
+    // have them read as frames by the server and as a body by a proxy in between (the request
+    // smuggling of vert.x CVE-2018-12541).
+    let line = "GET / HTTP/1.1";
+    for (name, value) in [
+        ("Content-Length", "5"),
+        ("Content-Length", "1000000"),
+        ("Content-Length", "00x"),
+        ("Content-Length", ""),
+        ("Transfer-Encoding", "chunked"),
+        ("Transfer-Encoding", "identity"),
+        ("Transfer-Encoding", "gzip, chunked"),
+    ] {
+        check(&head(line, &with(name, Some(value))), Err((HandshakeError::RequestBody, 400)));
+    }
+    // An empty body is no body.
+    check(&head(line, &with("Content-Length", Some("0"))), Ok(RFC_ACCEPT));
+    // Two fields, one of them not zero.
+    let mut headers = with("Content-Length", Some("0"));
+    headers.push(("Content-Length".to_owned(), "7".to_owned()));
+    check(&head(line, &headers), Err((HandshakeError::RequestBody, 400)));
+}
+
+#[test]
+fn missing_empty_or_duplicate_host_is_refused_with_400() {
+    // RFC 9112 §3.2: a server answers 400 to an HTTP/1.1 request without Host or with more than
+    // one; RFC 6455 §4.1: the upgrade's Host names the server.
+    let line = "GET / HTTP/1.1";
+    let mut duplicate = with("", None);
+    duplicate.push(("Host".to_owned(), "other.example".to_owned()));
+    let mut duplicate_same = with("", None);
+    duplicate_same.push(("host".to_owned(), "example.com".to_owned()));
+    for (what, headers) in [
+        ("missing", with("Host", None)),
+        ("empty", with("Host", Some(""))),
+        ("blank", with("Host", Some("  "))),
+        ("duplicate", duplicate),
+        ("duplicate with the same value", duplicate_same),
+    ] {
+        let raw = head(line, &headers);
+        let result = parse_request(&raw, 100).and_then(|req| validate_request(&req));
+        assert_eq!(result, Err(HandshakeError::BadHeader("Host")), "{what}");
+        check(&raw, Err((HandshakeError::BadHeader("Host"), 400)));
+    }
+}
+
+#[test]
+fn method_not_get_is_405_with_allow_get() {
+    // RFC 9110 §15.5.6: a 405 response carries Allow, the methods the target supports.
+    for method in ["POST", "HEAD", "PUT", "OPTIONS"] {
+        let err = HandshakeError::MethodNotGet(method.to_owned());
+        let bytes = rejection(&err);
+        let mut headers = [httparse::EMPTY_HEADER; 16];
+        let mut resp = httparse::Response::new(&mut headers);
+        assert!(resp.parse(&bytes).unwrap().is_complete());
+        assert_eq!(resp.code, Some(405));
+        let allow: Vec<&[u8]> = resp
+            .headers
+            .iter()
+            .filter(|h| h.name.eq_ignore_ascii_case("allow"))
+            .map(|h| h.value)
+            .collect();
+        assert_eq!(allow, [&b"GET"[..]], "{method}");
+        check_rejection(&err, 405);
+    }
 }
