@@ -139,6 +139,10 @@ pub enum HandshakeError {
     /// proxy between them (the request smuggling of vert.x CVE-2018-12541).
     #[error("the upgrade request has a body (Content-Length or Transfer-Encoding)")]
     RequestBody,
+    /// A subprotocol name was not an RFC 7230 token, or was offered twice (RFC 6455 §4.1). On a
+    /// client this is found before connecting.
+    #[error("invalid subprotocol name {0:?}: subprotocols are distinct RFC 7230 tokens")]
+    InvalidProtocol(String),
     /// `Sec-WebSocket-Version` was not 13 (answered with 426 and `Sec-WebSocket-Version: 13`).
     #[error("unsupported Sec-WebSocket-Version (only 13 is supported)")]
     UnsupportedVersion,

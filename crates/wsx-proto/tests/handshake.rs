@@ -5,8 +5,9 @@
 use http::header::{HeaderMap, HeaderValue};
 use http::{Method, StatusCode, Version};
 use wsx_proto::handshake::{
-    accept_key, generate_key, is_upgrade_request, offered_protocols, parse_request, parse_response,
-    rejection, request, response_101, validate_request, validate_response, HeadScanner,
+    accept_key, check_protocols, generate_key, http_response, http_response_head, is_token,
+    is_upgrade_request, offered_protocols, parse_request, parse_response, rejection, request,
+    response_101, validate_request, validate_response, HeadScanner,
 };
 use wsx_proto::HandshakeError;
 
@@ -317,7 +318,7 @@ fn client_and_server_agree_on_a_handshake() {
         let key = generate_key();
         let mut extra = HeaderMap::new();
         extra.insert("origin", HeaderValue::from_static("https://example.com"));
-        let req_bytes = request("example.com:8443", "/ws?x=1", &key, &protocols, &extra);
+        let req_bytes = request("example.com:8443", "/ws?x=1", &key, &protocols, &extra).unwrap();
 
         // Server side.
         let head_len = HeadScanner::new(16 << 10).scan(&req_bytes).unwrap().unwrap();
@@ -358,7 +359,7 @@ fn generated_keys_are_valid_and_fresh() {
 
 #[test]
 fn request_defaults_to_root_path() {
-    let raw = request("h", "", &generate_key(), &[], &HeaderMap::new());
+    let raw = request("h", "", &generate_key(), &[], &HeaderMap::new()).unwrap();
     let req = parse_request(&raw, 100).unwrap();
     assert_eq!(req.uri(), "/");
     assert!(req.headers().get("sec-websocket-protocol").is_none());
@@ -562,4 +563,94 @@ fn method_not_get_is_405_with_allow_get() {
         assert_eq!(allow, [&b"GET"[..]], "{method}");
         check_rejection(&err, 405);
     }
+}
+
+#[test]
+fn subprotocol_names_must_be_distinct_tokens() {
+    for good in ["chat", "chat.v2", "x-Foo_1", "!#$%&'*+-.^_`|~09AZaz"] {
+        assert!(is_token(good), "{good:?}");
+    }
+    assert_eq!(check_protocols(&["chat", "superchat", "Chat"]), Ok(()));
+    assert_eq!(check_protocols::<&str>(&[]), Ok(()));
+    let bad = [
+        "",
+        "two words",
+        "a,b",
+        "(chat)",
+        "chat/2",
+        "a:b",
+        "a;b",
+        "a=b",
+        "\"q\"",
+        "{x}",
+        "a\tb",
+        "ünï",
+        "chat\r\nX-Injected: 1",
+        "chat\n",
+        "\0",
+    ];
+    for name in bad {
+        assert!(!is_token(name), "{name:?}");
+        let offered = ["fine", name];
+        assert_eq!(check_protocols(&offered), Err(HandshakeError::InvalidProtocol(name.into())));
+        // `request` refuses it before building anything.
+        let offered: Vec<String> = offered.iter().map(|p| p.to_string()).collect();
+        assert_eq!(
+            request("h", "/", RFC_KEY, &offered, &HeaderMap::new()),
+            Err(HandshakeError::InvalidProtocol(name.into()))
+        );
+    }
+    // RFC 6455 §4.1: the offered names are unique.
+    assert_eq!(
+        check_protocols(&["chat", "superchat", "chat"]),
+        Err(HandshakeError::InvalidProtocol("chat".into()))
+    );
+}
+
+#[test]
+fn request_refuses_what_a_request_line_or_header_cannot_carry() {
+    let none = HeaderMap::new();
+    for host in ["", "a b", "a\r\nX: y", "h\n"] {
+        assert_eq!(request(host, "/", RFC_KEY, &[], &none), Err(HandshakeError::BadHeader("Host")));
+    }
+    for path in ["/a b", "/\r\nX: y", "/\t"] {
+        assert_eq!(
+            request("h", path, RFC_KEY, &[], &none),
+            Err(HandshakeError::Malformed("invalid request target"))
+        );
+    }
+    for key in ["", "a\r\nb"] {
+        assert_eq!(request("h", "/", key, &[], &none), Err(HandshakeError::BadKey));
+    }
+}
+
+#[test]
+fn responses_never_carry_a_line_break_from_their_arguments() {
+    // A protocol that is not a valid header value selects none rather than end the line.
+    let resp = response_101(RFC_ACCEPT, Some("chat\r\nX-Injected: 1"), &HeaderMap::new());
+    let parsed = parse_response(&resp, 100).unwrap();
+    assert!(parsed.headers().get("x-injected").is_none());
+    assert_eq!(validate_response(&parsed, RFC_KEY, &["chat".into()]), Ok(None));
+    // An invalid accept is left out: the client refuses the response.
+    let resp = response_101("x\r\nX-Injected: 1", None, &HeaderMap::new());
+    let parsed = parse_response(&resp, 100).unwrap();
+    assert!(parsed.headers().get("x-injected").is_none());
+    assert_eq!(validate_response(&parsed, RFC_KEY, &[]), Err(HandshakeError::BadAccept));
+
+    // Framing fields in a plain response's headers cannot contradict its body.
+    let mut headers = HeaderMap::new();
+    headers.insert("content-length", HeaderValue::from_static("1000"));
+    headers.insert("transfer-encoding", HeaderValue::from_static("chunked"));
+    headers.insert("connection", HeaderValue::from_static("keep-alive"));
+    headers.insert("content-type", HeaderValue::from_static("text/plain"));
+    let bytes = http_response(StatusCode::OK, &headers, b"hello");
+    let text = String::from_utf8(bytes).unwrap();
+    assert_eq!(
+        text,
+        "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\nContent-Length: 5\r\n\
+         Connection: close\r\n\r\nhello"
+    );
+    // The head alone, for HEAD, is the same head.
+    let head = http_response_head(StatusCode::OK, &headers, 5);
+    assert_eq!(head, text.as_bytes()[..text.len() - 5]);
 }
