@@ -141,7 +141,7 @@ fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
                 .close_timeout(Some(secs(args.close_timeout, "--close-timeout")?))
                 .max_message_size(args.max_message_size)
                 .max_frame_size(args.max_frame_size)
-                // The server applies it to TLS and the request together (serve.rs).
+                // The server applies it to TLS, the request and the answer together (serve.rs).
                 .handshake_timeout(None)
                 .deflate((!args.no_deflate).then(|| {
                     wsx::proto::deflate::DeflateConfig::default().min_size(args.deflate_min_size)
