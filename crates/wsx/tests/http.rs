@@ -418,7 +418,6 @@ async fn tiny_receive_buffer_client(addr: SocketAddr) -> TcpStream {
 }
 
 /// An HTTP response as received.
-#[derive(Debug)]
 struct Response {
     status: u16,
     /// The head, as sent.
@@ -465,5 +464,19 @@ impl Response {
         let values = self.headers(name);
         assert!(values.len() <= 1, "{name} appears {} times: {self:?}", values.len());
         values.first().copied()
+    }
+}
+
+/// The head as text, and the body and what follows it by length and start: a page or a large
+/// body would drown the failure message.
+impl std::fmt::Debug for Response {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let start = |b: &[u8]| String::from_utf8_lossy(&b[..b.len().min(64)]).into_owned();
+        f.debug_struct("Response")
+            .field("status", &self.status)
+            .field("head", &self.head)
+            .field("body", &format_args!("{} bytes: {:?}…", self.body.len(), start(&self.body)))
+            .field("rest", &format_args!("{} bytes: {:?}…", self.rest.len(), start(&self.rest)))
+            .finish()
     }
 }
