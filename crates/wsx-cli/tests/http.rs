@@ -1,17 +1,19 @@
 //! The HTTP side of the `wsx` binary: what `wsx serve` answers to plain HTTP (HEAD, methods it
 //! does not serve), to upgrades it refuses, and to clients still sending when it answers; the
-//! closing handshake when a message races its idle close.
+//! closing handshake when a message races its idle close; and `wsx connect` refusing invalid
+//! headers and subprotocols before it connects.
 //!
 //! Timeouts here only guard against hangs; no test asserts how fast anything is.
 
 mod common;
 
 use std::io::{self, Read, Write};
-use std::net::{Ipv4Addr, TcpStream};
+use std::net::{Ipv4Addr, TcpListener, TcpStream};
+use std::process::{Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{Server, HANG_GUARD};
+use common::{Server, HANG_GUARD, WSX};
 
 /// The masking key of RFC 6455 §5.7's examples; any key will do for a test client.
 const MASK: [u8; 4] = [0x37, 0xfa, 0x21, 0x3d];
@@ -173,6 +175,45 @@ fn a_message_racing_the_idle_close_still_gets_a_closing_handshake() {
     let mut rest = Vec::new();
     tcp.read_to_end(&mut rest).expect("a clean end of stream after the closing handshake");
     assert!(rest.is_empty(), "{rest:?}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// wsx connect: invalid values are refused before connecting
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn connect_refuses_invalid_headers_and_subprotocols_before_connecting() {
+    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let url = format!("ws://{}/", listener.local_addr().unwrap());
+    let cases: [&[&str]; 8] = [
+        &["--protocol", "chat\r\nX-Injected: 1"],
+        &["--protocol", "two words"],
+        &["--protocol", ""],
+        &["--protocol", "chat", "--protocol", "chat"],
+        &["-H", "X-Token: a\r\nX-Injected: 1"],
+        &["-H", "X-Token: bad\nvalue"],
+        &["-H", "no colon"],
+        &["--origin", "https://example.test\r\nX-Injected: 1"],
+    ];
+    for args in cases {
+        let output = Command::new(WSX)
+            .arg("connect")
+            .args(args)
+            .arg(&url)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success(), "{args:?}: {stderr}");
+        let lines: Vec<&str> = stderr.lines().collect();
+        assert_eq!(lines.len(), 1, "{args:?}: one error line expected: {stderr:?}");
+        assert!(lines[0].starts_with("wsx: error: invalid "), "{args:?}: {stderr:?}");
+        match listener.accept() {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            other => panic!("{args:?}: wsx connected: {other:?}"),
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
