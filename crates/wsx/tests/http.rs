@@ -66,7 +66,7 @@ async fn a_non_get_upgrade_is_answered_405_with_allow_get() {
         let (server_io, mut raw) = duplex(8192);
         raw.write_all(upgrade_request("").replacen("GET", method, 1).as_bytes()).await.unwrap();
         raw.shutdown().await.unwrap();
-        let err = guard("accept", wsx::accept(server_io)).await.err().expect("refused");
+        let err = guard("accept", wsx::accept(server_io)).await.expect_err("refused");
         assert_eq!(err.status(), Some(StatusCode::METHOD_NOT_ALLOWED), "{method}");
         let response = Response::parse(&read_all(&mut raw).await);
         assert_eq!(response.status, 405, "{method}: {response:?}");
@@ -206,7 +206,7 @@ async fn invalid_subprotocols_fail_connect_before_any_connection_is_made() {
     // Over a given transport, nothing is written.
     let (client_io, mut raw) = duplex(8192);
     let builder = ClientBuilder::new("ws://localhost/").protocol("bad\r\nname");
-    let err = guard("connect_on", builder.connect_on(client_io)).await.err().expect("refused");
+    let err = guard("connect_on", builder.connect_on(client_io)).await.expect_err("refused");
     assert!(matches!(err, Error::Handshake(HandshakeError::InvalidProtocol(_))), "{err:?}");
     assert!(read_all(&mut raw).await.is_empty());
 }
@@ -303,7 +303,7 @@ const TAIL: usize = 200 << 10;
 async fn a_refused_upgrade_reaches_a_client_still_sending() {
     let head = upgrade_request("").replace(KEY, "short").into_bytes();
     let response = exchange_with_tail(head, |tcp| async move {
-        let err = wsx::accept(tcp).await.err().expect("refused");
+        let err = wsx::accept(tcp).await.expect_err("refused");
         assert_eq!(err.status(), Some(StatusCode::BAD_REQUEST));
     })
     .await;
@@ -315,7 +315,7 @@ async fn an_application_refusal_reaches_a_client_still_sending() {
     let head = upgrade_request("Origin: https://elsewhere.example\r\n").into_bytes();
     let response = exchange_with_tail(head, |tcp| async move {
         let reject = |_: &_| Err(Reject::status(StatusCode::FORBIDDEN));
-        let err = wsx::accept_with(tcp, Config::default(), reject).await.err().expect("refused");
+        let err = wsx::accept_with(tcp, Config::default(), reject).await.expect_err("refused");
         assert!(matches!(err, Error::Rejected(_)), "{err:?}");
     })
     .await;
@@ -328,7 +328,7 @@ async fn an_oversized_head_is_refused_to_a_client_still_sending() {
     // The tail continues the head: it never ends, and is refused at 16 KiB.
     let head = b"GET / HTTP/1.1\r\nHost: localhost\r\nX-Padding: ".to_vec();
     let response = exchange_with_tail(head, |tcp| async move {
-        let err = Incoming::read(tcp, Config::default()).await.err().expect("refused");
+        let err = Incoming::read(tcp, Config::default()).await.expect_err("refused");
         assert_eq!(err.status(), Some(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE));
     })
     .await;
