@@ -17,8 +17,9 @@ use http::header::{HeaderName, HeaderValue};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::time::Instant;
 use wsx::proto::deflate::DeflateConfig;
+use wsx::proto::handshake::{check_protocols, is_token};
 use wsx::proto::State;
-use wsx::{ClientBuilder, CloseCode, CloseFrame, Config, Message};
+use wsx::{ClientBuilder, CloseCode, CloseFrame, Config, HandshakeError, Message};
 
 /// How long to wait for the server's close reply (and then for it to end the TCP connection)
 /// once this side has sent its close frame.
@@ -40,14 +41,17 @@ pub(crate) struct ConnectArgs {
     #[arg(long)]
     binary_raw: bool,
     /// Add a request header, written 'Name: value'. Repeatable.
-    #[arg(short = 'H', long = "header", value_name = "NAME: VALUE", value_parser = parse_header)]
-    headers: Vec<(HeaderName, HeaderValue)>,
-    /// Offer a subprotocol. Repeatable, in order of preference.
+    // Checked by `builder`, not by clap: clap's error would echo an invalid value as is, line
+    // breaks included, over several lines.
+    #[arg(short = 'H', long = "header", value_name = "NAME: VALUE")]
+    headers: Vec<String>,
+    /// Offer a subprotocol (a token: letters, digits and !#$%&'*+-.^_`|~). Repeatable, in order
+    /// of preference.
     #[arg(long = "protocol", value_name = "NAME")]
     protocols: Vec<String>,
     /// Send this Origin header.
-    #[arg(long, value_name = "URL", value_parser = parse_header_value)]
-    origin: Option<HeaderValue>,
+    #[arg(long, value_name = "URL")]
+    origin: Option<String>,
     /// Exit after receiving N text or binary messages, closing with 1000.
     ///
     /// The end of stdin then no longer closes the connection, so
@@ -236,20 +240,35 @@ async fn session(args: ConnectArgs) -> anyhow::Result<ExitCode> {
     }
 }
 
-/// The client for `args`: URL, headers, subprotocols, TLS roots.
+/// The client for `args`: URL, headers, subprotocols, TLS roots. Invalid headers and
+/// subprotocols are refused here, before connecting, each with a one-line error that shows the
+/// value escaped.
 fn builder(args: &ConnectArgs) -> anyhow::Result<ClientBuilder> {
     let config = Config::default()
         .close_timeout(Some(CLOSE_TIMEOUT))
         .deflate((!args.no_deflate).then(DeflateConfig::default));
     let mut builder = ClientBuilder::new(args.url.clone()).config(config);
-    for (name, value) in &args.headers {
-        builder = builder.header(name.clone(), value.clone());
+    for raw in &args.headers {
+        let (name, value) = parse_header(raw).map_err(|e| anyhow!("invalid -H {raw:?}: {e}"))?;
+        builder = builder.header(name, value);
     }
+    check_protocols(&args.protocols).map_err(|e| match e {
+        HandshakeError::InvalidProtocol(name) if is_token(&name) => {
+            anyhow!("invalid --protocol {name:?}: offered twice")
+        }
+        HandshakeError::InvalidProtocol(name) => anyhow!(
+            "invalid --protocol {name:?}: a subprotocol is a token (letters, digits and \
+             !#$%&'*+-.^_`|~), offered once"
+        ),
+        other => anyhow!("invalid --protocol: {other}"),
+    })?;
     for protocol in &args.protocols {
         builder = builder.protocol(protocol.clone());
     }
-    if let Some(origin) = &args.origin {
-        builder = builder.origin(origin.clone());
+    if let Some(raw) = &args.origin {
+        let origin =
+            parse_header_value(raw).map_err(|e| anyhow!("invalid --origin {raw:?}: {e}"))?;
+        builder = builder.origin(origin);
     }
     if let Some(path) = &args.cacert {
         let pem = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
@@ -369,15 +388,17 @@ impl Output {
     }
 }
 
+/// `Name: value`, with the spaces around either trimmed.
 fn parse_header(raw: &str) -> Result<(HeaderName, HeaderValue), String> {
     let (name, value) = raw.split_once(':').ok_or_else(|| "expected 'Name: value'".to_owned())?;
     let name = HeaderName::from_bytes(name.trim().as_bytes())
-        .map_err(|_| format!("invalid header name {:?}", name.trim()))?;
+        .map_err(|_| format!("{:?} is not a header name", name.trim()))?;
     Ok((name, parse_header_value(value.trim())?))
 }
 
 fn parse_header_value(raw: &str) -> Result<HeaderValue, String> {
-    HeaderValue::from_str(raw).map_err(|_| format!("invalid header value {raw:?}"))
+    HeaderValue::from_str(raw)
+        .map_err(|_| format!("{raw:?} is not a header value (visible ASCII, spaces and tabs)"))
 }
 
 fn parse_secs(raw: &str) -> Result<Duration, String> {

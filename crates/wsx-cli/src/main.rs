@@ -146,7 +146,7 @@ fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
                 .max_message_size(args.max_message_size)
                 .max_frame_size(args.max_frame_size)
                 .stream_threshold(usize::try_from(args.stream_threshold).unwrap_or(usize::MAX))
-                // The server applies it to TLS and the request together (serve.rs).
+                // The server applies it to TLS, the request and the answer together (serve.rs).
                 .handshake_timeout(None)
                 .deflate((!args.no_deflate).then(|| {
                     wsx::proto::deflate::DeflateConfig::default().min_size(args.deflate_min_size)

@@ -8,7 +8,7 @@ use std::task::Poll;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use http::header::ORIGIN;
+use http::header::{HeaderValue, ALLOW, CONTENT_TYPE, ORIGIN};
 use http::{Method, StatusCode};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
@@ -104,7 +104,8 @@ fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
 }
 
 /// One connection: TLS if configured, then the demo page for plain HTTP or the echo for
-/// WebSocket upgrades. The handshake timeout covers TLS and the HTTP request together.
+/// WebSocket upgrades. The handshake timeout covers TLS, the HTTP request and the answer
+/// together.
 ///
 /// An upgraded connection's echo runs as a task of its own (see [`spawn_echo`]), and this task
 /// ends: the handshake's state, TLS acceptor and parser included, is freed with it instead of
@@ -120,8 +121,9 @@ async fn handle(tcp: TcpStream, state: Arc<State>, echoes: &TaskTracker) -> Resu
             Box::pin(async {
                 let accept = TlsAcceptor::from(config.clone()).accept(tcp);
                 let tls = timeout_at(deadline, accept).await.map_err(timed_out)??;
-                let read = Incoming::read(tls, options.config.clone());
-                let incoming = timeout_at(deadline, read).await.map_err(timed_out)??;
+                let read =
+                    Incoming::read_with_deadline(tls, options.config.clone(), Some(deadline));
+                let incoming = read.await?;
                 if let Some((ws, slot)) = upgrade(incoming, &state).await? {
                     spawn_echo(echoes, ws, slot);
                 }
@@ -130,8 +132,8 @@ async fn handle(tcp: TcpStream, state: Arc<State>, echoes: &TaskTracker) -> Resu
             .await?
         }
         None => {
-            let read = Incoming::read(tcp, options.config.clone());
-            let incoming = timeout_at(deadline, read).await.map_err(timed_out)??;
+            let read = Incoming::read_with_deadline(tcp, options.config.clone(), Some(deadline));
+            let incoming = read.await?;
             if let Some((ws, slot)) = upgrade(incoming, &state).await? {
                 spawn_echo(echoes, ws, slot);
             }
@@ -216,6 +218,9 @@ where
     let stop = state.stop.notified();
     tokio::pin!(stop);
     let mut registered = false;
+    // Cleared when an echo finds this side's close already sent: from then on messages are
+    // received, not echoed.
+    let mut echoing = true;
     loop {
         let event = {
             let recv = ws.recv_event();
@@ -245,17 +250,33 @@ where
             // Boxed: its timer would otherwise sit in every idle connection's state.
             None => return Box::pin(going_away(ws)).await,
             Some(None) => return Ok(()),
-            Some(Some(Ok(Event::Message(msg)))) if msg.is_data() => {
+            Some(Some(Ok(Event::Message(msg)))) if msg.is_data() && echoing => {
                 // Queued, not flushed: the next recv writes it, so a burst of messages goes
                 // back in few writes. A full send buffer stops reading here.
-                ws.feed(msg).await?;
+                echoing = still_echoing(ws.feed(msg).await)?;
             }
             // A large message streams through: each piece goes back out as it arrives, as one
             // frame of a fragmented echo, instead of waiting for the whole.
-            Some(Some(Ok(Event::Chunk(chunk)))) => ws.feed_chunk(chunk).await?,
+            Some(Some(Ok(Event::Chunk(chunk)))) if echoing => {
+                echoing = still_echoing(ws.feed_chunk(chunk).await)?;
+            }
             Some(Some(Ok(_))) => {}
             Some(Some(Err(e))) => debug!("peer error: {e}"),
         }
+    }
+}
+
+/// Whether to go on echoing after queueing an echo: not once this side's close is out.
+///
+/// The core closes on its own (the idle timeout) and at shutdown, and messages the peer sent
+/// before it saw that close still arrive. RFC 6455 §5.5.1: after a close no data frame may
+/// follow, so the echo of such a message fails with `Closed`; that ends the echo, not the
+/// connection, which keeps receiving until the peer's close reply completes the handshake.
+fn still_echoing(queued: Result<(), wsx::Error>) -> Result<bool, wsx::Error> {
+    match queued {
+        Ok(()) => Ok(true),
+        Err(wsx::Error::Closed) => Ok(false),
+        Err(e) => Err(e),
     }
 }
 
@@ -283,26 +304,38 @@ fn origin_allowed<B>(req: &http::Request<B>, allowed: &[String]) -> bool {
     }
 }
 
-/// Plain HTTP: the demo page at `/`, the open connection count at `/stats`.
+/// Plain HTTP: the demo page at `/`, the open connection count at `/stats`. Both answer GET
+/// and HEAD (which gets the head alone, from [`Incoming::respond`]), as RFC 9110 §9.1 asks of
+/// every resource; other methods there get 405.
 async fn serve_page<S>(incoming: Incoming<S>, state: &State) -> Result<(), wsx::Error>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let req = incoming.request();
     let stats;
-    let (status, content_type, body) = match (req.method(), req.uri().path()) {
-        (&Method::GET | &Method::HEAD, "/" | "/index.html") => {
-            (StatusCode::OK, "text/html; charset=utf-8", DEMO_PAGE.as_bytes())
-        }
-        (&Method::GET, "/stats") => {
+    let (content_type, body) = match req.uri().path() {
+        "/" | "/index.html" => ("text/html; charset=utf-8", DEMO_PAGE.as_bytes()),
+        "/stats" => {
             let active = state.active.load(Ordering::Relaxed);
             stats = format!("{{\"connections\":{active}}}\n");
-            (StatusCode::OK, "application/json", stats.as_bytes())
+            ("application/json", stats.as_bytes())
         }
-        _ => (StatusCode::NOT_FOUND, "text/plain; charset=utf-8", &b"not found\n"[..]),
+        _ => return incoming.respond(StatusCode::NOT_FOUND, TEXT_PLAIN, b"not found\n").await,
     };
-    incoming.respond(status, content_type, body).await
+    if !matches!(*req.method(), Method::GET | Method::HEAD) {
+        // RFC 9110 §15.5.6: a 405 lists the methods the resource supports.
+        let mut response = http::Response::new(&b"method not allowed\n"[..]);
+        *response.status_mut() = StatusCode::METHOD_NOT_ALLOWED;
+        let headers = response.headers_mut();
+        headers.insert(ALLOW, HeaderValue::from_static("GET, HEAD"));
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static(TEXT_PLAIN));
+        return incoming.respond_with(response).await;
+    }
+    incoming.respond(StatusCode::OK, content_type, body).await
 }
+
+/// The `Content-Type` of short text answers.
+const TEXT_PLAIN: &str = "text/plain; charset=utf-8";
 
 /// Resolves on Ctrl-C or SIGTERM, naming the signal.
 async fn shutdown_signal() -> &'static str {

@@ -133,6 +133,16 @@ pub enum HandshakeError {
     /// A required header was missing or had the wrong value.
     #[error("missing or invalid {0} header")]
     BadHeader(&'static str),
+    /// The upgrade request declared a body (`Content-Length` other than 0, or any
+    /// `Transfer-Encoding`). What follows an upgrade request's head are the client's frames; a
+    /// request that also declares a body is framed one way by the server and another way by any
+    /// proxy between them (the request smuggling of vert.x CVE-2018-12541).
+    #[error("the upgrade request has a body (Content-Length or Transfer-Encoding)")]
+    RequestBody,
+    /// A subprotocol name was not an RFC 7230 token, or was offered twice (RFC 6455 §4.1). On a
+    /// client this is found before connecting.
+    #[error("invalid subprotocol name {0:?}: subprotocols are distinct RFC 7230 tokens")]
+    InvalidProtocol(String),
     /// `Sec-WebSocket-Version` was not 13 (answered with 426 and `Sec-WebSocket-Version: 13`).
     #[error("unsupported Sec-WebSocket-Version (only 13 is supported)")]
     UnsupportedVersion,

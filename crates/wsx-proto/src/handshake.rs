@@ -3,9 +3,14 @@
 //!
 //! Server: [`HeadScanner`] finds the end of the request head in linear time however the bytes
 //! are chunked; [`parse_request`] parses it with `httparse`; [`validate_request`] checks the
-//! upgrade and computes `Sec-WebSocket-Accept`; [`response_101`] or [`rejection`] build the answer.
+//! upgrade and computes `Sec-WebSocket-Accept`; [`response_101`] or [`rejection`] build the answer,
+//! and [`http_response`] a plain one.
 //!
-//! Client: [`generate_key`], [`request`], then [`parse_response`] and [`validate_response`].
+//! Client: [`generate_key`], [`request`] (which checks the subprotocols with
+//! [`check_protocols`]), then [`parse_response`] and [`validate_response`].
+//!
+//! Nothing these functions write can end a header line early: values come from typed
+//! [`HeaderMap`]s or are checked, so no caller's input puts a CR or LF into a head.
 
 use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine as _;
@@ -99,8 +104,19 @@ pub fn validate_request<B>(req: &Request<B>) -> Result<String, HandshakeError> {
         return Err(HandshakeError::WrongHttpVersion);
     }
     let h = req.headers();
-    if !h.contains_key(header::HOST) {
-        return Err(HandshakeError::BadHeader("Host"));
+    // RFC 9112 §3.2: an HTTP/1.1 request without Host, or with more than one, is answered 400;
+    // RFC 6455 §4.1: the upgrade's Host names the server, so it is not empty either.
+    match single(h, &header::HOST) {
+        Some(host) if !host.as_bytes().trim_ascii().is_empty() => {}
+        _ => return Err(HandshakeError::BadHeader("Host")),
+    }
+    // RFC 9112 §6.3: a request has a body when it has Transfer-Encoding or a Content-Length. An
+    // upgrade's bytes after the head are frames, so a request that declares a body would be
+    // framed one way here and another way by an intermediary (vert.x CVE-2018-12541).
+    if h.contains_key(header::TRANSFER_ENCODING)
+        || h.get_all(header::CONTENT_LENGTH).iter().any(|v| v.as_bytes().trim_ascii() != b"0")
+    {
+        return Err(HandshakeError::RequestBody);
     }
     if !has_token(h, &header::UPGRADE, "websocket") {
         return Err(HandshakeError::BadHeader("Upgrade"));
@@ -125,15 +141,40 @@ pub fn offered_protocols<B>(req: &Request<B>) -> Vec<String> {
     tokens(req.headers(), &header::SEC_WEBSOCKET_PROTOCOL).map(str::to_owned).collect()
 }
 
+/// Whether `s` is an RFC 7230 token (RFC 9110 §5.6.2): one or more visible ASCII characters,
+/// none of them a delimiter (`"(),/:;<=>?@[\]{}`). Subprotocol names are tokens (RFC 6455 §4.1).
+pub fn is_token(s: &str) -> bool {
+    !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+}
+
+/// Checks the subprotocols a client offers (RFC 6455 §4.1): each an RFC 7230 token, none twice.
+/// The first that is not is returned in [`HandshakeError::InvalidProtocol`].
+pub fn check_protocols<P: AsRef<str>>(protocols: &[P]) -> Result<(), HandshakeError> {
+    for (i, p) in protocols.iter().map(AsRef::as_ref).enumerate() {
+        if !is_token(p) || protocols[..i].iter().any(|q| q.as_ref() == p) {
+            return Err(HandshakeError::InvalidProtocol(p.to_owned()));
+        }
+    }
+    Ok(())
+}
+
 /// The `101 Switching Protocols` response head, with an optional chosen subprotocol and extra
 /// headers.
+///
+/// `protocol` should be one of the request's [`offered_protocols`] (a server selects one of
+/// those, RFC 6455 §4.2.2), which can only hold text that is valid in a header. Any other value
+/// that is not valid there (a CR, an LF or another control character) is left out rather than
+/// written: no subprotocol is selected. The same holds for `accept`, which then makes the
+/// response one that clients refuse; [`validate_request`] only returns valid ones.
 pub fn response_101(accept: &str, protocol: Option<&str>, extra: &HeaderMap) -> Vec<u8> {
     let mut out = Vec::with_capacity(256);
     out.extend_from_slice(
         b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n",
     );
-    push_header(&mut out, "Sec-WebSocket-Accept", accept.as_bytes());
-    if let Some(p) = protocol {
+    if is_field_value(accept) {
+        push_header(&mut out, "Sec-WebSocket-Accept", accept.as_bytes());
+    }
+    if let Some(p) = protocol.filter(|p| !p.is_empty() && is_field_value(p)) {
         push_header(&mut out, "Sec-WebSocket-Protocol", p.as_bytes());
     }
     for (name, value) in extra {
@@ -144,39 +185,68 @@ pub fn response_101(accept: &str, protocol: Option<&str>, extra: &HeaderMap) -> 
 }
 
 /// A plain HTTP response with `Connection: close`, a body and its length: for refused upgrades
-/// and for servers answering non-WebSocket requests.
-pub fn http_response(
+/// and for servers answering non-WebSocket requests. `headers` are the other fields
+/// (`Content-Type`, `Allow`…).
+///
+/// The framing is this function's: `Content-Length`, `Transfer-Encoding` and `Connection` in
+/// `headers` are left out, so that the head always describes the body that follows.
+pub fn http_response(status: StatusCode, headers: &HeaderMap, body: &[u8]) -> Vec<u8> {
+    let mut out = http_response_head(status, headers, body.len());
+    out.extend_from_slice(body);
+    out
+}
+
+/// The head alone of the [`http_response`] with a body of `content_length` bytes: the answer to
+/// a HEAD request, which has the headers GET would get and no body (RFC 9110 §9.3.2), or a head
+/// to write before a large body without copying the body behind it.
+pub fn http_response_head(
     status: StatusCode,
-    extra: &HeaderMap,
-    content_type: &str,
-    body: &[u8],
+    headers: &HeaderMap,
+    content_length: usize,
 ) -> Vec<u8> {
-    let mut out = Vec::with_capacity(128 + body.len());
+    let mut out = Vec::with_capacity(128);
     out.extend_from_slice(b"HTTP/1.1 ");
     out.extend_from_slice(status.as_str().as_bytes());
     out.push(b' ');
     out.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
     out.extend_from_slice(b"\r\n");
-    push_header(&mut out, "Content-Type", content_type.as_bytes());
-    push_header(&mut out, "Content-Length", body.len().to_string().as_bytes());
-    push_header(&mut out, "Connection", b"close");
-    for (name, value) in extra {
+    for (name, value) in headers {
+        if [header::CONTENT_LENGTH, header::TRANSFER_ENCODING, header::CONNECTION].contains(name) {
+            continue;
+        }
         push_header(&mut out, name.as_str(), value.as_bytes());
     }
+    push_header(&mut out, "Content-Length", content_length.to_string().as_bytes());
+    push_header(&mut out, "Connection", b"close");
     out.extend_from_slice(b"\r\n");
-    out.extend_from_slice(body);
     out
 }
 
-/// The response refusing an upgrade for `err`: its status, `Sec-WebSocket-Version: 13` on 426,
-/// and the reason as a short text body.
+/// The response refusing an upgrade for `err`: [`rejection_response`], encoded.
 pub fn rejection(err: &HandshakeError) -> Vec<u8> {
-    let mut extra = HeaderMap::new();
-    if matches!(err, HandshakeError::UnsupportedVersion) {
-        extra.insert(header::SEC_WEBSOCKET_VERSION, HeaderValue::from_static("13"));
+    let response = rejection_response(err);
+    http_response(response.status(), response.headers(), response.body().as_bytes())
+}
+
+/// The response refusing an upgrade for `err`, before encoding: its status, `Allow: GET` on
+/// 405 (RFC 9110 §15.5.6), `Sec-WebSocket-Version: 13` on 426 (RFC 6455 §4.4), and the reason
+/// as a short text body. For drivers that encode it themselves, e.g. as the head alone for a
+/// HEAD request.
+pub fn rejection_response(err: &HandshakeError) -> Response<String> {
+    let mut response = Response::new(format!("{err}\n"));
+    *response.status_mut() = err.status();
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    match err {
+        HandshakeError::MethodNotGet(_) => {
+            headers.insert(header::ALLOW, HeaderValue::from_static("GET"));
+        }
+        HandshakeError::UnsupportedVersion => {
+            headers.insert(header::SEC_WEBSOCKET_VERSION, HeaderValue::from_static("13"));
+        }
+        _ => {}
     }
-    let body = format!("{err}\n");
-    http_response(err.status(), &extra, "text/plain; charset=utf-8", body.as_bytes())
+    response
 }
 
 /// A fresh random `Sec-WebSocket-Key`: 16 random bytes, base64-encoded.
@@ -189,14 +259,30 @@ pub fn generate_key() -> String {
 }
 
 /// The client's upgrade request head for `host` (with port, if not the default) and
-/// `path_and_query`.
+/// `path_and_query`, offering `protocols` in order of preference.
+///
+/// Refused, before anything is built: a subprotocol that [`check_protocols`] refuses
+/// ([`HandshakeError::InvalidProtocol`]), and a `host`, `path_and_query` or `key` that is empty
+/// (the path may be: it means `/`) or holds anything but visible ASCII, which a request line or
+/// header value cannot carry.
 pub fn request(
     host: &str,
     path_and_query: &str,
     key: &str,
     protocols: &[String],
     extra: &HeaderMap,
-) -> Vec<u8> {
+) -> Result<Vec<u8>, HandshakeError> {
+    check_protocols(protocols)?;
+    let visible = |s: &str| s.bytes().all(|b| b.is_ascii_graphic());
+    if host.is_empty() || !visible(host) {
+        return Err(HandshakeError::BadHeader("Host"));
+    }
+    if !visible(path_and_query) {
+        return Err(HandshakeError::Malformed("invalid request target"));
+    }
+    if key.is_empty() || !visible(key) {
+        return Err(HandshakeError::BadKey);
+    }
     let mut out = Vec::with_capacity(256);
     out.extend_from_slice(b"GET ");
     out.extend_from_slice(if path_and_query.is_empty() { "/" } else { path_and_query }.as_bytes());
@@ -213,7 +299,7 @@ pub fn request(
         push_header(&mut out, name.as_str(), value.as_bytes());
     }
     out.extend_from_slice(b"\r\n");
-    out
+    Ok(out)
 }
 
 /// Parses a complete response head (as found by [`HeadScanner`]).
@@ -318,6 +404,11 @@ fn single<'a>(h: &'a HeaderMap, name: &HeaderName) -> Option<&'a HeaderValue> {
 
 fn has_token(h: &HeaderMap, name: &HeaderName, token: &str) -> bool {
     tokens(h, name).any(|t| t.eq_ignore_ascii_case(token))
+}
+
+/// Whether `s` may be written as a header value: no control characters but tab (RFC 9110 §5.5).
+fn is_field_value(s: &str) -> bool {
+    HeaderValue::from_str(s).is_ok()
 }
 
 fn push_header(out: &mut Vec<u8>, name: &str, value: &[u8]) {

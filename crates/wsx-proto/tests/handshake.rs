@@ -5,8 +5,9 @@
 use http::header::{HeaderMap, HeaderValue};
 use http::{Method, StatusCode, Version};
 use wsx_proto::handshake::{
-    accept_key, generate_key, is_upgrade_request, offered_protocols, parse_request, parse_response,
-    rejection, request, response_101, validate_request, validate_response, HeadScanner,
+    accept_key, check_protocols, generate_key, http_response, http_response_head, is_token,
+    is_upgrade_request, offered_protocols, parse_request, parse_response, rejection, request,
+    response_101, validate_request, validate_response, HeadScanner,
 };
 use wsx_proto::HandshakeError;
 
@@ -143,6 +144,12 @@ fn check_rejection(err: &HandshakeError, status: u16) {
         assert_eq!(version.as_deref(), Some("13"));
     } else {
         assert_eq!(version, None);
+    }
+    let allow = header("allow");
+    if status == 405 {
+        assert_eq!(allow.as_deref(), Some("GET"));
+    } else {
+        assert_eq!(allow, None);
     }
 }
 
@@ -311,7 +318,7 @@ fn client_and_server_agree_on_a_handshake() {
         let key = generate_key();
         let mut extra = HeaderMap::new();
         extra.insert("origin", HeaderValue::from_static("https://example.com"));
-        let req_bytes = request("example.com:8443", "/ws?x=1", &key, &protocols, &extra);
+        let req_bytes = request("example.com:8443", "/ws?x=1", &key, &protocols, &extra).unwrap();
 
         // Server side.
         let head_len = HeadScanner::new(16 << 10).scan(&req_bytes).unwrap().unwrap();
@@ -352,7 +359,7 @@ fn generated_keys_are_valid_and_fresh() {
 
 #[test]
 fn request_defaults_to_root_path() {
-    let raw = request("h", "", &generate_key(), &[], &HeaderMap::new());
+    let raw = request("h", "", &generate_key(), &[], &HeaderMap::new()).unwrap();
     let req = parse_request(&raw, 100).unwrap();
     assert_eq!(req.uri(), "/");
     assert!(req.headers().get("sec-websocket-protocol").is_none());
@@ -487,4 +494,163 @@ fn duplicate_accept_is_refused() {
     // RFC 6455 §11.3.3: Sec-WebSocket-Accept must not appear more than once.
     let resp = response_with("Sec-WebSocket-Accept: bm90IHRoZSBhY2NlcHQ=\r\n");
     assert_eq!(validate_response(&resp, RFC_KEY, &[]), Err(HandshakeError::BadAccept));
+}
+
+#[test]
+fn upgrade_request_with_a_body_is_refused_with_400() {
+    // The bytes after an upgrade request's head are frames. A request that declares a body would
+    // have them read as frames by the server and as a body by a proxy in between (the request
+    // smuggling of vert.x CVE-2018-12541).
+    let line = "GET / HTTP/1.1";
+    for (name, value) in [
+        ("Content-Length", "5"),
+        ("Content-Length", "1000000"),
+        ("Content-Length", "00x"),
+        ("Content-Length", ""),
+        ("Transfer-Encoding", "chunked"),
+        ("Transfer-Encoding", "identity"),
+        ("Transfer-Encoding", "gzip, chunked"),
+    ] {
+        check(&head(line, &with(name, Some(value))), Err((HandshakeError::RequestBody, 400)));
+    }
+    // An empty body is no body.
+    check(&head(line, &with("Content-Length", Some("0"))), Ok(RFC_ACCEPT));
+    // Two fields, one of them not zero.
+    let mut headers = with("Content-Length", Some("0"));
+    headers.push(("Content-Length".to_owned(), "7".to_owned()));
+    check(&head(line, &headers), Err((HandshakeError::RequestBody, 400)));
+}
+
+#[test]
+fn missing_empty_or_duplicate_host_is_refused_with_400() {
+    // RFC 9112 §3.2: a server answers 400 to an HTTP/1.1 request without Host or with more than
+    // one; RFC 6455 §4.1: the upgrade's Host names the server.
+    let line = "GET / HTTP/1.1";
+    let mut duplicate = with("", None);
+    duplicate.push(("Host".to_owned(), "other.example".to_owned()));
+    let mut duplicate_same = with("", None);
+    duplicate_same.push(("host".to_owned(), "example.com".to_owned()));
+    for (what, headers) in [
+        ("missing", with("Host", None)),
+        ("empty", with("Host", Some(""))),
+        ("blank", with("Host", Some("  "))),
+        ("duplicate", duplicate),
+        ("duplicate with the same value", duplicate_same),
+    ] {
+        let raw = head(line, &headers);
+        let result = parse_request(&raw, 100).and_then(|req| validate_request(&req));
+        assert_eq!(result, Err(HandshakeError::BadHeader("Host")), "{what}");
+        check(&raw, Err((HandshakeError::BadHeader("Host"), 400)));
+    }
+}
+
+#[test]
+fn method_not_get_is_405_with_allow_get() {
+    // RFC 9110 §15.5.6: a 405 response carries Allow, the methods the target supports.
+    for method in ["POST", "HEAD", "PUT", "OPTIONS"] {
+        let err = HandshakeError::MethodNotGet(method.to_owned());
+        let bytes = rejection(&err);
+        let mut headers = [httparse::EMPTY_HEADER; 16];
+        let mut resp = httparse::Response::new(&mut headers);
+        assert!(resp.parse(&bytes).unwrap().is_complete());
+        assert_eq!(resp.code, Some(405));
+        let allow: Vec<&[u8]> = resp
+            .headers
+            .iter()
+            .filter(|h| h.name.eq_ignore_ascii_case("allow"))
+            .map(|h| h.value)
+            .collect();
+        assert_eq!(allow, [&b"GET"[..]], "{method}");
+        check_rejection(&err, 405);
+    }
+}
+
+#[test]
+fn subprotocol_names_must_be_distinct_tokens() {
+    for good in ["chat", "chat.v2", "x-Foo_1", "!#$%&'*+-.^_`|~09AZaz"] {
+        assert!(is_token(good), "{good:?}");
+    }
+    assert_eq!(check_protocols(&["chat", "superchat", "Chat"]), Ok(()));
+    assert_eq!(check_protocols::<&str>(&[]), Ok(()));
+    let bad = [
+        "",
+        "two words",
+        "a,b",
+        "(chat)",
+        "chat/2",
+        "a:b",
+        "a;b",
+        "a=b",
+        "\"q\"",
+        "{x}",
+        "a\tb",
+        "ünï",
+        "chat\r\nX-Injected: 1",
+        "chat\n",
+        "\0",
+    ];
+    for name in bad {
+        assert!(!is_token(name), "{name:?}");
+        let offered = ["fine", name];
+        assert_eq!(check_protocols(&offered), Err(HandshakeError::InvalidProtocol(name.into())));
+        // `request` refuses it before building anything.
+        let offered: Vec<String> = offered.iter().map(|p| p.to_string()).collect();
+        assert_eq!(
+            request("h", "/", RFC_KEY, &offered, &HeaderMap::new()),
+            Err(HandshakeError::InvalidProtocol(name.into()))
+        );
+    }
+    // RFC 6455 §4.1: the offered names are unique.
+    assert_eq!(
+        check_protocols(&["chat", "superchat", "chat"]),
+        Err(HandshakeError::InvalidProtocol("chat".into()))
+    );
+}
+
+#[test]
+fn request_refuses_what_a_request_line_or_header_cannot_carry() {
+    let none = HeaderMap::new();
+    for host in ["", "a b", "a\r\nX: y", "h\n"] {
+        assert_eq!(request(host, "/", RFC_KEY, &[], &none), Err(HandshakeError::BadHeader("Host")));
+    }
+    for path in ["/a b", "/\r\nX: y", "/\t"] {
+        assert_eq!(
+            request("h", path, RFC_KEY, &[], &none),
+            Err(HandshakeError::Malformed("invalid request target"))
+        );
+    }
+    for key in ["", "a\r\nb"] {
+        assert_eq!(request("h", "/", key, &[], &none), Err(HandshakeError::BadKey));
+    }
+}
+
+#[test]
+fn responses_never_carry_a_line_break_from_their_arguments() {
+    // A protocol that is not a valid header value selects none rather than end the line.
+    let resp = response_101(RFC_ACCEPT, Some("chat\r\nX-Injected: 1"), &HeaderMap::new());
+    let parsed = parse_response(&resp, 100).unwrap();
+    assert!(parsed.headers().get("x-injected").is_none());
+    assert_eq!(validate_response(&parsed, RFC_KEY, &["chat".into()]), Ok(None));
+    // An invalid accept is left out: the client refuses the response.
+    let resp = response_101("x\r\nX-Injected: 1", None, &HeaderMap::new());
+    let parsed = parse_response(&resp, 100).unwrap();
+    assert!(parsed.headers().get("x-injected").is_none());
+    assert_eq!(validate_response(&parsed, RFC_KEY, &[]), Err(HandshakeError::BadAccept));
+
+    // Framing fields in a plain response's headers cannot contradict its body.
+    let mut headers = HeaderMap::new();
+    headers.insert("content-length", HeaderValue::from_static("1000"));
+    headers.insert("transfer-encoding", HeaderValue::from_static("chunked"));
+    headers.insert("connection", HeaderValue::from_static("keep-alive"));
+    headers.insert("content-type", HeaderValue::from_static("text/plain"));
+    let bytes = http_response(StatusCode::OK, &headers, b"hello");
+    let text = String::from_utf8(bytes).unwrap();
+    assert_eq!(
+        text,
+        "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\nContent-Length: 5\r\n\
+         Connection: close\r\n\r\nhello"
+    );
+    // The head alone, for HEAD, is the same head.
+    let head = http_response_head(StatusCode::OK, &headers, 5);
+    assert_eq!(head, text.as_bytes()[..text.len() - 5]);
 }

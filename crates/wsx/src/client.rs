@@ -87,6 +87,11 @@ impl ClientBuilder {
     }
 
     /// Offers a subprotocol. Repeatable, in order of preference.
+    ///
+    /// Names are RFC 7230 tokens, each offered once (RFC 6455 §4.1; see
+    /// [`handshake::check_protocols`]). Any other makes [`ClientBuilder::connect`] and
+    /// [`ClientBuilder::connect_on`] fail with [`HandshakeError::InvalidProtocol`] before they
+    /// connect or write anything, so a name can never inject a header.
     pub fn protocol(mut self, name: impl Into<String>) -> Self {
         self.protocols.push(name.into());
         self
@@ -99,14 +104,19 @@ impl ClientBuilder {
     }
 
     /// Limits the time for TCP connect plus the opening handshake. Default 30 s; `None` waits
-    /// forever.
+    /// forever. The wait for the server's response is also bounded by
+    /// [`Config::handshake_timeout`]: whichever ends first applies.
     pub fn connect_timeout(mut self, timeout: Option<Duration>) -> Self {
         self.connect_timeout = timeout;
         self
     }
 
-    /// Connects over TCP and performs the opening handshake.
+    /// Connects over TCP and performs the opening handshake: writing the request and reading the
+    /// response are bounded by [`Config::handshake_timeout`], and everything by the
+    /// [connect timeout](ClientBuilder::connect_timeout).
     pub async fn connect(self) -> Result<(WebSocket<MaybeTlsStream>, Response<()>), Error> {
+        // Before connecting: an invalid subprotocol is the caller's mistake, not the server's.
+        handshake::check_protocols(&self.protocols)?;
         let timeout = self.connect_timeout;
         let attempt = async move {
             let target = Target::parse(&self.url)?;
@@ -117,7 +127,7 @@ impl ClientBuilder {
             } else {
                 MaybeTlsStream::Plain(tcp)
             };
-            self.handshake(stream, &target).await
+            self.handshake_within_timeout(stream, &target).await
         };
         match timeout {
             Some(t) => {
@@ -135,11 +145,23 @@ impl ClientBuilder {
         S: AsyncRead + AsyncWrite + Unpin,
     {
         let target = Target::parse(&self.url)?;
+        self.handshake_within_timeout(stream, &target).await
+    }
+
+    /// [`Self::handshake`], bounded by [`Config::handshake_timeout`].
+    async fn handshake_within_timeout<S>(
+        self,
+        stream: S,
+        target: &Target,
+    ) -> Result<(WebSocket<S>, Response<()>), Error>
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
         match self.config.handshake_timeout {
-            Some(limit) => tokio::time::timeout(limit, self.handshake(stream, &target))
+            Some(limit) => tokio::time::timeout(limit, self.handshake(stream, target))
                 .await
                 .map_err(|_| Error::Timeout("waiting for the handshake response"))?,
-            None => self.handshake(stream, &target).await,
+            None => self.handshake(stream, target).await,
         }
     }
 
@@ -173,7 +195,7 @@ impl ClientBuilder {
             }
         }
         let request =
-            handshake::request(&target.host_header, &target.path, &key, &self.protocols, &headers);
+            handshake::request(&target.host_header, &target.path, &key, &self.protocols, &headers)?;
         io.write_all(&request).await?;
         io.flush().await?;
 

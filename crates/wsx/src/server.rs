@@ -2,14 +2,22 @@
 //!
 //! [`accept`] and [`accept_with`] cover the usual case. To also answer plain HTTP requests on the
 //! same port (as `wsx serve` does with its demo page), read the request with [`Incoming::read`]
-//! and then [`Incoming::accept`], [`Incoming::reject`] or [`Incoming::respond`].
+//! and then [`Incoming::accept`], [`Incoming::reject`], [`Incoming::respond`] or
+//! [`Incoming::respond_with`].
+//!
+//! Every answer is written within the handshake timeout, and a connection answered without an
+//! upgrade is closed in stages, so that the answer reaches a client that is still sending.
 
+use std::future::Future;
+use std::io;
 use std::sync::Arc;
+use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
-use http::header::{HeaderName, HeaderValue, SEC_WEBSOCKET_EXTENSIONS};
-use http::{HeaderMap, Request, Response, StatusCode};
+use bytes::{Buf, Bytes, BytesMut};
+use http::header::{HeaderName, HeaderValue, CONTENT_TYPE, SEC_WEBSOCKET_EXTENSIONS};
+use http::{HeaderMap, Method, Request, Response, StatusCode};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::time::{timeout_at, Instant};
 use wsx_proto::deflate;
 use wsx_proto::handshake::{self, HeadScanner};
 use wsx_proto::{Config, Connection, HandshakeError, Role};
@@ -28,9 +36,10 @@ where
 /// Accepts a WebSocket connection after `on_request` inspects the request: it may pick a
 /// subprotocol and add response headers ([`Accept`]), or refuse with an HTTP status ([`Reject`]).
 ///
-/// Invalid upgrade requests are answered with the right status (400, 405, 426 with
-/// `Sec-WebSocket-Version: 13`, 431) and `Connection: close`, and returned as
-/// [`Error::Handshake`].
+/// Invalid upgrade requests are answered with the right status (400, 405 with `Allow: GET`, 426
+/// with `Sec-WebSocket-Version: 13`, 431) and `Connection: close`, and returned as
+/// [`Error::Handshake`]. The handshake is bounded by [`Config::handshake_timeout`] (see
+/// [`Incoming`]).
 pub async fn accept_with<S, F>(
     stream: S,
     config: impl Into<Arc<Config>>,
@@ -81,6 +90,11 @@ impl Reject {
 }
 
 /// A parsed HTTP request on a fresh connection, before deciding how to answer it.
+///
+/// One deadline, set when reading the request starts ([`Config::handshake_timeout`], or the one
+/// given to [`Incoming::read_with_deadline`]), bounds the whole handshake: reading the request
+/// and writing the answer, whichever of [`Incoming::accept`], [`Incoming::reject`] or
+/// [`Incoming::respond`] it is. A client that stops reading cannot hold the connection longer.
 #[derive(Debug)]
 pub struct Incoming<S> {
     io: S,
@@ -88,6 +102,8 @@ pub struct Incoming<S> {
     /// Bytes that arrived after the request head: the client's first frames.
     rest: BytesMut,
     config: Arc<Config>,
+    /// When the handshake must be over.
+    deadline: Option<Instant>,
 }
 
 impl<S> Incoming<S>
@@ -97,38 +113,46 @@ where
     /// Reads one HTTP request head from `stream`, within `config`'s size limits. A head that is
     /// too large or malformed is answered (431 or 400) and returned as an error.
     ///
-    /// The whole read is bounded by [`Config::handshake_timeout`].
+    /// The handshake, from here to the end of the answer, is bounded by
+    /// [`Config::handshake_timeout`]; running out is [`Error::Timeout`].
     /// `config` may be shared (`Arc<Config>`) by every connection of a server.
     pub async fn read(stream: S, config: impl Into<Arc<Config>>) -> Result<Self, Error> {
         let config = config.into();
-        match config.handshake_timeout {
-            Some(limit) => tokio::time::timeout(limit, Self::read_head(stream, config))
-                .await
-                .map_err(|_| Error::Timeout("reading the handshake request"))?,
-            None => Self::read_head(stream, config).await,
-        }
+        let deadline = config.handshake_timeout.map(|limit| Instant::now() + limit);
+        Self::read_with_deadline(stream, config, deadline).await
     }
 
-    async fn read_head(mut stream: S, config: Arc<Config>) -> Result<Self, Error> {
+    /// Like [`Incoming::read`], but the handshake is bounded by `deadline` (`None`: no limit)
+    /// instead of [`Config::handshake_timeout`] from now: for a server whose handshake started
+    /// before the request, with TLS for instance, and that gives all of it one limit.
+    pub async fn read_with_deadline(
+        mut stream: S,
+        config: impl Into<Arc<Config>>,
+        deadline: Option<Instant>,
+    ) -> Result<Self, Error> {
+        let config = config.into();
         let mut buf = BytesMut::with_capacity(1024);
         let mut scanner = HeadScanner::new(config.max_handshake_size);
         let head_len = loop {
             match scanner.scan(&buf) {
                 Ok(Some(n)) => break n,
                 Ok(None) => {}
-                Err(e) => return Err(refuse(&mut stream, e).await),
+                Err(e) => return Err(refuse(stream, buf, e, false, deadline).await),
             }
             buf.reserve(1024);
-            if stream.read_buf(&mut buf).await? == 0 {
-                return Err(Error::Io(std::io::ErrorKind::UnexpectedEof.into()));
+            let read = within(deadline, "reading the handshake request", async {
+                Ok(stream.read_buf(&mut buf).await?)
+            });
+            if read.await? == 0 {
+                return Err(Error::Io(io::ErrorKind::UnexpectedEof.into()));
             }
         };
         let request = match handshake::parse_request(&buf[..head_len], config.max_headers) {
             Ok(r) => r,
-            Err(e) => return Err(refuse(&mut stream, e).await),
+            Err(e) => return Err(refuse(stream, buf, e, false, deadline).await),
         };
         let rest = buf.split_off(head_len);
-        Ok(Self { io: stream, request, rest, config })
+        Ok(Self { io: stream, request, rest, config, deadline })
     }
 
     /// The request.
@@ -144,15 +168,20 @@ where
     /// Completes the upgrade: checks the request (answering an invalid one with its status),
     /// sends `101 Switching Protocols`, and returns the connection. Frames that arrived with
     /// the request are kept.
+    ///
+    /// [`Accept::protocol`] must be one of the subprotocols the client offered; another is
+    /// refused with 400 and [`HandshakeError::UnofferedProtocol`].
     pub async fn accept(mut self, accept: Accept) -> Result<WebSocket<S>, Error> {
         let key = match handshake::validate_request(&self.request) {
             Ok(k) => k,
-            Err(e) => return Err(refuse(&mut self.io, e).await),
+            Err(e) => return Err(self.refuse(e).await),
         };
         if let Some(p) = &accept.protocol {
+            // The offered names come from header values, so the one selected cannot put a line
+            // break into the response.
             if !handshake::offered_protocols(&self.request).iter().any(|o| o == p) {
                 let e = HandshakeError::UnofferedProtocol(p.clone());
-                return Err(refuse(&mut self.io, e).await);
+                return Err(self.refuse(e).await);
             }
         }
         let mut headers = accept.headers;
@@ -167,8 +196,13 @@ where
             }
         }
         let response = handshake::response_101(&key, accept.protocol.as_deref(), &headers);
-        self.io.write_all(&response).await?;
-        self.io.flush().await?;
+        let io = &mut self.io;
+        within(self.deadline, "writing the handshake response", async {
+            io.write_all(&response).await?;
+            io.flush().await?;
+            Ok(())
+        })
+        .await?;
         let mut conn = Connection::new(Role::Server, self.config);
         if let Some(params) = deflate {
             conn = conn.with_deflate(params);
@@ -177,40 +211,150 @@ where
         Ok(WebSocket::from_connection(self.io, conn, accept.protocol))
     }
 
-    /// Refuses the upgrade with an HTTP response and closes the connection.
+    /// Refuses the upgrade with an HTTP response and closes the connection: `reject`'s status
+    /// and headers, and its body as `text/plain` unless the headers name another
+    /// `Content-Type`. A HEAD request gets the head alone.
+    ///
+    /// The connection is closed as [`Incoming::respond`] describes.
     pub async fn reject(self, reject: Reject) -> Result<(), Error> {
-        let headers: HeaderMap = reject.headers.into_iter().collect();
-        let bytes = handshake::http_response(
-            reject.status,
-            &headers,
-            "text/plain; charset=utf-8",
-            reject.body.as_bytes(),
-        );
-        self.finish(&bytes).await
+        let mut headers: HeaderMap = reject.headers.into_iter().collect();
+        headers.entry(CONTENT_TYPE).or_insert(HeaderValue::from_static(TEXT_PLAIN));
+        self.answer(reject.status, &headers, reject.body.as_bytes()).await
     }
 
-    /// Answers with a plain HTTP response (e.g. a web page) and closes the connection.
+    /// Answers with a plain HTTP response (e.g. a web page) and closes the connection: `status`,
+    /// `Content-Type`, `Content-Length` and `Connection: close`, then `body`. A HEAD request gets
+    /// the same head without the body (RFC 9110 §9.3.2). For other headers, see
+    /// [`Incoming::respond_with`].
+    ///
+    /// A `content_type` that is not a valid header value (it holds a CR, an LF or another
+    /// control character) is refused before anything is written, with an
+    /// [`io::ErrorKind::InvalidInput`] error; the connection is then dropped.
+    ///
+    /// After the response the write side is shut down, and what the client still sends is read
+    /// and dropped until it ends its side, for at most 2 s (never past the handshake deadline)
+    /// and 1 MiB: closing with unread input makes the kernel reset the connection, which can
+    /// destroy the response before the client reads it (RFC 9112 §9.6). The call returns then.
     pub async fn respond(
         self,
         status: StatusCode,
         content_type: &str,
         body: &[u8],
     ) -> Result<(), Error> {
-        let bytes = handshake::http_response(status, &HeaderMap::new(), content_type, body);
-        self.finish(&bytes).await
+        let content_type = HeaderValue::from_str(content_type).map_err(|_| {
+            io::Error::new(io::ErrorKind::InvalidInput, "Content-Type is not a valid header value")
+        })?;
+        let mut headers = HeaderMap::new();
+        headers.insert(CONTENT_TYPE, content_type);
+        self.answer(status, &headers, body).await
     }
 
-    async fn finish(mut self, bytes: &[u8]) -> Result<(), Error> {
-        self.io.write_all(bytes).await?;
-        self.io.shutdown().await?;
-        Ok(())
+    /// Answers with `response` (its status, headers and body) and closes the connection, as
+    /// [`Incoming::respond`] does. `Content-Length` and `Connection: close` are added;
+    /// `Content-Length`, `Transfer-Encoding` and `Connection` fields in `response` are left out,
+    /// so that the head always matches the body.
+    pub async fn respond_with<B: AsRef<[u8]>>(self, response: Response<B>) -> Result<(), Error> {
+        self.answer(response.status(), response.headers(), response.body().as_ref()).await
+    }
+
+    /// Writes a response that ends the connection: the head alone for HEAD.
+    async fn answer(
+        self,
+        status: StatusCode,
+        headers: &HeaderMap,
+        body: &[u8],
+    ) -> Result<(), Error> {
+        let head = handshake::http_response_head(status, headers, body.len());
+        let body = if self.request.method() == Method::HEAD { &[][..] } else { body };
+        deliver(self.io, self.rest, &head, body, self.deadline).await
+    }
+
+    /// Answers a request that [`handshake::validate_request`] or the subprotocol check refused.
+    async fn refuse(self, err: HandshakeError) -> Error {
+        let head_only = self.request.method() == Method::HEAD;
+        refuse(self.io, self.rest, err, head_only, self.deadline).await
     }
 }
 
-/// Answers a refused handshake with its status and `Connection: close`, then closes the
-/// transport; returns the error to report. Write failures are secondary to the refusal.
-async fn refuse<S: AsyncWrite + Unpin>(io: &mut S, err: HandshakeError) -> Error {
-    let _ = io.write_all(&handshake::rejection(&err)).await;
-    let _ = io.shutdown().await;
+/// The `Content-Type` of refusals.
+const TEXT_PLAIN: &str = "text/plain; charset=utf-8";
+
+/// How long a connection answered without an upgrade keeps reading what the client still sends
+/// before it is closed (at most; never past the handshake deadline).
+const LINGER_TIME: Duration = Duration::from_secs(2);
+
+/// The most bytes read and dropped so.
+const LINGER_BYTES: usize = 1 << 20;
+
+/// Answers a refused handshake with its status and `Connection: close` (the head alone when
+/// `head_only`), then closes the transport; returns the error to report. Write failures are
+/// secondary to the refusal.
+async fn refuse<S>(
+    io: S,
+    scratch: BytesMut,
+    err: HandshakeError,
+    head_only: bool,
+    deadline: Option<Instant>,
+) -> Error
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let response = handshake::rejection_response(&err);
+    let body = response.body().as_bytes();
+    let head = handshake::http_response_head(response.status(), response.headers(), body.len());
+    let body = if head_only { &[][..] } else { body };
+    let _ = deliver(io, scratch, &head, body, deadline).await;
     Error::Handshake(err)
+}
+
+/// Writes a response after which the connection ends, by `deadline`, and closes in stages (RFC
+/// 9112 §9.6): the write side is shut down, then what the client still sends is read into
+/// `scratch` and dropped until it ends its side, for at most [`LINGER_TIME`] (never past
+/// `deadline`) and [`LINGER_BYTES`], and only then is the transport dropped. Dropped at once
+/// with unread input, a TCP socket is reset, and the reset can discard the response before the
+/// client has read it: a client still sending (a pipelined tail, a body) would never see it.
+async fn deliver<S>(
+    mut io: S,
+    mut scratch: BytesMut,
+    head: &[u8],
+    body: &[u8],
+    deadline: Option<Instant>,
+) -> Result<(), Error>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    within(deadline, "writing the response", async {
+        io.write_all_buf(&mut Buf::chain(head, body)).await?;
+        io.shutdown().await?;
+        Ok(())
+    })
+    .await?;
+    let linger_end = Instant::now() + LINGER_TIME;
+    let linger_end = deadline.map_or(linger_end, |d| d.min(linger_end));
+    scratch.clear();
+    scratch.resize(8 << 10, 0);
+    let drain = async {
+        let mut left = LINGER_BYTES;
+        while left > 0 {
+            let room = left.min(scratch.len());
+            match io.read(&mut scratch[..room]).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => left -= n,
+            }
+        }
+    };
+    let _ = timeout_at(linger_end, drain).await;
+    Ok(())
+}
+
+/// Runs `op`, or gives up at `deadline` with [`Error::Timeout`] naming `what`.
+async fn within<T>(
+    deadline: Option<Instant>,
+    what: &'static str,
+    op: impl Future<Output = Result<T, Error>>,
+) -> Result<T, Error> {
+    match deadline {
+        Some(deadline) => timeout_at(deadline, op).await.map_err(|_| Error::Timeout(what))?,
+        None => op.await,
+    }
 }

@@ -1,0 +1,346 @@
+//! The HTTP side of the `wsx` binary: what `wsx serve` answers to plain HTTP (HEAD, methods it
+//! does not serve), to upgrades it refuses, and to clients still sending when it answers; the
+//! closing handshake when a message races its idle close; and `wsx connect` refusing invalid
+//! headers and subprotocols before it connects.
+//!
+//! Timeouts here only guard against hangs; no test asserts how fast anything is.
+
+mod common;
+
+use std::io::{self, Read, Write};
+use std::net::{Ipv4Addr, TcpListener, TcpStream};
+use std::process::{Command, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use common::{Server, HANG_GUARD, WSX};
+
+/// The masking key of RFC 6455 §5.7's examples; any key will do for a test client.
+const MASK: [u8; 4] = [0x37, 0xfa, 0x21, 0x3d];
+const OP_TEXT: u8 = 0x1;
+const OP_CLOSE: u8 = 0x8;
+
+// ---------------------------------------------------------------------------------------------
+// wsx serve: plain HTTP
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn head_gets_the_headers_of_get_without_the_body() {
+    let server = Server::start(&[]);
+    for path in ["/", "/index.html", "/stats", "/missing"] {
+        let get = Response::parse(&exchange(server.port, &request("GET", path)));
+        let head = Response::parse(&exchange(server.port, &request("HEAD", path)));
+        // RFC 9110 §9.3.2: the same status and fields, Content-Length included, and no content.
+        assert_eq!(head.head, get.head, "{path}");
+        assert!(!get.body.is_empty(), "{path}: GET has a body: {get:?}");
+        assert_eq!(get.body.len(), get.content_length(), "{path}: {get:?}");
+        assert!(head.body.is_empty() && head.rest.is_empty(), "{path}: HEAD got a body: {head:?}");
+    }
+}
+
+#[test]
+fn methods_that_are_not_served_get_405_with_allow() {
+    let server = Server::start(&[]);
+    for (method, path) in
+        [("POST", "/"), ("PUT", "/index.html"), ("DELETE", "/stats"), ("OPTIONS", "/")]
+    {
+        let response = Response::parse(&exchange(server.port, &request(method, path)));
+        assert_eq!(response.status, 405, "{method} {path}: {response:?}");
+        // RFC 9110 §15.5.6: a 405 lists what the resource supports.
+        assert_eq!(response.header("allow"), Some("get, head"), "{method} {path}: {response:?}");
+    }
+    // Nothing is at an unknown path, whatever the method.
+    let response = Response::parse(&exchange(server.port, &request("POST", "/missing")));
+    assert_eq!(response.status, 404, "{response:?}");
+    // An upgrade is GET only.
+    let post = upgrade_request("").replacen("GET", "POST", 1);
+    let response = Response::parse(&exchange(server.port, post.as_bytes()));
+    assert_eq!(response.status, 405, "{response:?}");
+    assert_eq!(response.header("allow"), Some("get"), "{response:?}");
+}
+
+#[test]
+fn an_upgrade_with_a_body_is_refused_and_the_body_is_not_echoed() {
+    let server = Server::start(&[]);
+    let body = masked_frame(OP_TEXT, b"smuggled");
+    for declared in
+        [format!("Content-Length: {}\r\n", body.len()), "Transfer-Encoding: x\r\n".into()]
+    {
+        let mut bytes = upgrade_request(&declared).into_bytes();
+        bytes.extend_from_slice(&body);
+        let response = Response::parse(&exchange(server.port, &bytes));
+        assert_eq!(response.status, 400, "{declared:?}: {response:?}");
+        assert!(response.rest.is_empty(), "{declared:?}: more after the response: {response:?}");
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// wsx serve: answers reach a client that is still sending
+// ---------------------------------------------------------------------------------------------
+
+/// What a client sends after its request head, before it reads.
+const TAIL: usize = 200 << 10;
+
+#[test]
+fn a_refused_origin_reaches_a_client_still_sending() {
+    let server = Server::start(&["--allow-origin", "https://good.example"]);
+    let head = upgrade_request("Origin: https://evil.example\r\n");
+    let response = send_with_tail(server.port, head.as_bytes());
+    assert_eq!(response.status, 403, "{response:?}");
+    assert_eq!(response.body.len(), response.content_length(), "{response:?}");
+}
+
+#[test]
+fn the_page_reaches_a_client_still_sending() {
+    let server = Server::start(&[]);
+    let response = send_with_tail(server.port, &request("GET", "/"));
+    assert_eq!(response.status, 200, "{response:?}");
+    assert!(response.content_length() > 0, "{response:?}");
+    assert_eq!(response.body.len(), response.content_length(), "{response:?}");
+}
+
+/// Sends `head` and [`TAIL`] bytes after it from a socket with a small send buffer, all before
+/// reading (as a client uploading a body does), ends its side, then reads everything. The
+/// writes must all succeed and the response must end with a clean end of stream: a server
+/// that closes with unread input resets the connection, which fails the writes and can destroy
+/// the response before it is read.
+fn send_with_tail(port: u16, head: &[u8]) -> Response {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let tcp = runtime.block_on(async {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.set_send_buffer_size(4096).unwrap();
+        socket.connect((Ipv4Addr::LOCALHOST, port).into()).await.unwrap()
+    });
+    let mut tcp = tcp.into_std().unwrap();
+    tcp.set_nonblocking(false).unwrap();
+    tcp.set_read_timeout(Some(HANG_GUARD)).unwrap();
+    tcp.set_write_timeout(Some(HANG_GUARD)).unwrap();
+    let mut bytes = head.to_vec();
+    bytes.resize(bytes.len() + TAIL, b'a');
+    tcp.write_all(&bytes).expect("the server must keep reading while the client sends");
+    tcp.shutdown(std::net::Shutdown::Write).unwrap();
+    let mut received = Vec::new();
+    tcp.read_to_end(&mut received).expect("a clean end of stream, not a reset");
+    Response::parse(&received)
+}
+
+// ---------------------------------------------------------------------------------------------
+// wsx serve: the echo and a racing close
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn a_message_racing_the_idle_close_still_gets_a_closing_handshake() {
+    let server = Server::start(&[
+        "--idle-timeout",
+        "1",
+        "--ping-interval",
+        "0",
+        "--close-timeout",
+        "30",
+        "--no-deflate",
+    ]);
+    let mut tcp = TcpStream::connect((Ipv4Addr::LOCALHOST, server.port)).unwrap();
+    tcp.set_read_timeout(Some(HANG_GUARD)).unwrap();
+    tcp.write_all(upgrade_request("").as_bytes()).unwrap();
+    let head = read_head(&mut tcp);
+    assert!(head.starts_with("HTTP/1.1 101 "), "{head}");
+
+    // Without reading it, wait for the server's idle close to arrive: from then on the server
+    // has closed, and what the client sends crosses that close.
+    let started = Instant::now();
+    let mut byte = [0];
+    while tcp.peek(&mut byte).unwrap() == 0 {
+        assert!(started.elapsed() < HANG_GUARD, "no idle close");
+        thread::sleep(Duration::from_millis(10));
+    }
+    tcp.write_all(&masked_frame(OP_TEXT, b"crossing the close")).unwrap();
+
+    // The close, and no echo: nothing may follow a close (RFC 6455 §5.5.1).
+    let (opcode, payload) = read_frame(&mut tcp).expect("the server's close");
+    assert_eq!(opcode, OP_CLOSE, "expected the close, got {:?}", String::from_utf8_lossy(&payload));
+    assert_eq!(payload[..2], 1001u16.to_be_bytes(), "{payload:?}");
+
+    // The server still waits for the reply: the connection is not ended under the client. (It
+    // ends it at --close-timeout, 30 s, without a reply; this wait is well within that.)
+    tcp.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    match tcp.read(&mut byte) {
+        Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {}
+        Ok(0) => panic!("the server ended the connection before the client answered its close"),
+        other => panic!("expected the server to wait for the close reply: {other:?}"),
+    }
+    tcp.set_read_timeout(Some(HANG_GUARD)).unwrap();
+
+    // The reply completes the handshake, and the server ends the TCP connection cleanly.
+    tcp.write_all(&masked_frame(OP_CLOSE, &payload[..2])).unwrap();
+    let mut rest = Vec::new();
+    tcp.read_to_end(&mut rest).expect("a clean end of stream after the closing handshake");
+    assert!(rest.is_empty(), "{rest:?}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// wsx connect: invalid values are refused before connecting
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn connect_refuses_invalid_headers_and_subprotocols_before_connecting() {
+    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let url = format!("ws://{}/", listener.local_addr().unwrap());
+    let cases: [&[&str]; 8] = [
+        &["--protocol", "chat\r\nX-Injected: 1"],
+        &["--protocol", "two words"],
+        &["--protocol", ""],
+        &["--protocol", "chat", "--protocol", "chat"],
+        &["-H", "X-Token: a\r\nX-Injected: 1"],
+        &["-H", "X-Token: bad\nvalue"],
+        &["-H", "no colon"],
+        &["--origin", "https://example.test\r\nX-Injected: 1"],
+    ];
+    for args in cases {
+        let output = Command::new(WSX)
+            .arg("connect")
+            .args(args)
+            .arg(&url)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success(), "{args:?}: {stderr}");
+        let lines: Vec<&str> = stderr.lines().collect();
+        assert_eq!(lines.len(), 1, "{args:?}: one error line expected: {stderr:?}");
+        assert!(lines[0].starts_with("wsx: error: invalid "), "{args:?}: {stderr:?}");
+        match listener.accept() {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            other => panic!("{args:?}: wsx connected: {other:?}"),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Helpers
+// ---------------------------------------------------------------------------------------------
+
+/// A plain request for `path` with `method`.
+fn request(method: &str, path: &str) -> Vec<u8> {
+    format!("{method} {path} HTTP/1.1\r\nHost: localhost\r\n\r\n").into_bytes()
+}
+
+/// An upgrade request with RFC 6455 §1.3's key and `extra` header lines.
+fn upgrade_request(extra: &str) -> String {
+    format!(
+        "GET / HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n{extra}\r\n"
+    )
+}
+
+/// Sends `bytes` on a new connection (from another thread: the server may stop reading) and
+/// returns everything the server sends until it ends the connection.
+fn exchange(port: u16, bytes: &[u8]) -> Vec<u8> {
+    let mut tcp = TcpStream::connect((Ipv4Addr::LOCALHOST, port)).unwrap();
+    tcp.set_read_timeout(Some(HANG_GUARD)).unwrap();
+    let mut writer = tcp.try_clone().unwrap();
+    let bytes = bytes.to_vec();
+    let writing = thread::spawn(move || {
+        let _ = writer.write_all(&bytes);
+    });
+    let mut out = Vec::new();
+    let mut buf = [0; 16 << 10];
+    loop {
+        match tcp.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => out.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == io::ErrorKind::ConnectionReset => break,
+            Err(e) => panic!("the connection was not ended: {e}"),
+        }
+    }
+    writing.join().unwrap();
+    out
+}
+
+/// A masked client frame with FIN set and a payload of at most 125 bytes.
+fn masked_frame(opcode: u8, payload: &[u8]) -> Vec<u8> {
+    let len = u8::try_from(payload.len()).ok().filter(|n| *n <= 125).expect("a short payload");
+    let mut out = vec![0x80 | opcode, 0x80 | len];
+    out.extend_from_slice(&MASK);
+    out.extend(payload.iter().enumerate().map(|(i, b)| b ^ MASK[i % 4]));
+    out
+}
+
+/// Reads an HTTP head, byte by byte so that nothing after it is consumed.
+fn read_head(tcp: &mut TcpStream) -> String {
+    let mut head = Vec::new();
+    let mut byte = [0];
+    while !head.ends_with(b"\r\n\r\n") {
+        tcp.read_exact(&mut byte).expect("a complete head");
+        head.push(byte[0]);
+    }
+    String::from_utf8(head).unwrap()
+}
+
+/// The next server frame (unmasked, payload under 126 bytes): opcode and payload.
+fn read_frame(tcp: &mut TcpStream) -> io::Result<(u8, Vec<u8>)> {
+    let mut head = [0; 2];
+    tcp.read_exact(&mut head)?;
+    assert_eq!(head[1] & 0x80, 0, "RFC 6455 §5.1: a server must not mask");
+    let len = usize::from(head[1] & 0x7f);
+    assert!(len < 126, "a short frame expected");
+    let mut payload = vec![0; len];
+    tcp.read_exact(&mut payload)?;
+    Ok((head[0] & 0x0f, payload))
+}
+
+/// An HTTP response from the server.
+struct Response {
+    status: u16,
+    /// The head, lower-cased.
+    head: String,
+    body: Vec<u8>,
+    /// Bytes after the body.
+    rest: Vec<u8>,
+}
+
+impl Response {
+    /// Parses the response at the start of `bytes`.
+    fn parse(bytes: &[u8]) -> Self {
+        let text = String::from_utf8_lossy(bytes);
+        let end = bytes
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .unwrap_or_else(|| panic!("no complete response head in {text:?}"))
+            + 4;
+        let head = String::from_utf8(bytes[..end].to_vec()).unwrap().to_ascii_lowercase();
+        assert!(head.starts_with("http/1.1 "), "not a response: {text:?}");
+        let status = head[9..12].parse().unwrap();
+        let mut response = Self { status, head, body: Vec::new(), rest: Vec::new() };
+        // A response to HEAD declares the length of a body it does not carry.
+        let body_end = (end + response.content_length()).min(bytes.len());
+        response.body = bytes[end..body_end].to_vec();
+        response.rest = bytes[body_end..].to_vec();
+        response
+    }
+
+    fn header(&self, name: &str) -> Option<&str> {
+        self.head.lines().find_map(|line| {
+            let (n, v) = line.split_once(':')?;
+            (n.trim() == name).then_some(v.trim())
+        })
+    }
+
+    fn content_length(&self) -> usize {
+        self.header("content-length").map_or(0, |v| v.parse().unwrap())
+    }
+}
+
+/// The head as text, and the body and what follows it by length and start: a page or a large
+/// body would drown the failure message.
+impl std::fmt::Debug for Response {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let start = |b: &[u8]| String::from_utf8_lossy(&b[..b.len().min(64)]).into_owned();
+        f.debug_struct("Response")
+            .field("status", &self.status)
+            .field("head", &self.head)
+            .field("body", &format_args!("{} bytes: {:?}…", self.body.len(), start(&self.body)))
+            .field("rest", &format_args!("{} bytes: {:?}…", self.rest.len(), start(&self.rest)))
+            .finish()
+    }
+}
