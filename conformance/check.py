@@ -22,7 +22,11 @@ NON-STRICT:
   - behavior must be OK, except INFORMATIONAL for the cases that can only be
     informational (7.1.6, 7.13.1, 7.13.2); UNIMPLEMENTED never passes;
   - behaviorClose, when present, must be OK or INFORMATIONAL;
-  - a report with no cases (or fewer than --min-cases) fails.
+  - a report with no cases (or fewer than --min-cases) fails. run_server.sh
+    and run_client.sh both pass the number of cases kosoku selects for the
+    run's globs (case_count.py, /getCaseCount), so a run cut short fails.
+
+test_check.py is this script's self-test.
 """
 
 from __future__ import annotations

@@ -11,6 +11,12 @@
 #   WSX_AUTOBAHN_INCLUDE      space-separated case globs to run (default: all)
 #   WSX_AUTOBAHN_PARALLELISM  cases run in parallel (default 2)
 #   WSX_AUTOBAHN_TIMEOUT      seconds before the kosoku run is abandoned (default 1200)
+#   WSX_AUTOBAHN_JUDGE_ONLY   a report directory to judge as this script judges its own,
+#                             without running anything (conformance/test_check.py uses it)
+#
+# The report must hold every case of the selection: the count comes from kosoku
+# (conformance/case_count.py), so a run cut short fails however well its cases went,
+# as in run_client.sh.
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -25,8 +31,26 @@ INCLUDE=${WSX_AUTOBAHN_INCLUDE-}
 PARALLELISM=${WSX_AUTOBAHN_PARALLELISM:-2}
 TIMEOUT=${WSX_AUTOBAHN_TIMEOUT:-1200}
 
-[[ -x $WSX ]] || { echo "run_server.sh: $WSX is missing; run cargo build --release" >&2; exit 1; }
 [[ -x $KOSOKU ]] || { echo "run_server.sh: $KOSOKU is missing; run scripts/test.sh" >&2; exit 1; }
+
+select=()
+read -ra globs <<<"$INCLUDE"   # read splits on spaces without expanding the globs
+for glob in "${globs[@]}"; do select+=(-i "$glob"); done
+read -ra globs <<<"$EXCLUDE"
+for glob in "${globs[@]}"; do select+=(-x "$glob"); done
+
+# How many cases the selection holds, for check.py's --min-cases.
+COUNT=$("$PYTHON" "$ROOT/conformance/case_count.py" "${select[@]}")
+
+if [[ -n ${WSX_AUTOBAHN_JUDGE_ONLY:-} ]]; then
+    exec "$PYTHON" "$ROOT/conformance/check.py" --min-cases "$COUNT" "$WSX_AUTOBAHN_JUDGE_ONLY"
+fi
+
+# The judge itself first (a second): a check.py that passed a short report would make
+# this whole run meaningless.
+"$PYTHON" -m unittest -q "$ROOT/conformance/test_check.py"
+
+[[ -x $WSX ]] || { echo "run_server.sh: $WSX is missing; run cargo build --release" >&2; exit 1; }
 
 # A stale report must never pass for a fresh one.
 rm -rf "$OUT"
@@ -81,12 +105,8 @@ for attempt in 1 2 3; do
 done
 [[ -n $PORT ]] || { echo "run_server.sh: could not start wsx serve" >&2; exit 1; }
 
-args=(-m fuzzingclient -p "$PARALLELISM" -o "$OUT")
-read -ra globs <<<"$INCLUDE"   # read splits on spaces without expanding the globs
-for glob in "${globs[@]}"; do args+=(-i "$glob"); done
-read -ra globs <<<"$EXCLUDE"
-for glob in "${globs[@]}"; do args+=(-x "$glob"); done
-echo "run_server.sh: wsx serve on 127.0.0.1:$PORT (pid $SERVER_PID); kosoku ${args[*]}"
+args=(-m fuzzingclient -p "$PARALLELISM" -o "$OUT" "${select[@]}")
+echo "run_server.sh: wsx serve on 127.0.0.1:$PORT (pid $SERVER_PID); kosoku ${args[*]} ($COUNT cases)"
 
 # kosoku exits 1 when a case fails by its own (laxer) rule and still writes the
 # report; check.py below is the judge, so its status is what counts. Any other
@@ -110,4 +130,4 @@ if ! kill -0 "$SERVER_PID" 2>/dev/null; then
 fi
 stop_server
 
-"$PYTHON" "$ROOT/conformance/check.py" "$OUT"
+"$PYTHON" "$ROOT/conformance/check.py" --min-cases "$COUNT" "$OUT"

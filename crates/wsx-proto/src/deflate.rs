@@ -400,7 +400,9 @@ impl Deflate {
     }
 
     /// Inflates one whole message's payload, failing with 1009 as soon as the output would pass
-    /// `limit` bytes; memory never grows past `limit` plus one step.
+    /// `limit` bytes; memory never grows past `limit` plus one step. Data that does not inflate,
+    /// or that follows a final (BFINAL) block, fails with 1007
+    /// ([`ProtocolError::InvalidCompressedData`]).
     pub fn decompress(&mut self, data: &[u8], limit: usize) -> Result<BytesMut, ProtocolError> {
         let bits = self.decompress_bits;
         let d =
@@ -408,7 +410,7 @@ impl Deflate {
         let mut out: Vec<u8> =
             Vec::with_capacity(data.len().saturating_mul(2).clamp(64, limit.max(64)));
         let mut ended = false;
-        for input in [data, &TAIL[..]] {
+        for (is_payload, input) in [(true, data), (false, &TAIL[..])] {
             let mut pos = 0;
             loop {
                 if out.len() == out.capacity() {
@@ -444,6 +446,15 @@ impl Deflate {
                     });
                 }
                 if status == Status::StreamEnd {
+                    // RFC 1951 §3.2.3: a block with BFINAL set ends the stream, so inflate
+                    // stops there. RFC 7692 §7.2.3.4 allows one byte after it, 0x00: the header
+                    // bits of the empty stored block that the appended tail completes. Anything
+                    // else the sender put after the final block would never be decompressed:
+                    // the message is malformed (§7.2.2), not to be silently cut short.
+                    if is_payload && !matches!(&input[pos..], [] | [0x00]) {
+                        d.reset(false);
+                        return Err(ProtocolError::InvalidCompressedData);
+                    }
                     ended = true;
                     break;
                 }

@@ -806,6 +806,77 @@ fn undecodable_compressed_data_closes_with_1007() {
 }
 
 #[test]
+fn data_after_the_final_block_closes_with_1007() {
+    // RFC 7692 §7.2.2: the payload, with the tail appended, is decompressed as DEFLATE; a block
+    // with BFINAL set ends that stream (RFC 1951 §3.2.3), so whatever the sender put after it
+    // would never be decompressed: the message is malformed, not silently shortened.
+    // §7.2.3.4's "Hello" in a block with BFINAL set, without its closing 0x00.
+    let hello_final: &[u8] = &[0xf3, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00];
+    let stored_world: &[u8] = &[0x00, 0x05, 0x00, 0xfa, 0xff, b'W', b'o', b'r', b'l', b'd', 0x00];
+    let after: [(&str, Vec<u8>); 5] = [
+        ("a stored block", [hello_final, stored_world].concat()),
+        ("a compressed block", [hello_final, &compress(b" world")].concat()),
+        ("another final block", [hello_final, hello_final].concat()),
+        ("a stray byte", [hello_final, &[0x01]].concat()),
+        ("two empty-block headers", [hello_final, &[0x00, 0x00]].concat()),
+    ];
+    for (what, payload) in after {
+        for fragmented in [false, true] {
+            let mut input = Vec::new();
+            if fragmented {
+                input.extend(raw_frame(RSV1_BIT | TEXT, Some(KEY), &payload[..hello_final.len()]));
+                input.extend(raw_frame(FIN | CONT, Some(KEY), &payload[hello_final.len()..]));
+            } else {
+                input.extend(raw_frame(FIN | RSV1_BIT | TEXT, Some(KEY), &payload));
+            }
+            let mut server = deflate_conn(Role::Server, Config::default());
+            server.handle_input(&input);
+            let events = poll_all(&mut server);
+            assert_eq!(
+                events,
+                vec![Err(ProtocolError::InvalidCompressedData)],
+                "{what}, fragmented {fragmented}"
+            );
+            assert_eq!(sent_closes(&mut server)[0].close_code(), Some(1007), "{what}");
+        }
+    }
+}
+
+#[test]
+fn a_final_block_may_end_the_message_with_or_without_the_empty_block_header() {
+    // §7.2.3.4: after a BFINAL block, a sender adds one 0x00 (the header bits of the empty
+    // stored block that the receiver's tail completes); a final block alone, or a final empty
+    // stored block completed by the tail itself, leaves nothing of the sender's undecoded.
+    let hello_final: &[u8] = &[0xf3, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00];
+    let valid: [(&str, Vec<u8>, &str); 3] = [
+        ("§7.2.3.4 as printed", [hello_final, &[0x00]].concat(), "Hello"),
+        ("without the 0x00", hello_final.to_vec(), "Hello"),
+        ("a final empty stored block", vec![0x01], ""),
+    ];
+    for (what, payload, text) in valid {
+        let input = [
+            raw_frame(FIN | RSV1_BIT | TEXT, Some(KEY), &payload),
+            // The next message starts a fresh stream.
+            raw_frame(FIN | RSV1_BIT | TEXT, Some(KEY), &compress(b"next")),
+        ]
+        .concat();
+        for split in [1, input.len()] {
+            let mut server = deflate_conn(Role::Server, Config::default());
+            let mut events = Vec::new();
+            for chunk in input.chunks(split) {
+                server.handle_input(chunk);
+                events.extend(poll_all(&mut server));
+            }
+            assert_eq!(
+                events,
+                vec![Ok(Message::text(text)), Ok(Message::text("next"))],
+                "{what}, split {split}"
+            );
+        }
+    }
+}
+
+#[test]
 fn compressed_text_that_inflates_to_invalid_utf8_closes_with_1007() {
     let payload = compress(b"caf\xc3\xa9 \xff\xfe done");
     let mut server = deflate_conn(Role::Server, Config::default());

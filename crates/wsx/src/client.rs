@@ -53,9 +53,13 @@ impl ClientBuilder {
 
     /// Trusts the CA certificates in `pem` for `wss://`, on top of the platform's and the
     /// bundled web roots.
+    ///
+    /// A certificate given here is also trusted as it is when the server presents it as its own,
+    /// even a self-signed one marked as a CA (as `openssl req -x509` makes them); its validity
+    /// period, purpose and names are still checked, and the server must hold its key.
     #[cfg(feature = "tls")]
     pub fn add_root_certificates_pem(mut self, pem: &[u8]) -> Result<Self, Error> {
-        self.tls.extra_roots.extend(crate::tls::certificates_from_pem(pem)?);
+        self.tls.add_roots(crate::tls::certificates_from_pem(pem)?);
         Ok(self)
     }
 
@@ -63,7 +67,7 @@ impl ClientBuilder {
     /// as given).
     #[cfg(feature = "tls")]
     pub fn tls_config(mut self, config: std::sync::Arc<rustls::ClientConfig>) -> Self {
-        self.tls.config = Some(config);
+        self.tls.set_config(config);
         self
     }
 
@@ -71,7 +75,7 @@ impl ClientBuilder {
     /// path read and change the traffic.
     #[cfg(feature = "tls")]
     pub fn danger_accept_invalid_certs(mut self, accept: bool) -> Self {
-        self.tls.accept_invalid_certs = accept;
+        self.tls.set_accept_invalid_certs(accept);
         self
     }
 
@@ -169,7 +173,10 @@ impl ClientBuilder {
     async fn tls_stream(&self, tcp: TcpStream, target: &Target) -> Result<MaybeTlsStream, Error> {
         let connector = crate::tls::TlsConnector::from(self.tls.client_config()?);
         let name = crate::tls::server_name(&target.connect_host)?;
-        let tls = connector.connect(name, tcp).await?;
+        let tls = connector
+            .connect(name, tcp)
+            .await
+            .map_err(|e| crate::tls::handshake_error(e, &target.connect_host))?;
         Ok(MaybeTlsStream::Tls(Box::new(tls)))
     }
 

@@ -30,6 +30,18 @@ pub enum Error {
     /// The URL was not a valid `ws://` or `wss://` URL.
     #[error("invalid URL: {0}")]
     Url(String),
+    /// The TLS handshake for `wss://` failed. A server certificate that did not verify is
+    /// described in one sentence that says what is wrong and how to fix it.
+    #[cfg(feature = "tls")]
+    #[error("{}", crate::tls::describe(.host, .error))]
+    Tls {
+        /// The server name that was verified (the URL's host).
+        host: String,
+        /// What rustls reported; [`rustls::Error::InvalidCertificate`] for a certificate
+        /// problem.
+        #[source]
+        error: rustls::Error,
+    },
     /// An operation did not finish in its configured time.
     #[error("timed out: {0}")]
     Timeout(&'static str),
