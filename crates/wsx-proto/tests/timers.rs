@@ -240,3 +240,13 @@ fn pings_answered_while_the_queue_is_full_keep_only_the_latest_pong() {
     assert_eq!(&bytes[..], &[0x8a, 4, 0, 0, 0x03, 0xe7], "one pong, for ping 999");
     assert!(conn.take_reply_queued());
 }
+
+/// A zero ping interval is no keepalive, not a ping at every call (a driver would spin).
+#[test]
+fn a_zero_ping_interval_sends_no_pings() {
+    let (mut conn, t0) =
+        started(Role::Server, Config::default().ping_interval(Some(Duration::ZERO)));
+    assert_eq!(conn.poll_timeout(), None);
+    conn.handle_timeout(t0 + SECOND);
+    assert!(sent_opcodes(&mut conn).is_empty());
+}

@@ -92,7 +92,8 @@ impl Connection {
     /// Keepalive (RFC 6455 §5.5.2: pings may serve to verify the peer is responsive) and the
     /// idle timeout, while open.
     fn keepalive(&mut self, now: Instant) {
-        let interval = self.config.ping_interval;
+        // A zero interval would ask for a ping at every call: no keepalive, as with `None`.
+        let interval = self.config.ping_interval.filter(|i| !i.is_zero());
         let written = self.out.written();
         let full = self.is_send_buffer_full();
         let k = &mut self.keepalive;
