@@ -90,6 +90,10 @@ struct ServeArgs {
     /// stores each message whole before echoing it).
     #[arg(long, default_value_t = 64 << 10, value_parser = clap::value_parser!(u64).range(1..))]
     stream_threshold: u64,
+    /// Most bytes of a streamed message the echo holds for a client that sends a whole message
+    /// before reading its echo; beyond it the server stops reading until the client reads.
+    #[arg(long, default_value_t = 16 << 20)]
+    echo_backlog: usize,
 }
 
 fn main() -> ExitCode {
@@ -137,6 +141,7 @@ fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
         shutdown_timeout: secs(args.shutdown_timeout, "--shutdown-timeout")?,
         max_connections: args.max_connections,
         allowed_origins: args.allow_origins.clone(),
+        echo_backlog: args.echo_backlog,
         config: std::sync::Arc::new(
             wsx::Config::default()
                 .ping_interval(optional_secs(args.ping_interval, "--ping-interval")?)

@@ -8,6 +8,7 @@ use std::task::Poll;
 use std::time::Duration;
 
 use anyhow::Context as _;
+use bytes::BytesMut;
 use http::header::{HeaderValue, ALLOW, CONTENT_TYPE, ORIGIN};
 use http::{Method, StatusCode};
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -17,7 +18,9 @@ use tokio::time::{timeout_at, Instant};
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 use wsx::tls::{rustls::ServerConfig, TlsAcceptor};
-use wsx::{Accept, CloseCode, CloseFrame, Config, Event, Incoming, Reject, WebSocket};
+use wsx::{
+    Accept, Chunk, CloseCode, CloseFrame, Config, Event, Incoming, Reject, Utf8Bytes, WebSocket,
+};
 
 /// The demo page, embedded in the binary.
 const DEMO_PAGE: &str = include_str!("demo.html");
@@ -34,6 +37,8 @@ pub(crate) struct Options {
     pub(crate) allowed_origins: Vec<String>,
     /// Limits and compression of every connection.
     pub(crate) config: Arc<Config>,
+    /// Most bytes of a streamed message held for a client that is not reading its echo.
+    pub(crate) echo_backlog: usize,
     /// Serve `wss://` and https with this configuration.
     pub(crate) tls: Option<Arc<ServerConfig>>,
 }
@@ -221,6 +226,8 @@ where
     // Cleared when an echo finds this side's close already sent: from then on messages are
     // received, not echoed.
     let mut echoing = true;
+    // The rest of a streamed message held back while the client is not reading its echo.
+    let mut held: Option<Box<Held>> = None;
     loop {
         let event = {
             let recv = ws.recv_event();
@@ -258,12 +265,66 @@ where
             // A large message streams through: each piece goes back out as it arrives, as one
             // frame of a fragmented echo, instead of waiting for the whole.
             Some(Some(Ok(Event::Chunk(chunk)))) if echoing => {
-                echoing = still_echoing(ws.feed_chunk(chunk).await)?;
+                let limit = state.options.echo_backlog;
+                echoing = still_echoing(echo_chunk(ws, chunk, &mut held, limit).await)?;
             }
             Some(Some(Ok(_))) => {}
             Some(Some(Err(e))) => debug!("peer error: {e}"),
         }
     }
+}
+
+/// Part of a streamed message that the echo holds instead of queueing.
+struct Held {
+    text: bool,
+    /// The message's first frame already went out (what is held continues it).
+    started: bool,
+    data: BytesMut,
+}
+
+/// Echoes one piece of a streamed message. While the send queue is full the echo keeps
+/// receiving and holds the rest of the message, up to `limit` bytes, as a store-and-forward
+/// server would hold all of it: a client that writes a whole message before it reads its echo
+/// (Autobahn's 9.1.6 sends 16 MiB that way) is served instead of deadlocked. Past `limit`, or
+/// once the message is complete, the held part is queued, waiting for room: from there TCP flow
+/// control holds the client back, and the timers close it if it never reads.
+async fn echo_chunk<S>(
+    ws: &mut WebSocket<S>,
+    chunk: Chunk,
+    held: &mut Option<Box<Held>>,
+    limit: usize,
+) -> Result<(), wsx::Error>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let last = chunk.is_last();
+    let h = match held {
+        Some(h) => h,
+        None if !ws.is_send_buffer_full() || chunk.len() >= limit => {
+            return ws.feed_chunk(chunk).await;
+        }
+        None => held.insert(Box::new(Held {
+            text: chunk.is_text(),
+            started: !chunk.is_first(),
+            data: BytesMut::new(),
+        })),
+    };
+    h.data.extend_from_slice(chunk.data());
+    if !(last || h.data.len() >= limit || !ws.is_send_buffer_full()) {
+        return Ok(());
+    }
+    let Some(h) = held.take() else { return Ok(()) };
+    let data = h.data.freeze();
+    let piece = if h.text && !h.started {
+        // Text chunks end on whole code points, so the concatenation is valid UTF-8.
+        match Utf8Bytes::try_from(data.clone()) {
+            Ok(text) => Chunk::text(text, true, last),
+            Err(_) => Chunk::binary(data, true, last),
+        }
+    } else {
+        Chunk::binary(data, !h.started, last)
+    };
+    ws.feed_chunk(piece).await
 }
 
 /// Whether to go on echoing after queueing an echo: not once this side's close is out.

@@ -405,7 +405,8 @@ impl Connection {
     }
 
     /// Whether senders should wait for the transport to drain before queuing more
-    /// ([`Config::write_buffer_high_water`]), and drivers should stop reading meanwhile.
+    /// ([`Config::write_buffer_high_water`]). Reading may go on: what the core queues by itself
+    /// while reading is bounded (a close reply; pongs wait for room, only the latest kept).
     ///
     /// The mark is the same whatever is being received: while a large message streams in and
     /// its chunks go straight back out (an echo, a proxy), a peer that does not read its

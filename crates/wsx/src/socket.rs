@@ -52,8 +52,6 @@ pub struct WebSocket<S> {
     /// The peer broke the protocol and may still be sending: read until it closes too.
     linger: bool,
     finished: bool,
-    /// Receiving and sending happen in different tasks ([`WebSocket::split`]).
-    split: bool,
 }
 
 impl<S> WebSocket<S>
@@ -79,7 +77,6 @@ where
             close_deadline: None,
             linger: false,
             finished: false,
-            split: false,
         }
     }
 
@@ -158,14 +155,21 @@ where
         self.conn.state()
     }
 
+    /// Whether the send queue is at its high-water mark ([`Config::write_buffer_high_water`]):
+    /// [`Self::feed`] and [`Self::send`] would wait for the peer to read. An application that
+    /// must keep receiving meanwhile (an echo of a message the peer has not finished sending)
+    /// can hold data back instead.
+    pub fn is_send_buffer_full(&self) -> bool {
+        self.conn.is_send_buffer_full()
+    }
+
     /// The transport.
     pub fn get_ref(&self) -> &S {
         &self.io
     }
 
     /// Splits into a receiving half and a sending half that can live in different tasks.
-    pub fn split(mut self) -> (ReadHalf<S>, WriteHalf<S>) {
-        self.split = true;
+    pub fn split(self) -> (ReadHalf<S>, WriteHalf<S>) {
         split::split(self)
     }
 
@@ -217,26 +221,14 @@ where
                 return Poll::Ready(None);
             }
             // Reading implies writing: pongs, close replies and echoes go out before waiting.
-            match self.poll_write_out(cx) {
-                Poll::Ready(Ok(())) => {}
-                Poll::Ready(Err(e)) => {
-                    self.finished = true;
-                    return Poll::Ready(self.io_error(e));
-                }
-                Poll::Pending => {
-                    // Split halves keep reading: the writer's backpressure is its own, and the
-                    // reader must go on answering pings and the peer's close (the core holds
-                    // pongs back while the queue is full, so reading cannot grow it).
-                    if self.conn.is_send_buffer_full() && !self.split {
-                        // Backpressure: no more reading until the peer takes what is queued, but
-                        // time still runs, so a peer that stops reading is closed by keepalive
-                        // or the close timeout.
-                        if self.poll_timer(cx) {
-                            continue;
-                        }
-                        return Poll::Pending;
-                    }
-                }
+            // A full send queue does not stop reading: flow control toward the peer comes from
+            // the application waiting for room before it sends (`feed`, `poll_ready`), and what
+            // the core queues on its own while reading is bounded (one close reply; pongs wait
+            // for room, only the latest kept). So a reader never stops answering pings or the
+            // peer's close because a writer is held up.
+            if let Poll::Ready(Err(e)) = self.poll_write_out(cx) {
+                self.finished = true;
+                return Poll::Ready(self.io_error(e));
             }
             if self.poll_timer(cx) {
                 continue;
