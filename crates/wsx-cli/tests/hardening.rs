@@ -496,8 +496,9 @@ fn ten_thousand_idle_connections_are_counted_and_released() {
         rss_before as f64 / MIB as f64,
         rss_after as f64 / MIB as f64,
     );
-    // Generous: catches a regression such as a 64 KiB buffer held by every idle connection.
-    assert!(per_connection < 64 << 10, "{per_connection} bytes per idle connection");
+    // About twice the published figure (1,569 B; 1,630-1,650 B measured here): allows for
+    // allocator noise, yet catches a regression of a page or a small buffer per connection.
+    assert!(per_connection < 3 << 10, "{per_connection} bytes per idle connection");
 
     // Abruptly: half of them reset, half just closed, none with a closing handshake.
     for (i, tcp) in connections.iter().enumerate() {
@@ -565,8 +566,9 @@ fn idle_connections_holding_a_partial_frame_do_not_pin_read_buffers() {
     let per_holder = server.rss().saturating_sub(rss_before) / count as u64;
     eprintln!("RSS per idle connection holding 1 byte of a frame: {per_holder} bytes");
     // Reads between frames land in a 64 KiB slab shared by the connections of a thread; a
-    // connection left holding a piece of it would keep all of it alive.
-    assert!(per_holder < 32 << 10, "{per_holder} bytes per connection holding one byte");
+    // connection left holding a piece of it would keep all of it alive. About a page per
+    // holder is measured (4,227 B): twice that still catches a pinned 16 KiB read buffer.
+    assert!(per_holder < 8 << 10, "{per_holder} bytes per connection holding one byte");
 }
 
 #[test]
