@@ -24,37 +24,42 @@ const PAYLOAD: usize = 20;
 /// Live heap bytes the kept messages may hold, all of them together: a few MB, not gigabytes.
 const BOUND: isize = 16 << 20;
 
-#[tokio::test]
-async fn kept_messages_split_after_their_first_byte_hold_only_their_bytes() {
+#[test]
+fn kept_messages_split_after_their_first_byte_hold_only_their_bytes() {
     // Each frame arrives in two reads: its first byte (into the shared read slab), then the
     // rest (into the connection's read buffer, which reserves 16 KiB for it).
     let frame_len = wire_frame_len();
-    kept_messages_hold_only_their_bytes("1 byte, then the rest", &[1, frame_len - 1]).await;
+    kept_messages_hold_only_their_bytes("1 byte, then the rest", &[1, frame_len - 1])
 }
 
-#[tokio::test]
-async fn kept_messages_split_after_their_header_hold_only_their_bytes() {
+#[test]
+fn kept_messages_split_after_their_header_hold_only_their_bytes() {
     // The header (2 bytes and the masking key) in one read, the payload in the next.
     let frame_len = wire_frame_len();
-    kept_messages_hold_only_their_bytes("header, then payload", &[6, frame_len - 6]).await;
+    kept_messages_hold_only_their_bytes("header, then payload", &[6, frame_len - 6])
 }
 
-#[tokio::test]
-async fn kept_messages_read_one_frame_at_a_time_hold_only_their_bytes() {
-    kept_messages_hold_only_their_bytes("one frame per read", &[wire_frame_len()]).await;
+#[test]
+fn kept_messages_read_one_frame_at_a_time_hold_only_their_bytes() {
+    kept_messages_hold_only_their_bytes("one frame per read", &[wire_frame_len()])
 }
 
-#[tokio::test]
-async fn kept_messages_read_many_frames_at_a_time_hold_only_their_bytes() {
+#[test]
+fn kept_messages_read_many_frames_at_a_time_hold_only_their_bytes() {
     // 64 KiB reads: about 2,500 frames each, and a frame cut at every read's end.
-    kept_messages_hold_only_their_bytes("64 KiB reads", &[64 << 10]).await;
+    kept_messages_hold_only_their_bytes("64 KiB reads", &[64 << 10])
 }
 
 /// Receives [`MESSAGES`] messages delivered with read sizes cycling through `reads`, keeps
 /// them all, and asserts that the live heap grew by less than [`BOUND`]. It checks as it goes
 /// and stops at the first excess, so a failing run never allocates gigabytes.
-async fn kept_messages_hold_only_their_bytes(what: &str, reads: &[usize]) {
+fn kept_messages_hold_only_their_bytes(what: &str, reads: &[usize]) {
     let _alone = alone();
+    let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
+    runtime.block_on(receive_and_keep(what, reads));
+}
+
+async fn receive_and_keep(what: &str, reads: &[usize]) {
     let wire: Vec<u8> =
         (0..MESSAGES).flat_map(|i| frame(FIN | OP_BINARY, Some(MASK), &payload(i))).collect();
     let transport = Scripted { wire, pos: 0, reads: reads.to_vec(), next: 0 };

@@ -16,8 +16,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use common::raw::{
-    frame, read_frame, RawFrame, FIN, MASK, OP_BINARY, OP_CLOSE, OP_CONTINUATION, OP_PING, OP_PONG,
-    OP_TEXT, RSV2,
+    frame, read_frame, FIN, MASK, OP_BINARY, OP_CLOSE, OP_CONTINUATION, OP_PING, OP_PONG, OP_TEXT,
+    RSV2,
 };
 use common::{guard, GUARD};
 use futures_util::{SinkExt, StreamExt, TryStreamExt};
