@@ -379,10 +379,21 @@ fn a_client_that_stops_reading_is_dropped_after_keepalive_and_the_close_timeout(
     let mut ws = Raw::upgrade_with_recv_buffer(server.port, 4096);
     server.wait_for_connections(1);
 
-    let written = write_messages_until_stalled(&mut ws, 64 * MIB);
-    // From here on the client is silent: it neither writes nor reads.
-    let silent = Instant::now();
-    eprintln!("zero-window reader: writes stalled after {:.1} MiB", written as f64 / MIB as f64);
+    let stall = write_messages_until_stalled(&mut ws, 64 * MIB);
+    // From the last write that made progress the client is silent: it neither writes nor reads.
+    // (The server stopped reading earlier, while its kernel buffer still took the client's
+    // writes, and its timers run from then: the drop can come sooner than 3 s after this, even
+    // while the client still waits in its last write.)
+    let silent = stall.last_progress;
+    eprintln!(
+        "zero-window reader: writes stalled after {:.1} MiB{}",
+        stall.written as f64 / MIB as f64,
+        if stall.reset {
+            ", and the server reset the connection while the client waited"
+        } else {
+            ""
+        }
+    );
 
     // 3 s of timers plus generous slack: this bound only stops the test from waiting forever.
     let bound = Duration::from_secs(15);
@@ -985,14 +996,15 @@ fn frame_header(fin: bool, opcode: u8, len: u64, mask: [u8; 4]) -> Vec<u8> {
 }
 
 /// Writes numbered 1 KiB binary messages, never reading, until a write makes no progress for a
-/// second; returns the bytes written by then. Panics if `limit` bytes go out without a stall.
-fn write_messages_until_stalled(ws: &mut Raw, limit: u64) -> u64 {
+/// second or the server resets the connection. Panics if `limit` bytes go out first.
+fn write_messages_until_stalled(ws: &mut Raw, limit: u64) -> Stall {
     ws.tcp.set_write_timeout(Some(Duration::from_secs(1))).unwrap();
     let mut next = 0u64;
     let mut pending = Vec::new();
     let mut offset = 0;
     let mut written = 0u64;
     let started = Instant::now();
+    let mut last_progress = started;
     loop {
         assert!(written < limit, "{written} bytes were taken in without pushback");
         assert!(started.elapsed() < HANG_GUARD, "{written} bytes written");
@@ -1008,14 +1020,28 @@ fn write_messages_until_stalled(ws: &mut Raw, limit: u64) -> u64 {
             Ok(n) => {
                 offset += n;
                 written += n as u64;
+                last_progress = Instant::now();
             }
-            Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
+            Err(e) => {
                 ws.tcp.set_write_timeout(Some(HANG_GUARD)).unwrap();
-                return written;
+                let reset = match e.kind() {
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => false,
+                    io::ErrorKind::ConnectionReset | io::ErrorKind::BrokenPipe => true,
+                    _ => panic!("write failed after {written} bytes: {e}"),
+                };
+                return Stall { written, last_progress, reset };
             }
-            Err(e) => panic!("write failed after {written} bytes: {e}"),
         }
     }
+}
+
+/// How [`write_messages_until_stalled`] ended.
+struct Stall {
+    written: u64,
+    /// When a write last took bytes: from then on the client only waited.
+    last_progress: Instant,
+    /// The server reset the connection while the client waited to write more.
+    reset: bool,
 }
 
 /// A 1 KiB payload starting with `n`.
