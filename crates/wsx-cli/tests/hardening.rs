@@ -654,7 +654,11 @@ fn keepalive_fails_a_silent_peer_with_1011_and_keeps_a_responsive_one() {
     let silent = thread::spawn(move || {
         let mut ws = Raw::upgrade(port, &[]);
         let mut pings = 0;
+        // Pings keep coming while the server waits for an answer, so the socket's read timeout
+        // never ends this loop: only the keepalive close does, or this bound if it never comes.
+        let started = Instant::now();
         let close = loop {
+            assert!(started.elapsed() < HANG_GUARD, "no keepalive close for a silent client");
             let frame = ws.read_frame().unwrap().expect("closed without a close frame");
             match frame.opcode {
                 OP_PING => pings += 1,
@@ -708,7 +712,11 @@ fn idle_timeout_closes_with_1001_even_when_the_client_pings() {
             }
         });
         let mut pongs = 0;
+        // Pongs keep coming as long as the server answers, so the socket's read timeout never
+        // ends this loop: only the idle close does, or this bound if it never comes.
+        let started = Instant::now();
         let close = loop {
+            assert!(started.elapsed() < HANG_GUARD, "no idle close while the client pinged");
             let frame = ws.read_frame().unwrap().expect("closed without a close frame");
             match frame.opcode {
                 OP_PONG => pongs += 1,
