@@ -159,3 +159,21 @@ fn the_clock_is_needed_only_with_timers_or_while_closing() {
     conn.handle_timeout(t0);
     assert!(conn.poll_timeout().is_some());
 }
+
+#[test]
+fn a_ping_stuck_behind_unsent_data_still_times_out() {
+    // A peer that stops reading: the driver cannot write, so nothing leaves the send queue, and
+    // nothing arrives either. The ping joins the queue behind the data and never goes out; its
+    // timeout must fail the connection all the same.
+    let config = Config::default().ping_interval(Some(10 * SECOND)).ping_timeout(Some(5 * SECOND));
+    let (mut conn, t0) = server(config);
+    conn.send(Message::binary(vec![0; 1 << 20])).unwrap();
+    assert!(conn.is_send_buffer_full());
+    let queued = conn.buffered_amount();
+    conn.handle_timeout(t0 + 10 * SECOND);
+    assert!(conn.buffered_amount() > queued, "no ping queued at the interval");
+    assert_eq!(conn.state(), State::Open);
+    conn.handle_timeout(t0 + 15 * SECOND);
+    assert_eq!(conn.poll_message(), Some(Err(ProtocolError::KeepaliveTimeout)));
+    assert!(conn.should_close_transport());
+}

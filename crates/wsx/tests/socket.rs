@@ -15,8 +15,12 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
+use common::raw::{
+    frame, read_frame, read_frame_unguarded, FIN, MASK, OP_BINARY, OP_CLOSE, OP_CONTINUATION,
+    OP_PING, OP_PONG, OP_TEXT, RSV2,
+};
 use common::{guard, GUARD};
-use futures_util::{SinkExt, StreamExt, TryStreamExt};
+use futures_util::{FutureExt, SinkExt, StreamExt, TryStreamExt};
 use http::header::{HeaderValue, SEC_WEBSOCKET_EXTENSIONS, WWW_AUTHENTICATE};
 use http::StatusCode;
 use tokio::io::{
@@ -562,17 +566,28 @@ async fn lingering_after_a_protocol_error_ends_at_the_close_timeout() {
     assert!(guard("error", server.recv()).await.unwrap().is_err());
     let close = read_frame(&mut raw).await;
     assert_eq!(close.opcode(), OP_CLOSE);
-    // The peer keeps sending after the close; all of it is read and dropped.
-    let end = server.recv();
-    let keep_sending = async {
-        for _ in 0..100 {
-            raw.write_all(&frame(FIN | OP_TEXT, Some(MASK), &[b'x'; 1000])).await.unwrap();
-            tokio::time::sleep(Duration::from_millis(10)).await;
+    // The peer keeps sending after the close, a frame every 10 ms until the server is done: all
+    // of it is read and dropped, and the socket being readable all along does not keep the
+    // server past the deadline.
+    let mut sent = 0u32;
+    let end = {
+        let keep_sending = async {
+            loop {
+                raw.write_all(&frame(FIN | OP_TEXT, Some(MASK), &[b'x'; 1000])).await.unwrap();
+                sent += 1;
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        };
+        tokio::select! {
+            end = timeout(GUARD, server.recv()) => end,
+            () = keep_sending => unreachable!("the sender never stops"),
         }
     };
-    let (end, ()) = tokio::join!(timeout(GUARD, end), keep_sending);
     assert!(matches!(end, Ok(None)), "{end:?}");
     assert_waited_close_timeout(start);
+    // Had the server stopped reading, the 8 KiB duplex would have held the peer up after 8.
+    let every_10_ms = (CLOSE_TIMEOUT.as_millis() / 10) as u32;
+    assert!(sent >= every_10_ms * 9 / 10, "the peer sent only {sent} frames after the close");
     assert_eq!(raw.read(&mut [0u8; 16]).await.unwrap(), 0, "the server shut down its side");
 }
 
@@ -597,8 +612,10 @@ async fn pong_is_written_before_the_ping_is_returned() {
     raw.write_all(&frame(FIN | OP_PING, Some(MASK), b"are you there")).await.unwrap();
     let got = server.recv().await.unwrap().unwrap();
     assert_eq!(got, Message::Ping(Bytes::from_static(b"are you there")));
-    // Reading implies writing: the pong must be on the wire with no further call on `server`.
-    let pong = timeout(Duration::from_secs(5), read_frame(&mut raw)).await;
+    // Reading implies writing: the pong is on the wire already, with no further call on
+    // `server`, so reading it completes at the first poll (no clock: waiting for it to turn up
+    // within some time would also pass if a later call wrote it).
+    let pong = read_frame_unguarded(&mut raw).now_or_never();
     let pong = pong.expect("the pong was not written while receiving the ping");
     assert_eq!((pong.opcode(), pong.masked), (OP_PONG, false));
     assert_eq!(pong.payload, b"are you there");
@@ -1198,85 +1215,9 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Counting<S> {
 // Helpers: raw peers (RFC 6455 bytes written and parsed by hand)
 // ---------------------------------------------------------------------------------------------
 
-const FIN: u8 = 0x80;
-const RSV2: u8 = 0x20;
-const OP_CONTINUATION: u8 = 0x0;
-const OP_TEXT: u8 = 0x1;
-const OP_BINARY: u8 = 0x2;
-const OP_CLOSE: u8 = 0x8;
-const OP_PING: u8 = 0x9;
-const OP_PONG: u8 = 0xa;
-const MASK: [u8; 4] = [0x37, 0xfa, 0x21, 0x3d];
-
 /// RFC 6455 §1.3's example key and its accept value.
 const KEY: &str = "dGhlIHNhbXBsZSBub25jZQ==";
 const ACCEPT: &str = "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=";
-
-/// One frame: first byte `b0` (FIN, RSV, opcode), masked with `mask` if given.
-fn frame(b0: u8, mask: Option<[u8; 4]>, payload: &[u8]) -> Vec<u8> {
-    let mut out = vec![b0];
-    let mask_bit = if mask.is_some() { 0x80 } else { 0 };
-    match payload.len() {
-        n @ 0..=125 => out.push(mask_bit | n as u8),
-        n @ 126..=0xffff => {
-            out.push(mask_bit | 126);
-            out.extend_from_slice(&(n as u16).to_be_bytes());
-        }
-        n => {
-            out.push(mask_bit | 127);
-            out.extend_from_slice(&(n as u64).to_be_bytes());
-        }
-    }
-    match mask {
-        Some(key) => {
-            out.extend_from_slice(&key);
-            out.extend(payload.iter().enumerate().map(|(i, b)| b ^ key[i % 4]));
-        }
-        None => out.extend_from_slice(payload),
-    }
-    out
-}
-
-#[derive(Debug)]
-struct RawFrame {
-    b0: u8,
-    masked: bool,
-    /// Unmasked.
-    payload: Vec<u8>,
-}
-
-impl RawFrame {
-    fn opcode(&self) -> u8 {
-        self.b0 & 0x0f
-    }
-}
-
-/// Reads one frame; panics if none arrives within [`GUARD`].
-async fn read_frame<R: AsyncRead + Unpin>(r: &mut R) -> RawFrame {
-    guard("reading a raw frame", read_frame_unguarded(r)).await
-}
-
-async fn read_frame_unguarded<R: AsyncRead + Unpin>(r: &mut R) -> RawFrame {
-    let mut head = [0u8; 2];
-    r.read_exact(&mut head).await.expect("frame header");
-    let len = match head[1] & 0x7f {
-        126 => u64::from(r.read_u16().await.unwrap()),
-        127 => r.read_u64().await.unwrap(),
-        n => u64::from(n),
-    };
-    let masked = head[1] & 0x80 != 0;
-    let mut key = [0u8; 4];
-    if masked {
-        r.read_exact(&mut key).await.unwrap();
-    }
-    let mut payload = vec![0u8; usize::try_from(len).unwrap()];
-    r.read_exact(&mut payload).await.expect("frame payload");
-    if masked {
-        payload.iter_mut().enumerate().for_each(|(i, b)| *b ^= key[i % 4]);
-    }
-    assert_eq!(head[0] & 0x70, 0, "wsx set RSV bits without an extension");
-    RawFrame { b0: head[0], masked, payload }
-}
 
 /// An upgrade request for `/chat` with [`KEY`] and `extra` header lines.
 fn upgrade_request(extra: &str) -> String {

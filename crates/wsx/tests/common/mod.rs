@@ -1,6 +1,6 @@
 //! Support code shared by the integration tests of `wsx`: child processes (the released `wsx`
 //! binary and the Python `websockets` scripts) and their logs, free loopback ports, the test PKI,
-//! and a guard that turns a hung async step into a failure.
+//! a guard that turns a hung async step into a failure, and raw frames for mock peers.
 //!
 //! Every test file in `tests/` includes this module with `mod common;`, and each of those test
 //! binaries uses only a subset of it: without the `allow`, every item a binary leaves unused
@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 use wsx::Message;
 
 pub(crate) mod pki;
+pub(crate) mod raw;
 
 // ---------------------------------------------------------------------------------------------
 // Hang guard
