@@ -2,6 +2,10 @@
 # Runs every fuzz target in fuzz/ for a bounded time (libFuzzer, on stable Rust).
 #
 #   scripts/fuzz.sh [SECONDS_PER_TARGET]      default 60
+#
+# Every target `cargo fuzz list` names runs (8: frame_header, handshake_request,
+# handshake_response, connection_server, connection_client, streaming_server, streaming_client,
+# deflate); scripts/test.sh's short pass gives each 15 s, 2 minutes in all plus the build.
 #   WSX_FUZZ_TARGETS="deflate frame_header" scripts/fuzz.sh 30   a subset
 #
 # Installs cargo-fuzz if it is missing, builds all targets once, then runs each one with a
