@@ -196,6 +196,10 @@ impl Connection {
 
     /// Whether the driver should close the transport once [`Self::transmit`] is empty.
     ///
+    /// The core sets no deadline for that last write: a driver bounds it itself (the tokio
+    /// driver gives it [`Config::close_timeout`], 10 s when unset), since a peer that stopped
+    /// reading may never take the close frame.
+    ///
     /// The server closes TCP first after a closing handshake (RFC 6455 §7.1.1); a client waits
     /// for the server to do so, up to [`Config::close_timeout`].
     pub fn should_close_transport(&self) -> bool {
@@ -412,7 +416,9 @@ impl Connection {
     /// its chunks go straight back out (an echo, a proxy), a peer that does not read its
     /// echo is met with TCP flow control, not with a send queue that grows with the message.
     pub fn is_send_buffer_full(&self) -> bool {
-        self.out.remaining() >= self.config.write_buffer_high_water
+        // An empty queue is never full, whatever the mark (a mark of 0 must not spin senders).
+        let queued = self.out.remaining();
+        queued > 0 && queued >= self.config.write_buffer_high_water
     }
 
     /// Queues the pong held back by a full send queue, once there is room.

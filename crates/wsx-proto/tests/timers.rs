@@ -250,3 +250,60 @@ fn a_zero_ping_interval_sends_no_pings() {
     conn.handle_timeout(t0 + SECOND);
     assert!(sent_opcodes(&mut conn).is_empty());
 }
+
+/// A peer that keeps sending (here a ping every 3 s) while our queue stays stuck is not
+/// reading: once the queue has been stalled for a ping interval its frames stop counting, and
+/// keepalive fails it.
+#[test]
+fn a_peer_that_pings_but_never_reads_is_given_up_on() {
+    let config = Config::default()
+        .ping_interval(Some(10 * SECOND))
+        .ping_timeout(Some(5 * SECOND))
+        .write_buffer_high_water(1000);
+    let (mut conn, t0) = started(Role::Server, config);
+    conn.send(Message::binary(vec![0u8; 1 << 20])).unwrap();
+    let mut failed_at = None;
+    for k in 1..=60 {
+        conn.handle_input(&from_client(0x9, b"still here"));
+        while let Some(event) = conn.poll_message() {
+            if event == Err(ProtocolError::KeepaliveTimeout) {
+                failed_at = Some(3 * k);
+            }
+        }
+        if failed_at.is_some() {
+            break;
+        }
+        conn.handle_timeout(t0 + 3 * k * SECOND);
+    }
+    let failed_at = failed_at.expect("never given up on");
+    // Stalled from the first step (3 s); frames count for one more interval, then the next ping
+    // is an interval after the last one that counted, and its timeout follows; plus one 3 s
+    // step to see it and one to report it.
+    assert!(failed_at <= 3 + 10 + 10 + 5 + 2 * 3, "failed after {failed_at} s");
+    assert!(conn.should_close_transport());
+}
+
+/// A high-water mark of 0 does not make an empty queue "full": senders would spin and pongs
+/// would never be queued.
+#[test]
+fn a_zero_high_water_mark_still_answers_pings() {
+    let mut conn = Connection::new(Role::Server, Config::default().write_buffer_high_water(0));
+    assert!(!conn.is_send_buffer_full());
+    conn.handle_input(&from_client(0x9, b"hi"));
+    assert!(matches!(conn.poll_message(), Some(Ok(Message::Ping(_)))));
+    assert_eq!(sent_opcodes(&mut conn), [OpCode::Pong]);
+}
+
+/// `Duration::MAX` as "forever" does not overflow an `Instant`.
+#[test]
+fn durations_too_long_for_an_instant_mean_no_deadline() {
+    let config = Config::default()
+        .ping_interval(Some(Duration::MAX))
+        .idle_timeout(Some(Duration::MAX))
+        .close_timeout(Some(Duration::MAX));
+    let (mut conn, t0) = started(Role::Server, config);
+    conn.handle_timeout(t0 + SECOND);
+    conn.close(None).unwrap();
+    conn.handle_timeout(t0 + 2 * SECOND);
+    assert_eq!(conn.state(), State::Closing);
+}

@@ -205,7 +205,9 @@ where
                 return Poll::Ready(None);
             }
             if let Some(result) = next(&mut self.conn) {
-                self.linger |= result.is_err();
+                // Linger after a violation the peer committed, not after our keepalive gave up on
+                // a silent peer.
+                self.linger |= matches!(&result, Err(e) if *e != ProtocolError::KeepaliveTimeout);
                 if self.conn.take_reply_queued() {
                     // Reading implies writing: the pong or close the core just queued (and
                     // anything queued before it) goes out now, best effort, so it neither waits
@@ -279,7 +281,9 @@ where
             // Checked on every pass: a peer that keeps the socket readable must not hold the
             // connection past the deadline (over a transport without tokio's budget the loop
             // would otherwise never yield).
-            if self.poll_deadline(cx, deadline).is_ready() {
+            // The clock, not only the timer: a `Sleep` can report `Pending` past its deadline
+            // once tokio's budget is spent, and a transport without a budget never yields.
+            if Instant::now() >= deadline || self.poll_deadline(cx, deadline).is_ready() {
                 break;
             }
             match ready!(self.poll_read(cx)) {
@@ -382,7 +386,8 @@ where
     fn transport_close_deadline(&mut self) -> Instant {
         *self.close_deadline.get_or_insert_with(|| {
             let grace = self.conn.config().close_timeout.unwrap_or(Duration::from_secs(10));
-            Instant::now() + grace
+            let now = Instant::now();
+            now.checked_add(grace).unwrap_or(now + Duration::from_secs(86_400 * 365))
         })
     }
 
@@ -452,7 +457,8 @@ where
                 (true, None) => Duration::from_secs(10),
                 (false, _) => Duration::ZERO,
             };
-            self.close_deadline = Some(now + grace);
+            self.close_deadline =
+                Some(now.checked_add(grace).unwrap_or(now + Duration::from_secs(86_400 * 365)));
         }
         true
     }

@@ -12,9 +12,9 @@ use crate::message::{Chunk, CloseCode, CloseFrame, Event, Message, Utf8Bytes};
 /// Payloads up to this size are copied out of the read buffer into an allocation of their own,
 /// so a message the application keeps never pins the buffer it arrived in: that buffer may be
 /// a thread's read slab shared by many connections (64 KiB), or a connection's read buffer
-/// (16 KiB at least). Larger payloads are split off without a copy; they fill most of their
-/// buffer anyway (the read buffer grows to the frame), so what they pin is bounded by a small
-/// factor of their own size.
+/// (16 KiB at least). Larger payloads are split off without a copy: one that arrived inside a
+/// frame read goes to a buffer sized to the frame; one that arrived whole in a slab read pins
+/// that slab, at most 16 times its own size.
 const COPY_OUT_MAX: usize = 4 << 10;
 
 #[derive(Debug)]

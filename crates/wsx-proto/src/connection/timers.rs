@@ -27,6 +27,8 @@ pub(super) struct Keepalive {
     seen_written: u64,
     /// The send queue was at its high-water mark at the last `handle_timeout`.
     blocked: bool,
+    /// Since when the send queue has been full without the transport taking any of it.
+    stalled_since: Option<Instant>,
     /// A frame arrived since the last `handle_timeout`.
     pub(super) rx_activity: bool,
     /// A data message went either way since the last `handle_timeout`.
@@ -60,7 +62,8 @@ impl Connection {
 
     /// The next instant at which [`Self::handle_timeout`] must be called, if any.
     ///
-    /// Never `None` while a deadline is pending. An instant in the past means "now": a close
+    /// Never `None` while a deadline is pending, once `handle_timeout` has been called (it gives
+    /// the connection its first instant). An instant in the past means "now": a close
     /// queued by a call without a clock ([`Self::close`], a protocol violation, the peer's close
     /// frame) has its close timeout armed by the next `handle_timeout`, and this returns the
     /// last instant the connection was given until then.
@@ -84,7 +87,9 @@ impl Connection {
     pub(super) fn close_timer_from(&self, now: Option<Instant>) -> CloseTimer {
         match (self.config.close_timeout, now) {
             (None, _) => CloseTimer::Off,
-            (Some(timeout), Some(now)) => CloseTimer::At(now + timeout),
+            (Some(timeout), Some(now)) => {
+                later(now, timeout).map_or(CloseTimer::Off, CloseTimer::At)
+            }
             (Some(_), None) => CloseTimer::Due,
         }
     }
@@ -104,15 +109,27 @@ impl Connection {
         // queue was short prove nothing: the kernel buffers them for a dead peer too.)
         let progressed = std::mem::replace(&mut k.seen_written, written) != written;
         let was_blocked = std::mem::replace(&mut k.blocked, full);
-        if std::mem::take(&mut k.rx_activity) || (progressed && was_blocked) {
+        // But a peer that keeps sending while our queue has been stuck for a whole interval is
+        // not reading: its frames no longer count, so keepalive gives up on it.
+        if !full {
+            k.stalled_since = None;
+        } else if progressed || k.stalled_since.is_none() {
+            k.stalled_since = Some(now);
+        }
+        let stalled = match (k.stalled_since, interval) {
+            (Some(since), Some(i)) => later(since, i).is_some_and(|t| now >= t),
+            _ => false,
+        };
+        let heard = std::mem::take(&mut k.rx_activity) && !stalled;
+        if heard || (progressed && was_blocked) {
             k.answer_by = None;
-            k.next_ping = interval.map(|i| now + i);
+            k.next_ping = interval.and_then(|i| later(now, i));
         }
         if std::mem::take(&mut k.data_activity) || k.idle_by.is_none() {
-            k.idle_by = self.config.idle_timeout.map(|t| now + t);
+            k.idle_by = self.config.idle_timeout.and_then(|t| later(now, t));
         }
         if k.next_ping.is_none() && k.answer_by.is_none() {
-            k.next_ping = interval.map(|i| now + i);
+            k.next_ping = interval.and_then(|i| later(now, i));
         }
         if k.answer_by.is_some_and(|d| now >= d) {
             let err = self.fail(ProtocolError::KeepaliveTimeout);
@@ -127,9 +144,9 @@ impl Connection {
         if k.next_ping.is_some_and(|d| now >= d) {
             k.ping_count = k.ping_count.wrapping_add(1);
             let payload = Bytes::copy_from_slice(&k.ping_count.to_be_bytes());
-            k.next_ping = interval.map(|i| now + i);
+            k.next_ping = interval.and_then(|i| later(now, i));
             if k.answer_by.is_none() {
-                k.answer_by = self.config.ping_timeout.map(|t| now + t);
+                k.answer_by = self.config.ping_timeout.and_then(|t| later(now, t));
             }
             self.queue_frame(OpCode::Ping, payload);
             self.reply_queued = true;
@@ -145,8 +162,11 @@ impl Connection {
         match *timer {
             CloseTimer::Off => {}
             CloseTimer::Due => {
-                *timer =
-                    self.config.close_timeout.map_or(CloseTimer::Off, |t| CloseTimer::At(now + t))
+                *timer = self
+                    .config
+                    .close_timeout
+                    .and_then(|t| later(now, t))
+                    .map_or(CloseTimer::Off, CloseTimer::At)
             }
             CloseTimer::At(deadline) if now >= deadline => {
                 self.phase = Phase::Ended { end: End::TimedOut, timer: CloseTimer::Off };
@@ -154,4 +174,10 @@ impl Connection {
             CloseTimer::At(_) => {}
         }
     }
+}
+
+/// `now + d`, or `None` when that is beyond what an `Instant` can hold (`Duration::MAX` as
+/// "forever"): no deadline.
+fn later(now: Instant, d: std::time::Duration) -> Option<Instant> {
+    now.checked_add(d)
 }
