@@ -70,6 +70,10 @@ pub fn is_upgrade_request<B>(req: &Request<B>) -> bool {
 /// (see [`ServerPolicy::accept`]), and a request whose connection hyper cannot upgrade
 /// ([`Refusal::NotUpgradable`]: HTTP/2, or a connection not served `with_upgrades()`). Answer
 /// a refusal with [`Refusal::response`]. The request's body is not touched.
+///
+/// Answer with the returned response and no other: hyper hands the connection over after
+/// whatever response a service gives an upgrade request, so the future would complete even
+/// after, say, a 400.
 pub fn upgrade<B>(
     req: &mut Request<B>,
     policy: &ServerPolicy,
