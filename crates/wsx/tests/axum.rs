@@ -67,13 +67,16 @@ fn upgrade_request(method: &str, path: &str, fields: &str) -> String {
     format!("{method} {path} HTTP/1.1\r\nHost: localhost\r\n{fields}\r\n")
 }
 
+/// What a case checks, the request, and the status and header fields expected.
+type Case = (&'static str, String, u16, &'static [(&'static str, &'static str)]);
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refusals_have_their_status_and_headers() {
     let addr = server().await;
     let good = format!(
         "Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: {KEY}\r\n"
     );
-    let cases: &[(&str, String, u16, &[(&str, &str)])] = &[
+    let cases: &[Case] = &[
         (
             "POST is refused with Allow: GET",
             upgrade_request("POST", "/ws", &good),

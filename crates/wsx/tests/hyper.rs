@@ -5,7 +5,9 @@
 mod common;
 
 use std::convert::Infallible;
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 
 use common::{guard, header, raw_http};
 use http_body_util::{Either, Empty, Full};
@@ -21,6 +23,9 @@ use wsx::proto::handshake::ServerPolicy;
 use wsx::{ClientBuilder, Config, Message};
 
 type Body = Either<Empty<Bytes>, Full<Bytes>>;
+
+/// A boxed service answer.
+type Answer = Pin<Box<dyn Future<Output = Result<Response<Body>, Infallible>> + Send>>;
 
 fn policy() -> ServerPolicy {
     ServerPolicy::new(Config::default().deflate(Some(DeflateConfig::default()))).protocols(["chat"])
@@ -51,7 +56,7 @@ async fn echo_service(mut req: Request<Incoming>) -> Result<Response<Body>, Infa
 async fn serve<F, Fut>(service: F) -> SocketAddr
 where
     F: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
-    Fut: std::future::Future<Output = Result<Response<Body>, Infallible>> + Send + 'static,
+    Fut: Future<Output = Result<Response<Body>, Infallible>> + Send + 'static,
 {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -129,14 +134,7 @@ const UPGRADE: &str = "GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnec
 /// A service that accepts the upgrade, hands the future to the test, and then never answers.
 fn stuck_service(
     futures: mpsc::UnboundedSender<UpgradeFut>,
-) -> impl Fn(
-    Request<Incoming>,
-) -> std::pin::Pin<
-    Box<dyn std::future::Future<Output = Result<Response<Body>, Infallible>> + Send>,
-> + Clone
-       + Send
-       + Sync
-       + 'static {
+) -> impl Fn(Request<Incoming>) -> Answer + Clone + Send + Sync + 'static {
     move |mut req| {
         let futures = futures.clone();
         Box::pin(async move {

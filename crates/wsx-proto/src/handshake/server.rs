@@ -55,8 +55,11 @@ enum Protocols {
     /// The first of these, in this order, that the client offered.
     Preferred(Vec<String>),
     /// What the closure returns for the offered ones; it must be one of them.
-    Chooser(Arc<dyn Fn(&[&str]) -> Option<String> + Send + Sync>),
+    Chooser(Arc<Chooser>),
 }
+
+/// A subprotocol chooser: the offered names in, the selected one out.
+type Chooser = dyn Fn(&[&str]) -> Option<String> + Send + Sync;
 
 impl ServerPolicy {
     /// A policy with `config`, no subprotocol and any origin.
