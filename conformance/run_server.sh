@@ -1,11 +1,16 @@
 #!/usr/bin/env bash
-# Autobahn server conformance: kosoku's fuzzingclient drives `wsx serve`, then
-# check.py judges conformance/reports/servers/index.json.
+# Autobahn server conformance: kosoku's fuzzingclient drives `wsx serve` (or the
+# axum_echo example), then check.py judges conformance/reports/servers/index.json
+# (servers-axum/ for the example).
 #
 # Expects target/release/wsx to be built (scripts/test.sh builds it) and
 # .venv/bin/kosoku to be installed (scripts/test.sh installs it).
 #
 # Environment:
+#   WSX_AUTOBAHN_TESTEE       the server under test: `serve` (default, target/release/wsx
+#                             serve) or `axum_echo` (target/release/examples/axum_echo, built
+#                             with `cargo build --release -p wsx --features axum --example
+#                             axum_echo`)
 #   WSX_AUTOBAHN_EXCLUDE      space-separated case globs to skip (default: none; all 517
 #                             cases run, permessage-deflate groups 12 and 13 included)
 #   WSX_AUTOBAHN_INCLUDE      space-separated case globs to run (default: all)
@@ -21,11 +26,32 @@ set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 ROOT=$PWD
-WSX=$ROOT/target/release/wsx
 KOSOKU=$ROOT/.venv/bin/kosoku
 PYTHON=$ROOT/.venv/bin/python
-OUT=$ROOT/conformance/reports/servers
-LOG=$ROOT/conformance/reports/wsx-serve.log
+TESTEE=${WSX_AUTOBAHN_TESTEE:-serve}
+case $TESTEE in
+    serve)
+        WSX=$ROOT/target/release/wsx
+        OUT=$ROOT/conformance/reports/servers
+        LOG=$ROOT/conformance/reports/wsx-serve.log
+        ;;
+    axum_echo)
+        WSX=$ROOT/target/release/examples/axum_echo
+        OUT=$ROOT/conformance/reports/servers-axum
+        LOG=$ROOT/conformance/reports/axum-echo.log
+        ;;
+    *)
+        echo "run_server.sh: WSX_AUTOBAHN_TESTEE=$TESTEE is neither serve nor axum_echo" >&2
+        exit 1
+        ;;
+esac
+# The server's command line, listening on $1.
+start_testee() {
+    case $TESTEE in
+        serve) "$WSX" serve --listen "$1" ;;
+        axum_echo) "$WSX" "$1" ;;
+    esac
+}
 EXCLUDE=${WSX_AUTOBAHN_EXCLUDE-}
 INCLUDE=${WSX_AUTOBAHN_INCLUDE-}
 PARALLELISM=${WSX_AUTOBAHN_PARALLELISM:-2}
@@ -50,7 +76,7 @@ fi
 # this whole run meaningless.
 "$PYTHON" -m unittest -q "$ROOT/conformance/test_check.py"
 
-[[ -x $WSX ]] || { echo "run_server.sh: $WSX is missing; run cargo build --release" >&2; exit 1; }
+[[ -x $WSX ]] || { echo "run_server.sh: $WSX is missing; run cargo build --release (see WSX_AUTOBAHN_TESTEE)" >&2; exit 1; }
 
 # A stale report must never pass for a fresh one.
 rm -rf "$OUT"
@@ -82,7 +108,7 @@ free_port() {
 PORT=
 for attempt in 1 2 3; do
     PORT=$(free_port)
-    "$WSX" serve --listen "127.0.0.1:$PORT" >"$LOG" 2>&1 &
+    start_testee "127.0.0.1:$PORT" >"$LOG" 2>&1 &
     SERVER_PID=$!
     up=
     for _ in $(seq 100); do
@@ -98,15 +124,15 @@ for attempt in 1 2 3; do
     if [[ -n $up ]] && kill -0 "$SERVER_PID" 2>/dev/null; then
         break
     fi
-    echo "run_server.sh: wsx serve did not come up on port $PORT (attempt $attempt); its log:" >&2
+    echo "run_server.sh: $TESTEE did not come up on port $PORT (attempt $attempt); its log:" >&2
     tail -n 20 "$LOG" >&2 || true
     stop_server
     PORT=
 done
-[[ -n $PORT ]] || { echo "run_server.sh: could not start wsx serve" >&2; exit 1; }
+[[ -n $PORT ]] || { echo "run_server.sh: could not start $TESTEE" >&2; exit 1; }
 
 args=(-m fuzzingclient -p "$PARALLELISM" -o "$OUT" "${select[@]}")
-echo "run_server.sh: wsx serve on 127.0.0.1:$PORT (pid $SERVER_PID); kosoku ${args[*]} ($COUNT cases)"
+echo "run_server.sh: $TESTEE on 127.0.0.1:$PORT (pid $SERVER_PID); kosoku ${args[*]} ($COUNT cases)"
 
 # kosoku exits 1 when a case fails by its own (laxer) rule and still writes the
 # report; check.py below is the judge, so its status is what counts. Any other
@@ -124,7 +150,7 @@ fi
 if ! kill -0 "$SERVER_PID" 2>/dev/null; then
     wait "$SERVER_PID" && status=0 || status=$?
     SERVER_PID=
-    echo "run_server.sh: wsx serve died during the run (status $status); its log:" >&2
+    echo "run_server.sh: $TESTEE died during the run (status $status); its log:" >&2
     tail -n 50 "$LOG" >&2 || true
     exit 1
 fi

@@ -5,7 +5,8 @@
 #   1. tools: .venv with kosoku + websockets; chromium and browser/node_modules
 #      when browser/ has tests
 #   2. cargo fmt --check, clippy -D warnings, build --release, test --release
-#   3. Autobahn server conformance, all 517 cases (conformance/run_server.sh)
+#   3. Autobahn server conformance, all 517 cases, against `wsx serve` and the axum_echo
+#      example (conformance/run_server.sh)
 #   4. Autobahn client conformance, all 517 cases (conformance/run_client.sh)
 #   5. a short fuzzing pass (scripts/fuzz.sh) and a 2 s `wsx bench` smoke run
 #   6. browser tests (browser/, node --test through npm test)
@@ -130,15 +131,19 @@ fi
 
 step "cargo fmt" cargo fmt --all -- --check
 # --workspace: default-members is only wsx-cli.
-step "cargo clippy" cargo clippy --workspace --all-targets -- -D warnings
+# --all-features: wsx's hyper and axum integrations too (only wsx has features; fuzz/ is its
+# own workspace).
+step "cargo clippy" cargo clippy --workspace --all-targets --all-features -- -D warnings
 step "cargo build" cargo build --release
+step "cargo build axum_echo" cargo build --release -p wsx --features axum --example axum_echo
 # A hung test must not eat CI's whole budget; timeout signals cargo and the
 # test binaries (its process group). 30 minutes includes compiling.
-step "cargo test" timeout -k 30 "${WSX_CARGO_TEST_TIMEOUT:-1800}" cargo test --workspace --release
+step "cargo test" timeout -k 30 "${WSX_CARGO_TEST_TIMEOUT:-1800}" cargo test --workspace --release --all-features
 
 # --- 3-4. Autobahn conformance --------------------------------------------
 
 step "autobahn server" bash conformance/run_server.sh
+step "autobahn server (axum)" env WSX_AUTOBAHN_TESTEE=axum_echo bash conformance/run_server.sh
 if [[ -f crates/wsx/examples/autobahn_client.rs ]]; then
     step "autobahn client" bash conformance/run_client.sh
 else

@@ -161,6 +161,10 @@ pub enum HandshakeError {
     /// The server selected a subprotocol the client did not offer.
     #[error("server selected subprotocol {0:?}, which was not offered")]
     UnofferedProtocol(String),
+    /// The request's `Origin` is not one the server allows (`None`: the request had none and
+    /// the server requires one). Answered with 403.
+    #[error("Origin {} is not allowed", .0.as_deref().unwrap_or("(missing)"))]
+    ForbiddenOrigin(Option<String>),
     /// The server selected an extension the client did not offer.
     #[error("server selected extension {0:?}, which was not offered")]
     UnofferedExtension(String),
@@ -174,6 +178,7 @@ impl HandshakeError {
                 StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE
             }
             Self::MethodNotGet(_) => StatusCode::METHOD_NOT_ALLOWED,
+            Self::ForbiddenOrigin(_) => StatusCode::FORBIDDEN,
             Self::UnsupportedVersion => StatusCode::UPGRADE_REQUIRED,
             Self::UnexpectedStatus { status } => *status,
             _ => StatusCode::BAD_REQUEST,

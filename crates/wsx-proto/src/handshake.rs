@@ -9,6 +9,12 @@
 //! Client: [`generate_key`], [`request`] (which checks the subprotocols with
 //! [`check_protocols`]), then [`parse_response`] and [`validate_response`].
 //!
+//! The steps that drivers call are [`ServerPolicy::accept`] (request head and policy in, the
+//! `101` response and a ready [`crate::Connection`] out) and [`ClientOffer`] (the request, then
+//! [`ClientOffer::process_response`]); the functions above are their parts. Negotiation
+//! ([`ServerPolicy::negotiate`], [`ClientOffer::negotiate_response`]) is split from the
+//! HTTP/1.1 key and accept check so that an HTTP/2 driver (RFC 8441) can reuse it.
+//!
 //! Nothing these functions write can end a header line early: values come from typed
 //! [`HeaderMap`]s or are checked, so no caller's input puts a CR or LF into a head.
 
@@ -20,6 +26,12 @@ use rand::{RngCore, SeedableRng};
 use sha1::{Digest, Sha1};
 
 use crate::error::HandshakeError;
+
+mod client;
+mod server;
+
+pub use client::{ClientOffer, Established};
+pub use server::{Accepted, Negotiated, ServerPolicy};
 
 /// The GUID that RFC 6455 §1.3 appends to the key.
 pub const GUID: &str = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
@@ -92,53 +104,106 @@ pub fn parse_request(head: &[u8], max_headers: usize) -> Result<Request<()>, Han
 /// Whether a request asks for a WebSocket upgrade at all (`Upgrade: websocket`), as opposed to
 /// being a plain HTTP request a server may want to answer itself.
 pub fn is_upgrade_request<B>(req: &Request<B>) -> bool {
-    has_token(req.headers(), &header::UPGRADE, "websocket")
+    RequestHead::from(req).is_upgrade()
 }
 
 /// Checks an upgrade request (RFC 6455 §4.2.1) and returns the `Sec-WebSocket-Accept` value.
 pub fn validate_request<B>(req: &Request<B>) -> Result<String, HandshakeError> {
-    if req.method() != Method::GET {
-        return Err(HandshakeError::MethodNotGet(req.method().to_string()));
-    }
-    if req.version() < Version::HTTP_11 {
-        return Err(HandshakeError::WrongHttpVersion);
-    }
-    let h = req.headers();
-    // RFC 9112 §3.2: an HTTP/1.1 request without Host, or with more than one, is answered 400;
-    // RFC 6455 §4.1: the upgrade's Host names the server, so it is not empty either.
-    match single(h, &header::HOST) {
-        Some(host) if !host.as_bytes().trim_ascii().is_empty() => {}
-        _ => return Err(HandshakeError::BadHeader("Host")),
-    }
-    // RFC 9112 §6.3: a request has a body when it has Transfer-Encoding or a Content-Length. An
-    // upgrade's bytes after the head are frames, so a request that declares a body would be
-    // framed one way here and another way by an intermediary (vert.x CVE-2018-12541).
-    if h.contains_key(header::TRANSFER_ENCODING)
-        || h.get_all(header::CONTENT_LENGTH).iter().any(|v| v.as_bytes().trim_ascii() != b"0")
-    {
-        return Err(HandshakeError::RequestBody);
-    }
-    if !has_token(h, &header::UPGRADE, "websocket") {
-        return Err(HandshakeError::BadHeader("Upgrade"));
-    }
-    if !has_token(h, &header::CONNECTION, "upgrade") {
-        return Err(HandshakeError::BadHeader("Connection"));
-    }
-    if single(h, &header::SEC_WEBSOCKET_VERSION).map(|v| v.as_bytes().trim_ascii()) != Some(b"13") {
-        return Err(HandshakeError::UnsupportedVersion);
-    }
-    // RFC 6455 §11.3.1: the key field appears exactly once.
-    let key = single(h, &header::SEC_WEBSOCKET_KEY).ok_or(HandshakeError::BadKey)?;
-    let key = key.as_bytes().trim_ascii();
-    match BASE64.decode(key) {
-        Ok(raw) if raw.len() == 16 => Ok(accept_key(key)),
-        _ => Err(HandshakeError::BadKey),
-    }
+    RequestHead::from(req).validate()
 }
 
 /// The subprotocols a request offers, in order of preference.
 pub fn offered_protocols<B>(req: &Request<B>) -> Vec<String> {
-    tokens(req.headers(), &header::SEC_WEBSOCKET_PROTOCOL).map(str::to_owned).collect()
+    RequestHead::from(req).offered_protocols().map(str::to_owned).collect()
+}
+
+/// A borrowed view of a request head: what the handshake reads of a request.
+///
+/// Made from an [`http::Request`] of any body type or from [`http::request::Parts`], so that a
+/// server framework's request (hyper's, axum's) is checked in place, without moving its body.
+#[derive(Debug, Clone, Copy)]
+pub struct RequestHead<'a> {
+    /// The request method.
+    pub method: &'a Method,
+    /// The HTTP version.
+    pub version: Version,
+    /// The header fields.
+    pub headers: &'a HeaderMap,
+}
+
+impl<'a> RequestHead<'a> {
+    /// Whether the request asks for a WebSocket upgrade at all (`Upgrade: websocket`).
+    pub fn is_upgrade(&self) -> bool {
+        has_token(self.headers, &header::UPGRADE, "websocket")
+    }
+
+    /// Checks an HTTP/1.1 upgrade request (RFC 6455 §4.2.1) and returns the
+    /// `Sec-WebSocket-Accept` value: the part of the handshake that belongs to HTTP/1.1's
+    /// `Upgrade` (method, `Host`, no body, `Upgrade`, `Connection`, the key), plus
+    /// `Sec-WebSocket-Version`.
+    pub fn validate(&self) -> Result<String, HandshakeError> {
+        if self.method != Method::GET {
+            return Err(HandshakeError::MethodNotGet(self.method.to_string()));
+        }
+        if self.version < Version::HTTP_11 {
+            return Err(HandshakeError::WrongHttpVersion);
+        }
+        let h = self.headers;
+        // RFC 9112 §3.2: an HTTP/1.1 request without Host, or with more than one, is answered
+        // 400; RFC 6455 §4.1: the upgrade's Host names the server, so it is not empty either.
+        match single(h, &header::HOST) {
+            Some(host) if !host.as_bytes().trim_ascii().is_empty() => {}
+            _ => return Err(HandshakeError::BadHeader("Host")),
+        }
+        // RFC 9112 §6.3: a request has a body when it has Transfer-Encoding or a
+        // Content-Length. An upgrade's bytes after the head are frames, so a request that
+        // declares a body would be framed one way here and another way by an intermediary
+        // (vert.x CVE-2018-12541).
+        if h.contains_key(header::TRANSFER_ENCODING)
+            || h.get_all(header::CONTENT_LENGTH).iter().any(|v| v.as_bytes().trim_ascii() != b"0")
+        {
+            return Err(HandshakeError::RequestBody);
+        }
+        if !has_token(h, &header::UPGRADE, "websocket") {
+            return Err(HandshakeError::BadHeader("Upgrade"));
+        }
+        if !has_token(h, &header::CONNECTION, "upgrade") {
+            return Err(HandshakeError::BadHeader("Connection"));
+        }
+        check_version(h)?;
+        // RFC 6455 §11.3.1: the key field appears exactly once.
+        let key = single(h, &header::SEC_WEBSOCKET_KEY).ok_or(HandshakeError::BadKey)?;
+        let key = key.as_bytes().trim_ascii();
+        match BASE64.decode(key) {
+            Ok(raw) if raw.len() == 16 => Ok(accept_key(key)),
+            _ => Err(HandshakeError::BadKey),
+        }
+    }
+
+    /// The subprotocols the request offers, in its order of preference.
+    pub fn offered_protocols(&self) -> impl Iterator<Item = &'a str> {
+        tokens(self.headers, &header::SEC_WEBSOCKET_PROTOCOL)
+    }
+}
+
+impl<'a, B> From<&'a Request<B>> for RequestHead<'a> {
+    fn from(req: &'a Request<B>) -> Self {
+        Self { method: req.method(), version: req.version(), headers: req.headers() }
+    }
+}
+
+impl<'a> From<&'a http::request::Parts> for RequestHead<'a> {
+    fn from(parts: &'a http::request::Parts) -> Self {
+        Self { method: &parts.method, version: parts.version, headers: &parts.headers }
+    }
+}
+
+/// `Sec-WebSocket-Version: 13`, in one field (RFC 6455 §4.2.1; RFC 8441 §5 keeps it).
+pub(crate) fn check_version(h: &HeaderMap) -> Result<(), HandshakeError> {
+    if single(h, &header::SEC_WEBSOCKET_VERSION).map(|v| v.as_bytes().trim_ascii()) != Some(b"13") {
+        return Err(HandshakeError::UnsupportedVersion);
+    }
+    Ok(())
 }
 
 /// Whether `s` is an RFC 7230 token (RFC 9110 §5.6.2): one or more visible ASCII characters,
@@ -179,6 +244,32 @@ pub fn response_101(accept: &str, protocol: Option<&str>, extra: &HeaderMap) -> 
     }
     for (name, value) in extra {
         push_header(&mut out, name.as_str(), value.as_bytes());
+    }
+    out.extend_from_slice(b"\r\n");
+    out
+}
+
+/// The HTTP/1.1 head of `response` as it is (status line, its fields, the blank line): for a
+/// `101` such as [`Accepted::response`]. Nothing is added; the WebSocket fields are written
+/// with their usual capitalisation, others as `http` keeps them (lowercase).
+pub fn response_head(response: &Response<()>) -> Vec<u8> {
+    let status = response.status();
+    let mut out = Vec::with_capacity(256);
+    out.extend_from_slice(b"HTTP/1.1 ");
+    out.extend_from_slice(status.as_str().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
+    out.extend_from_slice(b"\r\n");
+    for (name, value) in response.headers() {
+        let name = match *name {
+            header::UPGRADE => "Upgrade",
+            header::CONNECTION => "Connection",
+            header::SEC_WEBSOCKET_ACCEPT => "Sec-WebSocket-Accept",
+            header::SEC_WEBSOCKET_PROTOCOL => "Sec-WebSocket-Protocol",
+            header::SEC_WEBSOCKET_EXTENSIONS => "Sec-WebSocket-Extensions",
+            _ => name.as_str(),
+        };
+        push_header(&mut out, name, value.as_bytes());
     }
     out.extend_from_slice(b"\r\n");
     out
@@ -347,6 +438,14 @@ pub fn validate_response<B>(
     {
         return Err(HandshakeError::BadAccept);
     }
+    check_selected_protocol(h, offered)
+}
+
+/// The subprotocol a response selects, which must be one that was offered.
+fn check_selected_protocol(
+    h: &HeaderMap,
+    offered: &[String],
+) -> Result<Option<String>, HandshakeError> {
     // RFC 6455 §4.2.2: the server selects one subprotocol, in one field.
     if h.get_all(header::SEC_WEBSOCKET_PROTOCOL).iter().count() > 1 {
         let all: Vec<&str> = tokens(h, &header::SEC_WEBSOCKET_PROTOCOL).collect();

@@ -7,12 +7,12 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use http::header::{HeaderName, HeaderValue, ORIGIN, SEC_WEBSOCKET_EXTENSIONS};
+use http::header::{HeaderName, HeaderValue, ORIGIN};
 use http::{HeaderMap, Response, StatusCode};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
-use wsx_proto::handshake::{self, HeadScanner};
-use wsx_proto::{deflate, Config, Connection, HandshakeError, Role};
+use wsx_proto::handshake::{self, ClientOffer, Established, HeadScanner};
+use wsx_proto::Config;
 
 use crate::{Error, WebSocket};
 
@@ -94,7 +94,7 @@ impl ClientBuilder {
     ///
     /// Names are RFC 7230 tokens, each offered once (RFC 6455 §4.1; see
     /// [`handshake::check_protocols`]). Any other makes [`ClientBuilder::connect`] and
-    /// [`ClientBuilder::connect_on`] fail with [`HandshakeError::InvalidProtocol`] before they
+    /// [`ClientBuilder::connect_on`] fail with [`HandshakeError::InvalidProtocol`](crate::HandshakeError::InvalidProtocol) before they
     /// connect or write anything, so a name can never inject a header.
     pub fn protocol(mut self, name: impl Into<String>) -> Self {
         self.protocols.push(name.into());
@@ -193,21 +193,13 @@ impl ClientBuilder {
     where
         S: AsyncRead + AsyncWrite + Unpin,
     {
-        let key = handshake::generate_key();
-        let mut headers = self.headers;
-        if let Some(config) = &self.config.deflate {
-            // Built from validated numbers and fixed names, so always a valid header value.
-            if let Ok(offer) = HeaderValue::from_str(&deflate::client_offer(config)) {
-                headers.insert(SEC_WEBSOCKET_EXTENSIONS, offer);
-            }
-        }
-        let request =
-            handshake::request(&target.host_header, &target.path, &key, &self.protocols, &headers)?;
+        let offer = ClientOffer::new(self.config, self.protocols)?;
+        let request = offer.request(&target.host_header, &target.path, &self.headers)?;
         io.write_all(&request).await?;
         io.flush().await?;
 
         let mut buf = BytesMut::with_capacity(1024);
-        let mut scanner = HeadScanner::new(self.config.max_handshake_size);
+        let mut scanner = HeadScanner::new(offer.config().max_handshake_size);
         let head_len = loop {
             if let Some(n) = scanner.scan(&buf)? {
                 break n;
@@ -220,27 +212,15 @@ impl ClientBuilder {
                 )));
             }
         };
-        let response = handshake::parse_response(&buf[..head_len], self.config.max_headers)?;
+        let response = handshake::parse_response(&buf[..head_len], offer.config().max_headers)?;
         let mut rest = buf.split_off(head_len);
         if response.status() != StatusCode::SWITCHING_PROTOCOLS {
             let body = read_body(&mut io, &response, rest).await;
             let (parts, ()) = response.into_parts();
             return Err(Error::Rejected(Box::new(Response::from_parts(parts, body))));
         }
-        let protocol = handshake::validate_response(&response, &key, &self.protocols)?;
-        let extensions = response.headers().get_all(SEC_WEBSOCKET_EXTENSIONS);
-        let extensions = extensions.iter().map(|v| v.to_str().unwrap_or("\u{fffd}"));
-        let deflate = match &self.config.deflate {
-            Some(config) => deflate::accept_response(extensions, config)?,
-            None => match extensions.into_iter().next() {
-                Some(ext) => return Err(HandshakeError::UnofferedExtension(ext.to_owned()).into()),
-                None => None,
-            },
-        };
-        let mut conn = Connection::new(Role::Client, self.config);
-        if let Some(params) = deflate {
-            conn = conn.with_deflate(params);
-        }
+        let Established { protocol, connection: mut conn, .. } =
+            offer.process_response(&response)?;
         conn.handle_input(&rest.split());
         Ok((WebSocket::from_connection(io, conn, protocol), response))
     }

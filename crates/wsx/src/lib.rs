@@ -39,8 +39,12 @@
 //! Protocol decisions (framing, control frames, the close handshake, limits) all live in
 //! `wsx-proto`; this crate only moves bytes and time in and out of it.
 
+#[cfg(feature = "axum")]
+pub mod axum;
 pub mod client;
 mod error;
+#[cfg(feature = "hyper")]
+pub mod hyper;
 pub mod server;
 mod socket;
 mod split;
@@ -56,6 +60,11 @@ pub use wsx_proto::{
     Chunk, CloseCode, CloseFrame, Config, Event, HandshakeError, Message, ProtocolError, Role,
     SendError, Utf8Bytes,
 };
+
+/// The `bytes` crate, whose [`bytes::Bytes`] messages carry.
+pub use bytes;
+/// The `http` crate, whose types the handshake uses.
+pub use http;
 
 /// The sans-I/O protocol core this crate drives.
 pub use wsx_proto as proto;

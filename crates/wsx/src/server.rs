@@ -14,13 +14,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
-use http::header::{HeaderName, HeaderValue, CONTENT_TYPE, SEC_WEBSOCKET_EXTENSIONS};
+use http::header::{HeaderName, HeaderValue, CONTENT_TYPE};
 use http::{HeaderMap, Method, Request, Response, StatusCode};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::time::{timeout_at, Instant};
-use wsx_proto::deflate;
-use wsx_proto::handshake::{self, HeadScanner};
-use wsx_proto::{Config, Connection, HandshakeError, Role};
+use wsx_proto::handshake::{self, Accepted, HeadScanner, ServerPolicy};
+use wsx_proto::{Config, HandshakeError};
 
 use crate::{Error, WebSocket};
 
@@ -172,30 +171,18 @@ where
     /// [`Accept::protocol`] must be one of the subprotocols the client offered; another is
     /// refused with 400 and [`HandshakeError::UnofferedProtocol`].
     pub async fn accept(mut self, accept: Accept) -> Result<WebSocket<S>, Error> {
-        let key = match handshake::validate_request(&self.request) {
-            Ok(k) => k,
-            Err(e) => return Err(self.refuse(e).await),
-        };
-        if let Some(p) = &accept.protocol {
-            // The offered names come from header values, so the one selected cannot put a line
-            // break into the response.
-            if !handshake::offered_protocols(&self.request).iter().any(|o| o == p) {
-                let e = HandshakeError::UnofferedProtocol(p.clone());
-                return Err(self.refuse(e).await);
-            }
+        let mut policy = ServerPolicy::new(self.config.clone());
+        if let Some(protocol) = accept.protocol {
+            // The step refuses a name the client did not offer.
+            policy = policy.select_protocol(move |_| Some(protocol.clone()));
         }
-        let mut headers = accept.headers;
-        let deflate = self.config.deflate.as_ref().and_then(|config| {
-            let offers = self.request.headers().get_all(SEC_WEBSOCKET_EXTENSIONS);
-            deflate::negotiate(offers.iter().filter_map(|v| v.to_str().ok()), config)
-        });
-        if let Some(params) = &deflate {
-            // Built from validated tokens only, so always a valid header value.
-            if let Ok(value) = HeaderValue::from_str(&params.to_response_header()) {
-                headers.insert(SEC_WEBSOCKET_EXTENSIONS, value);
-            }
-        }
-        let response = handshake::response_101(&key, accept.protocol.as_deref(), &headers);
+        let Accepted { mut response, protocol, mut connection, .. } =
+            match policy.accept(&self.request) {
+                Ok(accepted) => accepted,
+                Err(e) => return Err(self.refuse(e).await),
+            };
+        response.headers_mut().extend(accept.headers);
+        let response = handshake::response_head(&response);
         let io = &mut self.io;
         within(self.deadline, "writing the handshake response", async {
             io.write_all(&response).await?;
@@ -203,12 +190,8 @@ where
             Ok(())
         })
         .await?;
-        let mut conn = Connection::new(Role::Server, self.config);
-        if let Some(params) = deflate {
-            conn = conn.with_deflate(params);
-        }
-        conn.handle_input(&self.rest);
-        Ok(WebSocket::from_connection(self.io, conn, accept.protocol))
+        connection.handle_input(&self.rest);
+        Ok(WebSocket::from_connection(self.io, connection, protocol))
     }
 
     /// Refuses the upgrade with an HTTP response and closes the connection: `reject`'s status
@@ -269,7 +252,7 @@ where
         deliver(self.io, self.rest, &head, body, self.deadline).await
     }
 
-    /// Answers a request that [`handshake::validate_request`] or the subprotocol check refused.
+    /// Answers a request that [`ServerPolicy::accept`] refused.
     async fn refuse(self, err: HandshakeError) -> Error {
         let head_only = self.request.method() == Method::HEAD;
         refuse(self.io, self.rest, err, head_only, self.deadline).await

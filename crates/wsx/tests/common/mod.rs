@@ -262,3 +262,81 @@ pub(crate) mod pem_files {
         }
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Examples and raw HTTP
+
+/// The example `name` of this package, built by `cargo test` beside the test binaries
+/// (`target/<profile>/examples/`).
+pub(crate) fn example_binary(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("the test binary's path");
+    // target/<profile>/deps/<test> → target/<profile>/examples/<name>
+    let bin = exe
+        .parent()
+        .and_then(Path::parent)
+        .map(|profile| profile.join("examples").join(name))
+        .expect("the test binary is in target/<profile>/deps");
+    assert!(bin.is_file(), "{} is missing: cargo test builds examples", bin.display());
+    bin
+}
+
+/// Starts `cmd` (a server that takes its listen address last) on a free loopback port and waits
+/// until that port accepts connections. Its output goes to a log named after `what`.
+pub(crate) fn start_on_free_port(what: &str, mut cmd: Command) -> (ChildGuard, SocketAddr) {
+    let addr = free_addr();
+    let log = log_path(what, addr.port());
+    let file = File::create(&log).expect("create the log file");
+    let child = cmd
+        .arg(addr.to_string())
+        .stdin(Stdio::null())
+        .stdout(file.try_clone().expect("clone the log file"))
+        .stderr(file)
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    let mut guard = ChildGuard(child);
+    let deadline = Instant::now() + GUARD;
+    while std::net::TcpStream::connect(addr).is_err() {
+        if let Some(status) = guard.0.try_wait().expect("poll the server") {
+            panic!("{what} exited with {status} before listening: {}", read_log(&log));
+        }
+        assert!(Instant::now() < deadline, "{what} did not listen on {addr}: {}", read_log(&log));
+        sleep(Duration::from_millis(20));
+    }
+    (guard, addr)
+}
+
+/// Sends `request` (a whole HTTP/1.1 head) over a fresh connection and returns the response's
+/// status and its header fields (names lowercase), read up to the end of the head.
+pub(crate) fn raw_http(addr: SocketAddr, request: &str) -> (u16, Vec<(String, String)>) {
+    use std::io::Write;
+    let mut tcp = std::net::TcpStream::connect(addr).expect("connect");
+    tcp.set_read_timeout(Some(GUARD)).expect("set a read timeout");
+    tcp.write_all(request.as_bytes()).expect("write the request");
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        match tcp.read(&mut byte) {
+            Ok(1) => head.push(byte[0]),
+            other => {
+                panic!("response head cut short ({other:?}): {:?}", String::from_utf8_lossy(&head))
+            }
+        }
+    }
+    let head = String::from_utf8(head).expect("an ASCII head");
+    let mut lines = head.split("\r\n");
+    let status = lines
+        .next()
+        .and_then(|l| l.split(' ').nth(1))
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no status line in {head:?}"));
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_owned()))
+        .collect();
+    (status, headers)
+}
+
+/// The value of header `name` (lowercase) in `headers`, if any.
+pub(crate) fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
+}
