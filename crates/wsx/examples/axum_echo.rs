@@ -9,7 +9,6 @@ use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 use wsx::axum::{WebSocket, WebSocketUpgrade, WebSocketUpgradeRejection};
-use wsx::Event;
 
 const PAGE: &str = "<!doctype html>\n<title>wsx axum echo</title>\n\
 <p>WebSocket echo at <code>/</code> and <code>/ws</code>.</p>\n";
@@ -59,16 +58,17 @@ async fn private(
     }
 }
 
-/// Echoes every data message until the connection closes. Large messages come in pieces
-/// (`Event::Chunk`) and go back out piece by piece.
+/// Echoes every data message until the connection closes. Messages are received whole (up to
+/// the message size limit) and then echoed: a client that writes a whole large message before
+/// it reads its echo is served. (`wsx serve` streams large messages through instead; see
+/// `WebSocket::recv_event` for that.)
 async fn echo(mut ws: WebSocket) {
     // Cleared once this side's close is out (the idle timeout, or a close crossing an echo):
     // messages the peer sent before it saw the close still arrive, and are only received.
     let mut echoing = true;
-    while let Some(event) = ws.recv_event().await {
-        let queued = match event {
-            Ok(Event::Message(msg)) if msg.is_data() && echoing => ws.feed(msg).await,
-            Ok(Event::Chunk(chunk)) if echoing => ws.feed_chunk(chunk).await,
+    while let Some(msg) = ws.recv().await {
+        let queued = match msg {
+            Ok(msg) if msg.is_data() && echoing => ws.feed(msg).await,
             Ok(_) => Ok(()),
             // The core has queued the close for it; keep receiving until the close completes.
             Err(_) => Ok(()),
