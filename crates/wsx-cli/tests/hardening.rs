@@ -18,7 +18,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{Server, HANG_GUARD};
+use common::{Response, Server, HANG_GUARD};
 use futures_util::{StreamExt as _, TryStreamExt as _};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use wsx::{CloseCode, Message};
@@ -1244,52 +1244,6 @@ fn exchange(port: u16, request: Vec<u8>) -> Vec<u8> {
     let bytes = read_to_end(&mut raw.reader);
     writer.join().unwrap();
     bytes
-}
-
-/// An HTTP response from the server.
-#[derive(Debug)]
-struct Response {
-    status: u16,
-    /// The head, lower-cased.
-    head: String,
-    body: Vec<u8>,
-    /// Bytes after the body.
-    rest: Vec<u8>,
-}
-
-impl Response {
-    /// Parses the response at the start of `bytes`.
-    fn parse(bytes: &[u8]) -> Self {
-        let text = String::from_utf8_lossy(bytes);
-        let end = bytes
-            .windows(4)
-            .position(|w| w == b"\r\n\r\n")
-            .unwrap_or_else(|| panic!("no complete response head in {text:?}"))
-            + 4;
-        let head = String::from_utf8(bytes[..end].to_vec()).unwrap().to_ascii_lowercase();
-        assert!(head.starts_with("http/1.1 "), "not a response: {text:?}");
-        let status = head[9..12].parse().unwrap();
-        let mut response = Self { status, head, body: Vec::new(), rest: Vec::new() };
-        let body_end = (end + response.content_length()).min(bytes.len());
-        response.body = bytes[end..body_end].to_vec();
-        response.rest = bytes[body_end..].to_vec();
-        response
-    }
-
-    fn header(&self, name: &str) -> Option<&str> {
-        self.head.lines().find_map(|line| {
-            let (n, v) = line.split_once(':')?;
-            (n.trim() == name).then_some(v.trim())
-        })
-    }
-
-    fn has_header(&self, name: &str, value: &str) -> bool {
-        self.header(name) == Some(value)
-    }
-
-    fn content_length(&self) -> usize {
-        self.header("content-length").map_or(0, |v| v.parse().unwrap())
-    }
 }
 
 /// How a dribbling connection ended.

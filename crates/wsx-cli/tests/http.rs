@@ -13,7 +13,7 @@ use std::process::{Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{Server, HANG_GUARD, WSX};
+use common::{Response, Server, HANG_GUARD, WSX};
 
 /// The masking key of RFC 6455 §5.7's examples; any key will do for a test client.
 const MASK: [u8; 4] = [0x37, 0xfa, 0x21, 0x3d];
@@ -287,60 +287,4 @@ fn read_frame(tcp: &mut TcpStream) -> io::Result<(u8, Vec<u8>)> {
     let mut payload = vec![0; len];
     tcp.read_exact(&mut payload)?;
     Ok((head[0] & 0x0f, payload))
-}
-
-/// An HTTP response from the server.
-struct Response {
-    status: u16,
-    /// The head, lower-cased.
-    head: String,
-    body: Vec<u8>,
-    /// Bytes after the body.
-    rest: Vec<u8>,
-}
-
-impl Response {
-    /// Parses the response at the start of `bytes`.
-    fn parse(bytes: &[u8]) -> Self {
-        let text = String::from_utf8_lossy(bytes);
-        let end = bytes
-            .windows(4)
-            .position(|w| w == b"\r\n\r\n")
-            .unwrap_or_else(|| panic!("no complete response head in {text:?}"))
-            + 4;
-        let head = String::from_utf8(bytes[..end].to_vec()).unwrap().to_ascii_lowercase();
-        assert!(head.starts_with("http/1.1 "), "not a response: {text:?}");
-        let status = head[9..12].parse().unwrap();
-        let mut response = Self { status, head, body: Vec::new(), rest: Vec::new() };
-        // A response to HEAD declares the length of a body it does not carry.
-        let body_end = (end + response.content_length()).min(bytes.len());
-        response.body = bytes[end..body_end].to_vec();
-        response.rest = bytes[body_end..].to_vec();
-        response
-    }
-
-    fn header(&self, name: &str) -> Option<&str> {
-        self.head.lines().find_map(|line| {
-            let (n, v) = line.split_once(':')?;
-            (n.trim() == name).then_some(v.trim())
-        })
-    }
-
-    fn content_length(&self) -> usize {
-        self.header("content-length").map_or(0, |v| v.parse().unwrap())
-    }
-}
-
-/// The head as text, and the body and what follows it by length and start: a page or a large
-/// body would drown the failure message.
-impl std::fmt::Debug for Response {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let start = |b: &[u8]| String::from_utf8_lossy(&b[..b.len().min(64)]).into_owned();
-        f.debug_struct("Response")
-            .field("status", &self.status)
-            .field("head", &self.head)
-            .field("body", &format_args!("{} bytes: {:?}…", self.body.len(), start(&self.body)))
-            .field("rest", &format_args!("{} bytes: {:?}…", self.rest.len(), start(&self.rest)))
-            .finish()
-    }
 }

@@ -103,3 +103,63 @@ pub(crate) fn tls_fixtures() -> PathBuf {
     std::fs::write(dir.join("leaf.key"), pki.leaf_key_pem).unwrap();
     dir
 }
+
+/// An HTTP response from the server.
+pub(crate) struct Response {
+    pub(crate) status: u16,
+    /// The head, lower-cased.
+    pub(crate) head: String,
+    pub(crate) body: Vec<u8>,
+    /// Bytes after the body.
+    pub(crate) rest: Vec<u8>,
+}
+
+impl Response {
+    /// Parses the response at the start of `bytes`.
+    pub(crate) fn parse(bytes: &[u8]) -> Self {
+        let text = String::from_utf8_lossy(bytes);
+        let end = bytes
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .unwrap_or_else(|| panic!("no complete response head in {text:?}"))
+            + 4;
+        let head = String::from_utf8(bytes[..end].to_vec()).unwrap().to_ascii_lowercase();
+        assert!(head.starts_with("http/1.1 "), "not a response: {text:?}");
+        let status = head[9..12].parse().unwrap();
+        let mut response = Self { status, head, body: Vec::new(), rest: Vec::new() };
+        // A response to HEAD declares the length of a body it does not carry.
+        let body_end = (end + response.content_length()).min(bytes.len());
+        response.body = bytes[end..body_end].to_vec();
+        response.rest = bytes[body_end..].to_vec();
+        response
+    }
+
+    pub(crate) fn header(&self, name: &str) -> Option<&str> {
+        self.head.lines().find_map(|line| {
+            let (n, v) = line.split_once(':')?;
+            (n.trim() == name).then_some(v.trim())
+        })
+    }
+
+    pub(crate) fn has_header(&self, name: &str, value: &str) -> bool {
+        self.header(name) == Some(value)
+    }
+
+    pub(crate) fn content_length(&self) -> usize {
+        self.header("content-length").map_or(0, |v| v.parse().unwrap())
+    }
+}
+
+/// The head as text, and the body and what follows it by length and start: a page or a large
+/// body would drown the failure message.
+impl std::fmt::Debug for Response {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let start = |b: &[u8]| String::from_utf8_lossy(&b[..b.len().min(64)]).into_owned();
+        f.debug_struct("Response")
+            .field("status", &self.status)
+            .field("head", &self.head)
+            .field("body", &format_args!("{} bytes: {:?}…", self.body.len(), start(&self.body)))
+            .field("rest", &format_args!("{} bytes: {:?}…", self.rest.len(), start(&self.rest)))
+            .finish()
+    }
+}
