@@ -62,6 +62,13 @@ impl Server {
                 return None;
             }
             if TcpStream::connect(&listen).is_ok() {
+                // The port may have gone to another test's server meanwhile, which answered
+                // this probe while ours failed to bind: ours then exits at once. Give it a
+                // moment to do so before trusting the port.
+                thread::sleep(Duration::from_millis(100));
+                if child.try_wait().unwrap().is_some() {
+                    return None;
+                }
                 return Some(Self { child, port });
             }
             if started.elapsed() > HANG_GUARD {
