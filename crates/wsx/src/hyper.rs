@@ -48,6 +48,7 @@ use http::{Request, Response, StatusCode};
 use http_body_util::{Empty, Full};
 use hyper::upgrade::{OnUpgrade, Upgraded};
 use hyper_util::rt::TokioIo;
+use tokio::time::{sleep, Sleep};
 use wsx_proto::handshake::{self as hs, Accepted, RequestHead, ServerPolicy};
 use wsx_proto::{Connection, HandshakeError};
 
@@ -88,25 +89,43 @@ pub fn upgrade<B>(
 /// this module.
 pub(crate) fn finish(accepted: Accepted, on_upgrade: OnUpgrade) -> (Response<()>, UpgradeFut) {
     let Accepted { response, protocol, connection, .. } = accepted;
-    (response, UpgradeFut { on_upgrade, pending: Some((connection, protocol)) })
+    // Boxed: `Sleep` is not `Unpin`, and the future is short-lived.
+    let deadline = connection.config().handshake_timeout.map(|limit| Box::pin(sleep(limit)));
+    (response, UpgradeFut { on_upgrade, pending: Some((connection, protocol)), deadline })
 }
 
 /// The future of an accepted upgrade: resolves to the [`WebSocket`] once hyper hands over the
 /// connection, or to an error if the connection ends first (the client went away before or
 /// while the `101` was sent, or the server dropped the connection).
+///
+/// Bounded by [`Config::handshake_timeout`](crate::Config::handshake_timeout) from the call to
+/// [`upgrade`]: a service that never sends the response, or a `101` that cannot be written,
+/// ends in [`Error::Timeout`] instead of a task waiting forever.
 #[derive(Debug)]
 #[must_use = "the WebSocket exists only once this future is awaited"]
 pub struct UpgradeFut {
     on_upgrade: OnUpgrade,
     /// The negotiated connection and subprotocol; taken when the future completes.
     pending: Option<(Connection, Option<String>)>,
+    /// When the handshake timeout runs out.
+    deadline: Option<Pin<Box<Sleep>>>,
 }
 
 impl Future for UpgradeFut {
     type Output = Result<WebSocket, Error>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let upgraded = ready!(Pin::new(&mut self.on_upgrade).poll(cx));
+        let upgraded = match Pin::new(&mut self.on_upgrade).poll(cx) {
+            Poll::Ready(upgraded) => upgraded,
+            Poll::Pending => {
+                if let Some(deadline) = &mut self.deadline {
+                    ready!(deadline.as_mut().poll(cx));
+                    self.pending = None;
+                    return Poll::Ready(Err(Error::Timeout("waiting for the upgrade")));
+                }
+                return Poll::Pending;
+            }
+        };
         let Some((connection, protocol)) = self.pending.take() else {
             return Poll::Ready(Err(Error::Io(io::Error::other(
                 "UpgradeFut polled after completion",

@@ -328,3 +328,44 @@ fn python_websockets_echoes_through_the_example_with_and_without_compression() {
     let (status, out) = run_logged(cmd, &log, Duration::from_secs(60));
     assert!(status.is_some_and(|s| s.success()) && out.contains("python ok"), "{out}");
 }
+
+/// `on_failed_upgrade` gets the error when the upgrade cannot complete: the handler holds the
+/// `101` back past the handshake timeout (axum's server does not notice a client that leaves
+/// while a handler is pending, so the timeout is what ends such an upgrade). The `on_upgrade`
+/// callback does not run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_failed_upgrade_gets_the_error_of_an_upgrade_that_cannot_complete() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    use tokio::sync::mpsc;
+
+    let (tx, mut rx) = mpsc::unbounded_channel::<wsx::Error>();
+    let upgraded = Arc::new(AtomicBool::new(false));
+    let flag = upgraded.clone();
+    let never = any(move |u: WebSocketUpgrade| async move {
+        let config = Config::default().handshake_timeout(Some(Duration::from_millis(300)));
+        let _response = u
+            .config(config)
+            .on_failed_upgrade(move |e| tx.send(e).unwrap())
+            .on_upgrade(move |_ws| async move { flag.store(true, Ordering::SeqCst) });
+        // The handler never returns its response.
+        std::future::pending::<Response>().await
+    });
+    let app = Router::new().route("/never", never);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+
+    let fields = format!(
+        "Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\n\
+         Sec-WebSocket-Key: {KEY}\r\n"
+    );
+    // The client stays connected until the timeout has fired.
+    let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let request = upgrade_request("GET", "/never", &fields);
+    tokio::io::AsyncWriteExt::write_all(&mut tcp, request.as_bytes()).await.unwrap();
+    let error = guard("on_failed_upgrade", rx.recv()).await.unwrap();
+    assert!(matches!(error, wsx::Error::Timeout(_)), "{error:?}");
+    assert!(!upgraded.load(Ordering::SeqCst), "on_upgrade ran for a failed upgrade");
+    drop(tcp);
+}

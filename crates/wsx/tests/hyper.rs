@@ -1,6 +1,6 @@
 //! `wsx::hyper::upgrade` in a hyper 1.x HTTP/1.1 server on loopback: an upgrade with
-//! permessage-deflate, refusals, and upgrades that never complete (the upgrade future errors
-//! instead of hanging).
+//! permessage-deflate, refusals, hyper-util's auto server, and upgrades that never complete
+//! (the upgrade future errors, or times out, instead of hanging).
 
 mod common;
 
@@ -155,4 +155,72 @@ async fn the_upgrade_future_errors_when_the_client_leaves_before_the_response() 
     // The client goes away; hyper ends the connection, and with it the pending upgrade.
     drop(tcp);
     assert!(guard("the upgrade", upgrade).await.is_err());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_upgrade_future_times_out_when_the_response_is_never_sent() {
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let futures = tx.clone();
+    let service = move |mut req: Request<Incoming>| -> Answer {
+        let futures = futures.clone();
+        Box::pin(async move {
+            let policy = ServerPolicy::new(
+                Config::default().handshake_timeout(Some(std::time::Duration::from_millis(200))),
+            );
+            let (_, upgrade) = wsx::hyper::upgrade(&mut req, &policy).unwrap();
+            futures.send(upgrade).unwrap();
+            std::future::pending().await
+        })
+    };
+    let addr = serve(service).await;
+    let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    tokio::io::AsyncWriteExt::write_all(&mut tcp, UPGRADE.as_bytes()).await.unwrap();
+    let upgrade = guard("the upgrade future", rx.recv()).await.unwrap();
+    let started = std::time::Instant::now();
+    // The client stays connected: only the handshake timeout can end the wait.
+    let result = guard("the upgrade", upgrade).await;
+    assert!(matches!(result, Err(wsx::Error::Timeout(_))), "{result:?}");
+    let waited = started.elapsed();
+    assert!(waited < std::time::Duration::from_secs(5), "{waited:?}");
+    drop(tcp);
+}
+
+/// hyper-util's auto server (HTTP/1.1 and HTTP/2 on one port, upgrades served): an HTTP/1.1
+/// upgrade echoes, and a plain request is the service's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upgrade_through_hyper_utils_auto_server_echoes() {
+    use hyper_util::rt::TokioExecutor;
+    use hyper_util::server::conn::auto;
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let (tcp, _) = listener.accept().await.unwrap();
+            tokio::spawn(async move {
+                let builder = auto::Builder::new(TokioExecutor::new());
+                let conn = builder
+                    .serve_connection_with_upgrades(TokioIo::new(tcp), service_fn(echo_service));
+                let _ = conn.await;
+            });
+        }
+    });
+    let client = ClientBuilder::new(format!("ws://{addr}/"))
+        .protocol("chat")
+        .config(Config::default().deflate(Some(DeflateConfig::default())));
+    let (mut ws, response) = guard("connect", client.connect()).await.unwrap();
+    assert_eq!(ws.protocol(), Some("chat"));
+    assert!(response.headers().contains_key("sec-websocket-extensions"));
+    for size in [20, 70_000, 1 << 20] {
+        let msg = Message::binary(vec![7u8; size]);
+        guard("send", ws.send(msg.clone())).await.unwrap();
+        assert_eq!(guard("echo", ws.recv()).await.unwrap().unwrap(), msg);
+    }
+    guard("close", ws.close(None)).await.unwrap();
+    let (status, _) = tokio::task::spawn_blocking(move || {
+        raw_http(addr, "GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    })
+    .await
+    .unwrap();
+    assert_eq!(status, 200);
 }
