@@ -128,23 +128,51 @@ async fn handle(tcp: TcpStream, state: Arc<State>, echoes: &TaskTracker) -> Resu
                 let tls = timeout_at(deadline, accept).await.map_err(timed_out)??;
                 let read =
                     Incoming::read_with_deadline(tls, options.config.clone(), Some(deadline));
-                let incoming = read.await?;
-                if let Some((ws, slot)) = upgrade(incoming, &state).await? {
-                    spawn_echo(echoes, ws, slot);
-                }
-                Ok::<_, wsx::Error>(())
+                serve_requests(read.await?, &state, echoes).await
             })
             .await?
         }
         None => {
             let read = Incoming::read_with_deadline(tcp, options.config.clone(), Some(deadline));
-            let incoming = read.await?;
-            if let Some((ws, slot)) = upgrade(incoming, &state).await? {
-                spawn_echo(echoes, ws, slot);
-            }
+            serve_requests(read.await?, &state, echoes).await?;
         }
     }
     Ok(())
+}
+
+/// How long a kept-alive HTTP connection may wait for its next request.
+const KEEP_ALIVE_IDLE: Duration = Duration::from_secs(5);
+
+/// Answers the requests of one connection, plain HTTP kept alive between them, until one is
+/// upgraded (its echo then runs as a task of its own) or the connection ends.
+async fn serve_requests<S>(
+    mut incoming: Incoming<S>,
+    state: &Arc<State>,
+    echoes: &TaskTracker,
+) -> Result<(), wsx::Error>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    loop {
+        match upgrade(incoming, state).await? {
+            Answered::Upgraded(ws, slot) => {
+                spawn_echo(echoes, ws, slot);
+                return Ok(());
+            }
+            Answered::Next(next) => incoming = next,
+            Answered::Closed => return Ok(()),
+        }
+    }
+}
+
+/// What became of a request.
+enum Answered<S> {
+    /// Upgraded: the WebSocket and its place in the connection count.
+    Upgraded(WebSocket<S>, Slot),
+    /// Answered with the connection kept alive, and this is its next request.
+    Next(Incoming<S>),
+    /// Answered, and the connection is over.
+    Closed,
 }
 
 /// Runs the echo of an upgraded connection as its own task: the state every idle connection
@@ -185,31 +213,29 @@ impl Drop for Slot {
 }
 
 /// Answers plain HTTP, applies the Origin policy and the connection limit, and upgrades.
-/// `None` when the request was answered without an upgrade.
-async fn upgrade<S>(
-    incoming: Incoming<S>,
-    state: &Arc<State>,
-) -> Result<Option<(WebSocket<S>, Slot)>, wsx::Error>
+async fn upgrade<S>(incoming: Incoming<S>, state: &Arc<State>) -> Result<Answered<S>, wsx::Error>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     if !incoming.is_upgrade() {
-        serve_page(incoming, state).await?;
-        return Ok(None);
+        return Ok(match serve_page(incoming, state).await? {
+            Some(next) => Answered::Next(next),
+            None => Answered::Closed,
+        });
     }
     if !origin_allowed(incoming.request(), &state.options.allowed_origins) {
         debug!("refused Origin {:?}", incoming.request().headers().get(ORIGIN));
         incoming.reject(Reject::status(StatusCode::FORBIDDEN)).await?;
-        return Ok(None);
+        return Ok(Answered::Closed);
     }
     let slot = Slot(state.clone());
     if state.active.fetch_add(1, Ordering::Relaxed) >= state.options.max_connections {
         drop(slot);
         incoming.reject(Reject::status(StatusCode::SERVICE_UNAVAILABLE)).await?;
-        return Ok(None);
+        return Ok(Answered::Closed);
     }
     let ws = incoming.accept(Accept::default()).await?;
-    Ok(Some((ws, slot)))
+    Ok(Answered::Upgraded(ws, slot))
 }
 
 /// The echo loop of one upgraded connection, until it closes or the server shuts down.
@@ -366,14 +392,24 @@ fn origin_allowed<B>(req: &http::Request<B>, allowed: &[String]) -> bool {
 }
 
 /// Plain HTTP: the demo page at `/`, the open connection count at `/stats`. Both answer GET
-/// and HEAD (which gets the head alone, from [`Incoming::respond`]), as RFC 9110 §9.1 asks of
-/// every resource; other methods there get 405.
-async fn serve_page<S>(incoming: Incoming<S>, state: &State) -> Result<(), wsx::Error>
+/// and HEAD (which gets the head alone), as RFC 9110 §9.1 asks of every resource; other methods
+/// there get 405 with `Allow`, other paths 404. The connection is kept alive for the next
+/// request when the client allows it; `Some` is that request.
+async fn serve_page<S>(
+    incoming: Incoming<S>,
+    state: &State,
+) -> Result<Option<Incoming<S>>, wsx::Error>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let req = incoming.request();
     let stats;
+    let text = |status: StatusCode, body: &'static [u8]| {
+        let mut response = http::Response::new(body.to_vec());
+        *response.status_mut() = status;
+        response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static(TEXT_PLAIN));
+        response
+    };
     let (content_type, body) = match req.uri().path() {
         "/" | "/index.html" => ("text/html; charset=utf-8", DEMO_PAGE.as_bytes()),
         "/stats" => {
@@ -381,18 +417,22 @@ where
             stats = format!("{{\"connections\":{active}}}\n");
             ("application/json", stats.as_bytes())
         }
-        _ => return incoming.respond(StatusCode::NOT_FOUND, TEXT_PLAIN, b"not found\n").await,
+        _ => {
+            let response = text(StatusCode::NOT_FOUND, b"not found\n");
+            return incoming.respond_keep_alive(response, KEEP_ALIVE_IDLE).await;
+        }
     };
-    if !matches!(*req.method(), Method::GET | Method::HEAD) {
+    let response = if matches!(*req.method(), Method::GET | Method::HEAD) {
+        let mut response = http::Response::new(body.to_vec());
+        response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+        response
+    } else {
         // RFC 9110 §15.5.6: a 405 lists the methods the resource supports.
-        let mut response = http::Response::new(&b"method not allowed\n"[..]);
-        *response.status_mut() = StatusCode::METHOD_NOT_ALLOWED;
-        let headers = response.headers_mut();
-        headers.insert(ALLOW, HeaderValue::from_static("GET, HEAD"));
-        headers.insert(CONTENT_TYPE, HeaderValue::from_static(TEXT_PLAIN));
-        return incoming.respond_with(response).await;
-    }
-    incoming.respond(StatusCode::OK, content_type, body).await
+        let mut response = text(StatusCode::METHOD_NOT_ALLOWED, b"method not allowed\n");
+        response.headers_mut().insert(ALLOW, HeaderValue::from_static("GET, HEAD"));
+        response
+    };
+    incoming.respond_keep_alive(response, KEEP_ALIVE_IDLE).await
 }
 
 /// The `Content-Type` of short text answers.

@@ -295,6 +295,44 @@ pub fn http_response_head(
     headers: &HeaderMap,
     content_length: usize,
 ) -> Vec<u8> {
+    head_with_connection(status, headers, content_length, Some("close"))
+}
+
+/// Whether the connection of `req` may carry another request after the answer to this one
+/// (RFC 9112 §9.3): HTTP/1.1 unless `Connection: close`, HTTP/1.0 only with
+/// `Connection: keep-alive`; and never after a request with a body (`Transfer-Encoding`, or a
+/// `Content-Length` other than 0), which a server answering heads alone does not read.
+pub fn keeps_alive<B>(req: &Request<B>) -> bool {
+    let h = req.headers();
+    let persistent = match req.version() {
+        Version::HTTP_11 => !has_token(h, &header::CONNECTION, "close"),
+        Version::HTTP_10 => has_token(h, &header::CONNECTION, "keep-alive"),
+        _ => false,
+    };
+    let bodyless = !h.contains_key(header::TRANSFER_ENCODING)
+        && h.get_all(header::CONTENT_LENGTH).iter().all(|v| v.as_bytes() == b"0");
+    persistent && bodyless
+}
+
+/// The head of a response after which the connection stays open for the next request of
+/// `req` (which [`keeps_alive`] allows): as [`http_response_head`], with no `Connection` field
+/// for HTTP/1.1 and `Connection: keep-alive` for HTTP/1.0.
+pub fn http_response_head_keep_alive<B>(
+    req: &Request<B>,
+    status: StatusCode,
+    headers: &HeaderMap,
+    content_length: usize,
+) -> Vec<u8> {
+    let connection = (req.version() == Version::HTTP_10).then_some("keep-alive");
+    head_with_connection(status, headers, content_length, connection)
+}
+
+fn head_with_connection(
+    status: StatusCode,
+    headers: &HeaderMap,
+    content_length: usize,
+    connection: Option<&str>,
+) -> Vec<u8> {
     let mut out = Vec::with_capacity(128);
     out.extend_from_slice(b"HTTP/1.1 ");
     out.extend_from_slice(status.as_str().as_bytes());
@@ -308,7 +346,9 @@ pub fn http_response_head(
         push_header(&mut out, name.as_str(), value.as_bytes());
     }
     push_header(&mut out, "Content-Length", content_length.to_string().as_bytes());
-    push_header(&mut out, "Connection", b"close");
+    if let Some(connection) = connection {
+        push_header(&mut out, "Connection", connection.as_bytes());
+    }
     out.extend_from_slice(b"\r\n");
     out
 }

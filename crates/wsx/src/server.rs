@@ -125,12 +125,40 @@ where
     /// instead of [`Config::handshake_timeout`] from now: for a server whose handshake started
     /// before the request, with TLS for instance, and that gives all of it one limit.
     pub async fn read_with_deadline(
-        mut stream: S,
+        stream: S,
         config: impl Into<Arc<Config>>,
         deadline: Option<Instant>,
     ) -> Result<Self, Error> {
-        let config = config.into();
-        let mut buf = BytesMut::with_capacity(1024);
+        let buf = BytesMut::with_capacity(1024);
+        match Self::read_head(stream, buf, config.into(), deadline, None).await? {
+            Some(incoming) => Ok(incoming),
+            None => Err(Error::Io(io::ErrorKind::UnexpectedEof.into())),
+        }
+    }
+
+    /// Reads a request head into `buf`, which may already hold the start of it. With
+    /// `idle_until` (a connection waiting for its next request), a connection that ends or
+    /// stays silent until then before a first byte is `None`, and `deadline` starts with that
+    /// first byte, from the handshake timeout; otherwise an end before the head is an error.
+    async fn read_head(
+        mut stream: S,
+        mut buf: BytesMut,
+        config: Arc<Config>,
+        mut deadline: Option<Instant>,
+        idle_until: Option<Instant>,
+    ) -> Result<Option<Self>, Error> {
+        if let Some(idle_until) = idle_until {
+            if buf.is_empty() {
+                buf.reserve(1024);
+                match timeout_at(idle_until, stream.read_buf(&mut buf)).await {
+                    // Silent until the idle limit, or closed: no request follows.
+                    Err(_) | Ok(Ok(0)) => return Ok(None),
+                    Ok(Ok(_)) => {}
+                    Ok(Err(e)) => return Err(e.into()),
+                }
+            }
+            deadline = config.handshake_timeout.map(|limit| Instant::now() + limit);
+        }
         let mut scanner = HeadScanner::new(config.max_handshake_size);
         let head_len = loop {
             match scanner.scan(&buf) {
@@ -151,7 +179,7 @@ where
             Err(e) => return Err(refuse(stream, buf, e, false, deadline).await),
         };
         let rest = buf.split_off(head_len);
-        Ok(Self { io: stream, request, rest, config, deadline })
+        Ok(Some(Self { io: stream, request, rest, config, deadline }))
     }
 
     /// The request.
@@ -238,6 +266,43 @@ where
     /// so that the head always matches the body.
     pub async fn respond_with<B: AsRef<[u8]>>(self, response: Response<B>) -> Result<(), Error> {
         self.answer(response.status(), response.headers(), response.body().as_ref()).await
+    }
+
+    /// Answers with `response` as [`Incoming::respond_with`] does, but keeps the connection
+    /// open when HTTP/1.1 persistence allows it ([`handshake::keeps_alive`]: HTTP/1.1 without
+    /// `Connection: close`, or HTTP/1.0 with `Connection: keep-alive`, and no request body),
+    /// and then reads the client's next request: `Some` with it, `None` when the client closed
+    /// the connection or sent nothing for `idle`. Bytes pipelined behind this request are kept.
+    /// The next request gets a handshake deadline of its own, from its first byte.
+    ///
+    /// A request that does not allow persistence is answered with `Connection: close` and
+    /// closed as [`Incoming::respond`] describes, and the result is `None`.
+    pub async fn respond_keep_alive<B: AsRef<[u8]>>(
+        self,
+        response: Response<B>,
+        idle: Duration,
+    ) -> Result<Option<Self>, Error> {
+        if !handshake::keeps_alive(&self.request) {
+            self.respond_with(response).await?;
+            return Ok(None);
+        }
+        let body = response.body().as_ref();
+        let head = handshake::http_response_head_keep_alive(
+            &self.request,
+            response.status(),
+            response.headers(),
+            body.len(),
+        );
+        let body = if self.request.method() == Method::HEAD { &[][..] } else { body };
+        let Self { mut io, rest, config, deadline, .. } = self;
+        within(deadline, "writing the response", async {
+            io.write_all_buf(&mut Buf::chain(&head[..], body)).await?;
+            io.flush().await?;
+            Ok(())
+        })
+        .await?;
+        let idle_until = Instant::now() + idle;
+        Self::read_head(io, rest, config, None, Some(idle_until)).await
     }
 
     /// Writes a response that ends the connection: the head alone for HEAD.
