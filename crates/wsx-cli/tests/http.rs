@@ -24,6 +24,114 @@ const OP_CLOSE: u8 = 0x8;
 // wsx serve: plain HTTP
 // ---------------------------------------------------------------------------------------------
 
+/// Reads one response from `tcp`: the head, then as many body bytes as it declares (none for
+/// a response to HEAD).
+fn read_response(tcp: &mut TcpStream, head_request: bool) -> Response {
+    let mut bytes = Vec::new();
+    let mut byte = [0; 1];
+    while !bytes.ends_with(b"\r\n\r\n") {
+        assert_eq!(tcp.read(&mut byte).unwrap(), 1, "the connection ended in a head: {bytes:?}");
+        bytes.push(byte[0]);
+    }
+    let mut response = Response::parse(&bytes);
+    if !head_request {
+        let mut body = vec![0; response.content_length()];
+        tcp.read_exact(&mut body).unwrap();
+        response.body = body;
+    }
+    response
+}
+
+/// Whether the server ends `tcp` (EOF or reset) within `within`, sending nothing more.
+fn ends_within(tcp: &mut TcpStream, within: Duration) -> bool {
+    tcp.set_read_timeout(Some(within)).unwrap();
+    let mut buf = [0; 64];
+    let ended = match tcp.read(&mut buf) {
+        Ok(0) => true,
+        Ok(n) => panic!("unexpected bytes: {:?}", String::from_utf8_lossy(&buf[..n])),
+        Err(e) => e.kind() == io::ErrorKind::ConnectionReset,
+    };
+    tcp.set_read_timeout(Some(HANG_GUARD)).unwrap();
+    ended
+}
+
+/// RFC 9112 §9.3: HTTP/1.1 connections persist unless a side says `Connection: close`.
+/// Requests one after another and pipelined ones are each answered on one connection, HEAD
+/// with the head alone, and a WebSocket upgrade may follow page requests; HTTP/1.0 persists
+/// only when it asks to, and `Connection: close` is honoured.
+#[test]
+fn plain_http_connections_are_kept_alive_between_requests() {
+    let server = Server::start(&[]);
+    let connect = || {
+        let tcp = TcpStream::connect((Ipv4Addr::LOCALHOST, server.port)).unwrap();
+        tcp.set_read_timeout(Some(HANG_GUARD)).unwrap();
+        tcp
+    };
+    let keep = |method: &str, path: &str| {
+        format!("{method} {path} HTTP/1.1\r\nHost: localhost\r\n\r\n").into_bytes()
+    };
+
+    // One request after another, then pipelined, on one connection.
+    let mut tcp = connect();
+    for (method, path, status) in
+        [("GET", "/", 200), ("HEAD", "/stats", 200), ("GET", "/missing", 404), ("POST", "/", 405)]
+    {
+        tcp.write_all(&keep(method, path)).unwrap();
+        let response = read_response(&mut tcp, method == "HEAD");
+        assert_eq!(response.status, status, "{method} {path}: {response:?}");
+        assert_eq!(response.header("connection"), None, "{method} {path}: {response:?}");
+    }
+    let pipelined = [keep("GET", "/stats"), keep("GET", "/index.html"), request("GET", "/stats")];
+    tcp.write_all(&pipelined.concat()).unwrap();
+    for last in [false, false, true] {
+        let response = read_response(&mut tcp, false);
+        assert_eq!(response.status, 200, "{response:?}");
+        assert_eq!(response.has_header("connection", "close"), last, "{response:?}");
+    }
+    assert!(ends_within(&mut tcp, HANG_GUARD), "Connection: close was not honoured");
+
+    // An upgrade after a page request on the same connection, and the echo works.
+    let mut tcp = connect();
+    tcp.write_all(&keep("GET", "/")).unwrap();
+    assert_eq!(read_response(&mut tcp, false).status, 200);
+    tcp.write_all(upgrade_request("").as_bytes()).unwrap();
+    let response = read_response(&mut tcp, true);
+    assert_eq!(response.status, 101, "{response:?}");
+    tcp.write_all(&masked_frame(OP_TEXT, b"after a page")).unwrap();
+    let mut frame = [0; 14];
+    tcp.read_exact(&mut frame).unwrap();
+    assert_eq!(&frame[..2], &[0x81, 12]);
+    assert_eq!(&frame[2..], b"after a page");
+
+    // HTTP/1.0: closed after the answer, unless it asks for keep-alive.
+    let mut tcp = connect();
+    tcp.write_all(b"GET /stats HTTP/1.0\r\n\r\n").unwrap();
+    let response = read_response(&mut tcp, false);
+    assert!(response.has_header("connection", "close"), "{response:?}");
+    assert!(ends_within(&mut tcp, HANG_GUARD));
+    let mut tcp = connect();
+    for _ in 0..2 {
+        tcp.write_all(b"GET /stats HTTP/1.0\r\nConnection: keep-alive\r\n\r\n").unwrap();
+        let response = read_response(&mut tcp, false);
+        assert!(response.has_header("connection", "keep-alive"), "{response:?}");
+    }
+
+    // A request with a body is not read past: its connection closes after the answer.
+    let mut tcp = connect();
+    tcp.write_all(b"POST /stats HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc").unwrap();
+    let response = read_response(&mut tcp, false);
+    assert_eq!(response.status, 405, "{response:?}");
+    assert!(response.has_header("connection", "close"), "{response:?}");
+
+    // A kept-alive connection that sends nothing more is closed after the idle limit (5 s).
+    let mut tcp = connect();
+    tcp.write_all(&keep("GET", "/stats")).unwrap();
+    read_response(&mut tcp, false);
+    let started = Instant::now();
+    assert!(ends_within(&mut tcp, HANG_GUARD), "an idle kept-alive connection stayed open");
+    assert!(started.elapsed() >= Duration::from_secs(4), "closed early: {:?}", started.elapsed());
+}
+
 #[test]
 fn head_gets_the_headers_of_get_without_the_body() {
     let server = Server::start(&[]);
@@ -222,7 +330,7 @@ fn connect_refuses_invalid_headers_and_subprotocols_before_connecting() {
 
 /// A plain request for `path` with `method`.
 fn request(method: &str, path: &str) -> Vec<u8> {
-    format!("{method} {path} HTTP/1.1\r\nHost: localhost\r\n\r\n").into_bytes()
+    format!("{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").into_bytes()
 }
 
 /// An upgrade request with RFC 6455 §1.3's key and `extra` header lines.

@@ -3,7 +3,8 @@
 //! [`accept`] and [`accept_with`] cover the usual case. To also answer plain HTTP requests on the
 //! same port (as `wsx serve` does with its demo page), read the request with [`Incoming::read`]
 //! and then [`Incoming::accept`], [`Incoming::reject`], [`Incoming::respond`] or
-//! [`Incoming::respond_with`].
+//! [`Incoming::respond_with`], or [`Incoming::respond_keep_alive`] to answer and read the
+//! connection's next request.
 //!
 //! Every answer is written within the handshake timeout, and a connection answered without an
 //! upgrade is closed in stages, so that the answer reaches a client that is still sending.
