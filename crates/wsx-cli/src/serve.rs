@@ -166,6 +166,9 @@ where
 }
 
 /// What became of a request.
+// Lives only between two lines of `serve_requests`; boxing the WebSocket would cost an
+// allocation per upgrade for nothing.
+#[allow(clippy::large_enum_variant)]
 enum Answered<S> {
     /// Upgraded: the WebSocket and its place in the connection count.
     Upgraded(WebSocket<S>, Slot),
