@@ -17,6 +17,7 @@ use crate::deflate::{Deflate, Params};
 use crate::error::{ProtocolError, SendError};
 use crate::frame::{FrameHeader, OpCode};
 use crate::message::{Chunk, CloseCode, CloseFrame, Event, Message, Utf8Bytes};
+use crate::shared::SharedFrame;
 use crate::utf8::Utf8Validator;
 
 mod recv;
@@ -367,6 +368,27 @@ impl Connection {
         self.sending_chunks = !fin;
         self.keepalive.data_activity = true;
         self.queue(opcode, chunk.into_data(), 0, fin);
+        Ok(())
+    }
+
+    /// Queues a data message encoded once for many connections ([`SharedFrame`]): its bytes
+    /// are copied into the send buffer next to other small frames, or, when large, queued as
+    /// they are (the buffer is shared, not copied). Never compressed. Servers only.
+    ///
+    /// Refused like [`Self::send`]: after a close, and while a message sent in chunks is not
+    /// finished.
+    pub fn send_shared(&mut self, frame: &SharedFrame) -> Result<(), SendError> {
+        if self.phase != Phase::Open {
+            return Err(SendError::Closed);
+        }
+        if self.role != Role::Server {
+            return Err(SendError::SharedFrameFromClient);
+        }
+        if self.sending_chunks {
+            return Err(SendError::ChunkedMessageInProgress);
+        }
+        self.keepalive.data_activity = true;
+        self.out.push_encoded(frame.bytes());
         Ok(())
     }
 

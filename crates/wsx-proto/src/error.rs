@@ -108,6 +108,10 @@ pub enum SendError {
     /// A chunk without `first` set while no message sent in chunks is in progress.
     #[error("no message sent in chunks is in progress")]
     NoChunkedMessage,
+    /// A [`SharedFrame`](crate::SharedFrame) on a client connection: client frames must be
+    /// masked, each with a key of its own (RFC 6455 §5.3), so they cannot be shared.
+    #[error("a shared frame can only be sent by a server")]
+    SharedFrameFromClient,
 }
 
 /// Why an opening handshake failed. On the server, [`HandshakeError::status`] is the HTTP status

@@ -30,9 +30,11 @@ pub mod frame;
 pub mod handshake;
 pub mod mask;
 pub mod message;
+pub mod shared;
 pub mod utf8;
 
 pub use config::Config;
 pub use connection::{Connection, Role, State};
 pub use error::{HandshakeError, ProtocolError, SendError};
 pub use message::{Chunk, CloseCode, CloseFrame, Event, Message, Utf8Bytes};
+pub use shared::SharedFrame;

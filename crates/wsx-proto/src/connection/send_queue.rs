@@ -96,6 +96,34 @@ impl SendQueue {
     }
 }
 
+impl SendQueue {
+    /// Queues a frame encoded elsewhere (a [`SharedFrame`](crate::SharedFrame)): copied when
+    /// small, as [`Self::push_frame`] copies small payloads; otherwise queued as it is.
+    pub(super) fn push_encoded(&mut self, frame: &Bytes) {
+        let total = frame.len();
+        if self.len == 0 && total <= SMALL_FRAME_MAX {
+            self.small[..total].copy_from_slice(frame);
+            self.small_pos = 0;
+            // Fits in a u8: total <= SMALL_FRAME_MAX.
+            self.small_len = total as u8;
+            self.len = total;
+            return;
+        }
+        if total <= INLINE_PAYLOAD_MAX + MAX_HEADER_LEN {
+            if self.tail.capacity() - self.tail.len() < total {
+                self.tail.reserve(total.max(SEND_CHUNK));
+            }
+            self.tail.extend_from_slice(frame);
+        } else {
+            if !self.tail.is_empty() {
+                self.chunks.push_back(self.tail.split().freeze());
+            }
+            self.chunks.push_back(frame.clone());
+        }
+        self.len += total;
+    }
+}
+
 impl Buf for SendQueue {
     fn remaining(&self) -> usize {
         self.len
