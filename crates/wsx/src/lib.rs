@@ -45,6 +45,7 @@ pub mod client;
 mod error;
 #[cfg(feature = "hyper")]
 pub mod hyper;
+pub mod pubsub;
 pub mod server;
 mod socket;
 mod split;
@@ -58,7 +59,7 @@ pub use socket::WebSocket;
 pub use split::{ReadHalf, WriteHalf};
 pub use wsx_proto::{
     Chunk, CloseCode, CloseFrame, Config, Event, HandshakeError, Message, ProtocolError, Role,
-    SendError, Utf8Bytes,
+    SendError, SharedFrame, Utf8Bytes,
 };
 
 /// The `bytes` crate, whose [`bytes::Bytes`] messages carry.

@@ -1,7 +1,8 @@
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
-use std::task::{ready, Context, Poll};
+use std::sync::Arc;
+use std::task::{ready, Context, Poll, Waker};
 use std::time::Duration;
 
 use bytes::{Buf, BytesMut};
@@ -14,8 +15,10 @@ use tokio_util::io::{poll_read_buf, poll_write_buf};
 use wsx_proto::connection::State;
 use wsx_proto::{
     Chunk, CloseCode, CloseFrame, Config, Connection, Event, Message, ProtocolError, Role,
+    SendError,
 };
 
+use crate::pubsub::{Inbox, Subscriber, Taken};
 use crate::split::{self, ReadHalf, WriteHalf};
 use crate::Error;
 
@@ -52,6 +55,8 @@ pub struct WebSocket<S> {
     /// The peer broke the protocol and may still be sending: read until it closes too.
     linger: bool,
     finished: bool,
+    /// Deliveries of the pub/sub subscriber attached, if any.
+    inbox: Option<Arc<Inbox>>,
 }
 
 impl<S> WebSocket<S>
@@ -77,7 +82,22 @@ where
             close_deadline: None,
             linger: false,
             finished: false,
+            inbox: None,
         }
+    }
+
+    /// Attaches a pub/sub [`Subscriber`]: what is published to its topics is written to this
+    /// connection, in order with what is sent on it, while the connection is received from
+    /// (and when it sends or flushes). Replaces a subscriber attached before. Servers only:
+    /// the shared frames are unmasked ([`SendError::SharedFrameFromClient`] on a client).
+    ///
+    /// [`SendError::SharedFrameFromClient`]: wsx_proto::SendError::SharedFrameFromClient
+    pub fn attach(&mut self, subscriber: &Subscriber) -> Result<(), Error> {
+        if self.conn.role() != Role::Server {
+            return Err(Error::Send(SendError::SharedFrameFromClient));
+        }
+        self.inbox = Some(subscriber.inbox().clone());
+        Ok(())
     }
 
     /// Receives the next message. `None` once the connection is closed.
@@ -228,7 +248,7 @@ where
             // the core queues on its own while reading is bounded (one close reply; pongs wait
             // for room, only the latest kept). So a reader never stops answering pings or the
             // peer's close because a writer is held up.
-            if let Poll::Ready(Err(e)) = self.poll_write_out(cx) {
+            if let Poll::Ready(Err(e)) = self.poll_send_all(cx, true) {
                 self.finished = true;
                 return Poll::Ready(self.io_error(e));
             }
@@ -346,7 +366,7 @@ where
             if !self.conn.is_send_buffer_full() {
                 return Poll::Ready(Ok(()));
             }
-            match self.poll_write_out(cx) {
+            match self.poll_send_all(cx, false) {
                 Poll::Ready(Ok(())) => {}
                 Poll::Ready(Err(e)) => return Poll::Ready(Err(Error::Io(e))),
                 Poll::Pending => {
@@ -363,7 +383,7 @@ where
     /// passes.
     pub(crate) fn poll_flush_timed(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
         loop {
-            match self.poll_write_out(cx) {
+            match self.poll_send_all(cx, false) {
                 Poll::Ready(result) => return Poll::Ready(result.map_err(Error::from)),
                 Poll::Pending if self.finished => return Poll::Ready(Err(Error::Closed)),
                 Poll::Pending if self.conn.should_close_transport() => {
@@ -401,6 +421,47 @@ where
             self.conn.close(Some(CloseFrame::new(CloseCode::NORMAL, "")))?;
         }
         self.poll_flush_timed(cx)
+    }
+
+    /// Takes the attached subscriber's deliveries into the send queue (as many as fit under
+    /// the high-water mark) and writes everything out, until both are empty or the transport
+    /// is full. With `register`, the task is woken by the next delivery once all are taken:
+    /// only the receive loop registers, since it is the one every application keeps polling
+    /// (a write half may sit idle in another task).
+    fn poll_send_all(&mut self, cx: &mut Context<'_>, register: bool) -> Poll<io::Result<()>> {
+        loop {
+            let more = self.deliver(register.then(|| cx.waker()));
+            ready!(self.poll_write_out(cx))?;
+            if !more {
+                return Poll::Ready(Ok(()));
+            }
+        }
+    }
+
+    /// Moves deliveries from the inbox into the core's send queue while it has room; true when
+    /// more wait for room (the caller writes, then comes back for them). Not while a message
+    /// sent in chunks is unfinished: its frames may not be interleaved.
+    fn deliver(&mut self, waker: Option<&Waker>) -> bool {
+        let Self { inbox, conn, .. } = self;
+        let Some(shared) = inbox else { return false };
+        if conn.state() != State::Open {
+            *inbox = None;
+            return false;
+        }
+        let outcome = shared
+            .take(waker, |frame| !conn.is_send_buffer_full() && conn.send_shared(frame).is_ok());
+        match outcome {
+            Taken::Empty => false,
+            // Held up by a full queue, not by a chunked message: worth coming back after a write.
+            Taken::More => conn.is_send_buffer_full(),
+            Taken::Overflowed => {
+                *inbox = None;
+                let frame = CloseFrame::new(CloseCode::TRY_AGAIN_LATER, "subscriber too slow");
+                // Open was checked above, and the frame is valid: this cannot fail.
+                let _ = conn.close(Some(frame));
+                false
+            }
+        }
     }
 
     /// Writes everything the core queued, vectored, then flushes the transport.

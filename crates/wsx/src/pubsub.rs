@@ -1,0 +1,464 @@
+//! Topics with fan-out: one publish, encoded once, written to every subscriber.
+//!
+//! A [`Hub`] maps topic names to the [`Subscriber`]s of each. A server connection gets a
+//! subscriber from the hub, attaches it to its [`WebSocket`](crate::WebSocket) with
+//! [`WebSocket::attach`](crate::WebSocket::attach) and subscribes it to any number of topics.
+//! [`Hub::publish`] encodes the message once, as a [`SharedFrame`] (header and payload in one
+//! buffer), and hands every subscriber of the topic a reference to it: no copy, no encoding
+//! and no allocation per subscriber. Each connection then writes everything published to it
+//! since its last write in one write, while it is being received from.
+//!
+//! ```no_run
+//! # async fn run() -> Result<(), wsx::Error> {
+//! use wsx::pubsub::Hub;
+//!
+//! let hub = Hub::new();
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await?;
+//! loop {
+//!     let (tcp, _) = listener.accept().await?;
+//!     let hub = hub.clone();
+//!     tokio::spawn(async move {
+//!         let mut ws = wsx::accept(tcp).await?;
+//!         let mut subscriber = hub.subscriber();
+//!         subscriber.subscribe("chat");
+//!         ws.attach(&subscriber)?;
+//!         // Receiving is what writes the deliveries out: keep receiving.
+//!         while let Some(msg) = ws.recv().await {
+//!             let msg = msg?;
+//!             if msg.is_data() {
+//!                 hub.publish("chat", &msg);
+//!             }
+//!         }
+//!         Ok::<_, wsx::Error>(())
+//!     });
+//! }
+//! # }
+//! ```
+//!
+//! # Semantics
+//!
+//! - **Order**: the messages of one publisher to one topic reach every subscriber in publish
+//!   order. Nothing is promised between publishers, or between topics.
+//! - **At most once**: a message is delivered to the subscribers the topic has when it is
+//!   published, once each; a connection that subscribes later does not get it, there is no
+//!   history, and a message to a topic without subscribers is dropped.
+//! - **Slow subscribers**: each subscriber holds at most [`HubConfig::max_queued_bytes`] of
+//!   deliveries it has not taken into its send queue yet. Past that, by
+//!   [`HubConfig::overflow`], the message is skipped for that subscriber (and counted), or the
+//!   subscriber's connection is closed with 1013 (Try Again Later). A publish never waits for a
+//!   subscriber, so one that does not read cannot slow the others down.
+//! - **Compression**: deliveries go out uncompressed, also on connections that negotiated
+//!   permessage-deflate (which allows uncompressed messages at any time, RFC 7692 §6): one
+//!   encoding serves every subscriber, and no connection spends CPU compressing the same bytes.
+//! - **Deliveries are written while the connection is driven**: by receiving (the usual loop),
+//!   and by sending or flushing. A connection that is not polled keeps its deliveries queued,
+//!   up to the bound above.
+
+use std::collections::{HashMap, VecDeque};
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::task::Waker;
+
+use wsx_proto::{Message, SharedFrame};
+
+/// What a publish does to a subscriber whose queue is full ([`HubConfig::max_queued_bytes`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum Overflow {
+    /// The message is not delivered to that subscriber; [`HubStats::skipped`] counts it.
+    #[default]
+    Skip,
+    /// The subscriber's connection is closed with 1013 (Try Again Later) and gets nothing
+    /// more; [`HubStats::overflow_closes`] counts it.
+    Close,
+}
+
+/// Settings of a [`Hub`].
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct HubConfig {
+    /// The most bytes of deliveries one subscriber may hold before they reach its send queue,
+    /// frame headers included, plus [`QUEUE_ENTRY_COST`] per message. Default 256 KiB. The
+    /// frames themselves are shared, so this bounds what a subscriber can pin, not what it
+    /// copies.
+    pub max_queued_bytes: usize,
+    /// What happens past [`Self::max_queued_bytes`]. Default [`Overflow::Skip`].
+    pub overflow: Overflow,
+}
+
+/// What each queued delivery counts toward [`HubConfig::max_queued_bytes`] besides its frame:
+/// the queue entry itself, so that a flood of tiny messages is bounded too.
+pub const QUEUE_ENTRY_COST: usize = 48;
+
+impl Default for HubConfig {
+    fn default() -> Self {
+        Self { max_queued_bytes: 256 << 10, overflow: Overflow::Skip }
+    }
+}
+
+impl HubConfig {
+    /// Sets [`Self::max_queued_bytes`].
+    pub fn max_queued_bytes(mut self, bytes: usize) -> Self {
+        self.max_queued_bytes = bytes;
+        self
+    }
+
+    /// Sets [`Self::overflow`].
+    pub fn overflow(mut self, overflow: Overflow) -> Self {
+        self.overflow = overflow;
+        self
+    }
+}
+
+/// Counters of a [`Hub`] since it was made, and its present size.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct HubStats {
+    /// Topics with at least one subscriber.
+    pub topics: usize,
+    /// Subscriptions: a subscriber of three topics counts three times.
+    pub subscriptions: usize,
+    /// Publishes, to topics with subscribers or not.
+    pub published: u64,
+    /// Messages handed to subscribers.
+    pub deliveries: u64,
+    /// Deliveries skipped because the subscriber's queue was full ([`Overflow::Skip`]).
+    pub skipped: u64,
+    /// Subscribers closed because their queue was full ([`Overflow::Close`]).
+    pub overflow_closes: u64,
+}
+
+/// What one publish did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Published {
+    /// Subscribers the message was handed to.
+    pub delivered: usize,
+    /// Subscribers that did not get it because their queue was full.
+    pub skipped: usize,
+}
+
+/// A set of topics and their subscribers. Cloning shares it; it may be used from any thread.
+#[derive(Clone, Default)]
+pub struct Hub {
+    shared: Arc<HubShared>,
+}
+
+#[derive(Default)]
+struct HubShared {
+    config: HubConfig,
+    topics: RwLock<HashMap<Arc<str>, Vec<Arc<Inbox>>>>,
+    next_id: AtomicU64,
+    published: AtomicU64,
+    deliveries: AtomicU64,
+    skipped: AtomicU64,
+    overflow_closes: AtomicU64,
+}
+
+impl fmt::Debug for Hub {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Hub").field("config", &self.shared.config).finish_non_exhaustive()
+    }
+}
+
+impl Hub {
+    /// A hub with the default [`HubConfig`].
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// A hub with `config`.
+    pub fn with_config(config: HubConfig) -> Self {
+        Self { shared: Arc::new(HubShared { config, ..HubShared::default() }) }
+    }
+
+    /// A new subscriber, of no topic yet. Attach it to a server connection with
+    /// [`WebSocket::attach`](crate::WebSocket::attach).
+    pub fn subscriber(&self) -> Subscriber {
+        let id = self.shared.next_id.fetch_add(1, Ordering::Relaxed);
+        Subscriber {
+            hub: self.clone(),
+            inbox: Arc::new(Inbox { id, state: Mutex::new(InboxState::default()) }),
+            topics: Vec::new(),
+        }
+    }
+
+    /// Publishes a data message to `topic`'s subscribers; a ping, pong or close is not
+    /// published (nothing is delivered). The message is encoded once.
+    pub fn publish(&self, topic: &str, message: &Message) -> Published {
+        match SharedFrame::new(message) {
+            Some(frame) => self.publish_frame(topic, &frame, None),
+            None => Published::default(),
+        }
+    }
+
+    /// Publishes to every subscriber of `topic` but `except` (typically the sender).
+    pub fn publish_except(&self, topic: &str, message: &Message, except: &Subscriber) -> Published {
+        match SharedFrame::new(message) {
+            Some(frame) => self.publish_frame(topic, &frame, Some(except.inbox.id)),
+            None => Published::default(),
+        }
+    }
+
+    /// Publishes a frame encoded beforehand (to publish one message to several topics, say),
+    /// to every subscriber of `topic` but the one with id `except`.
+    pub fn publish_frame(
+        &self,
+        topic: &str,
+        frame: &SharedFrame,
+        except: Option<SubscriberId>,
+    ) -> Published {
+        let shared = &*self.shared;
+        shared.published.fetch_add(1, Ordering::Relaxed);
+        let topics = read(&shared.topics);
+        let Some(subscribers) = topics.get(topic) else { return Published::default() };
+        let cost = frame.wire_len() + QUEUE_ENTRY_COST;
+        let limit = shared.config.max_queued_bytes;
+        let mut result = Published::default();
+        let mut closes = 0;
+        for inbox in subscribers {
+            if Some(inbox.id) == except {
+                continue;
+            }
+            let mut state = lock(&inbox.state);
+            if state.overflowed {
+                continue;
+            }
+            if state.queued + cost > limit && !state.frames.is_empty() {
+                match shared.config.overflow {
+                    Overflow::Skip => {
+                        result.skipped += 1;
+                        continue;
+                    }
+                    Overflow::Close => {
+                        state.overflowed = true;
+                        state.frames = VecDeque::new();
+                        state.queued = 0;
+                        closes += 1;
+                    }
+                }
+            } else {
+                state.frames.push_back(frame.clone());
+                state.queued += cost;
+                result.delivered += 1;
+            }
+            let waker = state.waker.take();
+            drop(state);
+            if let Some(waker) = waker {
+                waker.wake();
+            }
+        }
+        drop(topics);
+        shared.deliveries.fetch_add(result.delivered as u64, Ordering::Relaxed);
+        if result.skipped > 0 {
+            shared.skipped.fetch_add(result.skipped as u64, Ordering::Relaxed);
+        }
+        if closes > 0 {
+            shared.overflow_closes.fetch_add(closes, Ordering::Relaxed);
+        }
+        result
+    }
+
+    /// How many subscribers `topic` has.
+    pub fn subscriber_count(&self, topic: &str) -> usize {
+        read(&self.shared.topics).get(topic).map_or(0, Vec::len)
+    }
+
+    /// How many topics have subscribers.
+    pub fn topic_count(&self) -> usize {
+        read(&self.shared.topics).len()
+    }
+
+    /// The counters and the present size.
+    pub fn stats(&self) -> HubStats {
+        let shared = &*self.shared;
+        let (topics, subscriptions) = {
+            let topics = read(&shared.topics);
+            (topics.len(), topics.values().map(Vec::len).sum())
+        };
+        HubStats {
+            topics,
+            subscriptions,
+            published: shared.published.load(Ordering::Relaxed),
+            deliveries: shared.deliveries.load(Ordering::Relaxed),
+            skipped: shared.skipped.load(Ordering::Relaxed),
+            overflow_closes: shared.overflow_closes.load(Ordering::Relaxed),
+        }
+    }
+
+    fn add(&self, topic: &str, inbox: &Arc<Inbox>) -> Option<Arc<str>> {
+        let mut topics = write(&self.shared.topics);
+        if let Some((name, subscribers)) = topics.get_key_value(topic) {
+            if subscribers.iter().any(|s| Arc::ptr_eq(s, inbox)) {
+                return None;
+            }
+            let name = name.clone();
+            topics.get_mut(topic).expect("just found").push(inbox.clone());
+            return Some(name);
+        }
+        let name: Arc<str> = Arc::from(topic);
+        topics.insert(name.clone(), vec![inbox.clone()]);
+        Some(name)
+    }
+
+    fn remove(&self, topic: &str, inbox: &Arc<Inbox>) {
+        let mut topics = write(&self.shared.topics);
+        let Some(subscribers) = topics.get_mut(topic) else { return };
+        // From the end: the most recent subscribers tend to leave first.
+        if let Some(i) = subscribers.iter().rposition(|s| Arc::ptr_eq(s, inbox)) {
+            subscribers.swap_remove(i);
+        }
+        if subscribers.is_empty() {
+            topics.remove(topic);
+        }
+    }
+}
+
+/// Identifies a [`Subscriber`] to [`Hub::publish_frame`]'s `except`.
+pub type SubscriberId = u64;
+
+/// One connection's membership in a [`Hub`]'s topics. Dropping it unsubscribes from all.
+pub struct Subscriber {
+    hub: Hub,
+    inbox: Arc<Inbox>,
+    topics: Vec<Arc<str>>,
+}
+
+impl fmt::Debug for Subscriber {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Subscriber")
+            .field("id", &self.inbox.id)
+            .field("topics", &self.topics)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Subscriber {
+    /// Subscribes to `topic`; `false` if already subscribed.
+    pub fn subscribe(&mut self, topic: &str) -> bool {
+        match self.hub.add(topic, &self.inbox) {
+            Some(name) => {
+                self.topics.push(name);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Unsubscribes from `topic`; `false` if not subscribed. Deliveries already queued for it
+    /// are still written.
+    pub fn unsubscribe(&mut self, topic: &str) -> bool {
+        let Some(i) = self.topics.iter().position(|t| &**t == topic) else { return false };
+        self.topics.swap_remove(i);
+        self.hub.remove(topic, &self.inbox);
+        true
+    }
+
+    /// The topics subscribed to.
+    pub fn topics(&self) -> impl Iterator<Item = &str> {
+        self.topics.iter().map(|t| &**t)
+    }
+
+    /// The id to give [`Hub::publish_frame`] to leave this subscriber out.
+    pub fn id(&self) -> SubscriberId {
+        self.inbox.id
+    }
+
+    /// Bytes of deliveries waiting to reach the connection's send queue (as counted against
+    /// [`HubConfig::max_queued_bytes`]).
+    pub fn queued_bytes(&self) -> usize {
+        lock(&self.inbox.state).queued
+    }
+
+    pub(crate) fn inbox(&self) -> &Arc<Inbox> {
+        &self.inbox
+    }
+}
+
+impl Drop for Subscriber {
+    fn drop(&mut self) {
+        for topic in std::mem::take(&mut self.topics) {
+            self.hub.remove(&topic, &self.inbox);
+        }
+    }
+}
+
+/// Deliveries on their way to one connection: filled by publishers, emptied by the
+/// connection's driver ([`Inbox::take`]).
+pub(crate) struct Inbox {
+    id: SubscriberId,
+    state: Mutex<InboxState>,
+}
+
+impl fmt::Debug for Inbox {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Inbox").field("id", &self.id).finish_non_exhaustive()
+    }
+}
+
+#[derive(Default)]
+struct InboxState {
+    frames: VecDeque<SharedFrame>,
+    /// What `frames` counts toward the bound.
+    queued: usize,
+    /// The task to wake on the next delivery.
+    waker: Option<Waker>,
+    /// The bound was passed under [`Overflow::Close`]: the connection is to be closed.
+    overflowed: bool,
+}
+
+/// What [`Inbox::take`] found.
+pub(crate) enum Taken {
+    /// Everything queued was taken (or there was nothing).
+    Empty,
+    /// `take` said stop; more is queued.
+    More,
+    /// The subscriber overflowed under [`Overflow::Close`].
+    Overflowed,
+}
+
+impl Inbox {
+    /// Hands queued deliveries to `take` in order while it returns true (it queues them on
+    /// the connection); with `waker`, registers it to be woken by the next delivery once the
+    /// queue is empty.
+    pub(crate) fn take(
+        &self,
+        waker: Option<&Waker>,
+        mut take: impl FnMut(&SharedFrame) -> bool,
+    ) -> Taken {
+        let mut state = lock(&self.state);
+        if state.overflowed {
+            return Taken::Overflowed;
+        }
+        while let Some(frame) = state.frames.front() {
+            if !take(frame) {
+                return Taken::More;
+            }
+            let cost = frame.wire_len() + QUEUE_ENTRY_COST;
+            state.queued -= cost;
+            state.frames.pop_front();
+        }
+        if let Some(waker) = waker {
+            match &state.waker {
+                Some(w) if w.will_wake(waker) => {}
+                _ => state.waker = Some(waker.clone()),
+            }
+        }
+        Taken::Empty
+    }
+}
+
+/// Locks, ignoring poisoning: the state stays consistent whatever a panicking holder did
+/// (every update is a single push or pop with its counter).
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn read<T>(l: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    l.read().unwrap_or_else(|e| e.into_inner())
+}
+
+fn write<T>(l: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
+    l.write().unwrap_or_else(|e| e.into_inner())
+}
