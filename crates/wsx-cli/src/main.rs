@@ -14,6 +14,7 @@ use clap::{Parser, Subcommand};
 
 mod bench;
 mod connect;
+mod pubsub;
 mod serve;
 
 /// wsx: a WebSocket toolkit.
@@ -94,6 +95,32 @@ struct ServeArgs {
     /// before reading its echo; beyond it the server stops reading until the client reads.
     #[arg(long, default_value_t = 16 << 20)]
     echo_backlog: usize,
+    /// Pub/sub instead of echo: a WebSocket to path /P subscribes to topic P, and every data
+    /// message it sends is published to P (the sender included, unless --no-echo-self).
+    #[arg(long)]
+    pubsub: bool,
+    /// With --pubsub: a sender does not get its own messages back.
+    #[arg(long, requires = "pubsub")]
+    no_echo_self: bool,
+    /// With --pubsub: `POST /publish/P` publishes its body to topic P when the request carries
+    /// `Authorization: Bearer TOKEN` (without this flag HTTP publishing is off).
+    #[arg(long, value_name = "TOKEN", requires = "pubsub")]
+    publish_token: Option<String>,
+    /// With --pubsub: most bytes of publishes queued for one subscriber that is not keeping up;
+    /// past it, --slow-subscriber decides.
+    #[arg(long, default_value_t = 256 << 10, requires = "pubsub")]
+    max_subscriber_queue: usize,
+    /// With --pubsub: what a publish does to a subscriber whose queue is full: `skip` the
+    /// message for it (counted in /stats) or `close` its connection with 1013.
+    #[arg(long, value_enum, default_value_t = SlowSubscriber::Skip, requires = "pubsub")]
+    slow_subscriber: SlowSubscriber,
+}
+
+/// `--slow-subscriber`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum SlowSubscriber {
+    Skip,
+    Close,
 }
 
 fn main() -> ExitCode {
@@ -161,6 +188,20 @@ fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
             (Some(cert), Some(key)) => Some(load_tls(cert, key)?),
             _ => None,
         },
+        pubsub: args.pubsub.then(|| {
+            let overflow = match args.slow_subscriber {
+                SlowSubscriber::Skip => wsx::pubsub::Overflow::Skip,
+                SlowSubscriber::Close => wsx::pubsub::Overflow::Close,
+            };
+            let config = wsx::pubsub::HubConfig::default()
+                .max_queued_bytes(args.max_subscriber_queue)
+                .overflow(overflow);
+            pubsub::Options {
+                hub: wsx::pubsub::Hub::with_config(config),
+                echo_self: !args.no_echo_self,
+                publish_token: args.publish_token.clone(),
+            }
+        }),
     };
     runtime.block_on(serve::run(options))
 }

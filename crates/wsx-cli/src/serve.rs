@@ -1,6 +1,7 @@
 //! `wsx serve`: the echo server and its demo page.
 
 use std::future::{poll_fn, Future};
+use std::pin::Pin;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -13,10 +14,12 @@ use http::header::{HeaderValue, ALLOW, CONTENT_TYPE, ORIGIN};
 use http::{Method, StatusCode};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use tokio::sync::futures::Notified;
 use tokio::sync::Notify;
 use tokio::time::{timeout_at, Instant};
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
+use wsx::pubsub::Subscriber;
 use wsx::tls::{rustls::ServerConfig, TlsAcceptor};
 use wsx::{
     Accept, Chunk, CloseCode, CloseFrame, Config, Event, Incoming, Reject, Utf8Bytes, WebSocket,
@@ -41,6 +44,8 @@ pub(crate) struct Options {
     pub(crate) echo_backlog: usize,
     /// Serve `wss://` and https with this configuration.
     pub(crate) tls: Option<Arc<ServerConfig>>,
+    /// Pub/sub instead of echo.
+    pub(crate) pubsub: Option<crate::pubsub::Options>,
 }
 
 /// Serves until Ctrl-C or SIGTERM, then closes every connection with 1001.
@@ -49,7 +54,11 @@ pub(crate) async fn run(options: Options) -> anyhow::Result<()> {
         listen(options.listen).with_context(|| format!("cannot listen on {}", options.listen))?;
     let addr = listener.local_addr()?;
     let (http, ws) = if options.tls.is_some() { ("https", "wss") } else { ("http", "ws") };
-    info!("listening on {http}://{addr}/ (WebSocket echo on {ws}://{addr}/ at any path)");
+    if options.pubsub.is_some() {
+        info!("listening on {http}://{addr}/ (pub/sub: {ws}://{addr}/TOPIC subscribes to TOPIC)");
+    } else {
+        info!("listening on {http}://{addr}/ (WebSocket echo on {ws}://{addr}/ at any path)");
+    }
 
     let state = Arc::new(State {
         options,
@@ -141,7 +150,7 @@ async fn handle(tcp: TcpStream, state: Arc<State>, echoes: &TaskTracker) -> Resu
 }
 
 /// How long a kept-alive HTTP connection may wait for its next request.
-const KEEP_ALIVE_IDLE: Duration = Duration::from_secs(5);
+pub(crate) const KEEP_ALIVE_IDLE: Duration = Duration::from_secs(5);
 
 /// Answers the requests of one connection, plain HTTP kept alive between them, until one is
 /// upgraded (its echo then runs as a task of its own) or the connection ends.
@@ -155,8 +164,8 @@ where
 {
     loop {
         match upgrade(incoming, state).await? {
-            Answered::Upgraded(ws, slot) => {
-                spawn_echo(echoes, ws, slot);
+            Answered::Upgraded(ws, slot, subscriber) => {
+                spawn_echo(echoes, ws, slot, subscriber);
                 return Ok(());
             }
             Answered::Next(next) => incoming = next,
@@ -170,8 +179,9 @@ where
 // allocation per upgrade for nothing.
 #[allow(clippy::large_enum_variant)]
 enum Answered<S> {
-    /// Upgraded: the WebSocket and its place in the connection count.
-    Upgraded(WebSocket<S>, Slot),
+    /// Upgraded: the WebSocket, its place in the connection count, and in pub/sub mode its
+    /// subscription.
+    Upgraded(WebSocket<S>, Slot, Option<Subscriber>),
     /// Answered with the connection kept alive, and this is its next request.
     Next(Incoming<S>),
     /// Answered, and the connection is over.
@@ -180,14 +190,25 @@ enum Answered<S> {
 
 /// Runs the echo of an upgraded connection as its own task: the state every idle connection
 /// keeps is this task, the echo loop and the socket, nothing more.
-fn spawn_echo<S>(tracker: &TaskTracker, mut ws: WebSocket<S>, slot: Slot)
-where
+fn spawn_echo<S>(
+    tracker: &TaskTracker,
+    mut ws: WebSocket<S>,
+    slot: Slot,
+    subscriber: Option<Subscriber>,
+) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     // The block owns the socket and echo borrows it. (An `async fn` taking `mut ws` by value
     // would hold it twice, as argument and as local: 424 more bytes in every connection.)
     tracker.spawn(async move {
-        if let Err(e) = echo(&mut ws, &slot.0).await {
+        let state = &slot.0;
+        let result = match (subscriber, &state.options.pubsub) {
+            (Some(subscriber), Some(options)) => {
+                crate::pubsub::run(&mut ws, subscriber, options, state).await
+            }
+            _ => echo(&mut ws, state).await,
+        };
+        if let Err(e) = result {
             debug!("connection ended: {e}");
         }
         drop(slot);
@@ -196,14 +217,14 @@ where
 
 /// The server's shared state.
 #[derive(Debug)]
-struct State {
-    options: Options,
+pub(crate) struct State {
+    pub(crate) options: Options,
     /// Open WebSocket connections.
     active: AtomicUsize,
     /// Set at shutdown, before `stop` is notified.
     stopping: AtomicBool,
     /// Wakes every echo task at shutdown.
-    stop: Notify,
+    pub(crate) stop: Notify,
 }
 
 /// Counts one open WebSocket connection while alive.
@@ -237,8 +258,11 @@ where
         incoming.reject(Reject::status(StatusCode::SERVICE_UNAVAILABLE)).await?;
         return Ok(Answered::Closed);
     }
+    // Subscribed before the 101: what is published from then on reaches the client.
+    let path = incoming.request().uri().path();
+    let subscriber = state.options.pubsub.as_ref().map(|p| crate::pubsub::subscribe(p, path));
     let ws = incoming.accept(Accept::default()).await?;
-    Ok(Answered::Upgraded(ws, slot))
+    Ok(Answered::Upgraded(ws, slot, subscriber))
 }
 
 /// The echo loop of one upgraded connection, until it closes or the server shuts down.
@@ -246,9 +270,6 @@ async fn echo<S>(ws: &mut WebSocket<S>, state: &State) -> Result<(), wsx::Error>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    // Registered for the shutdown notification once, at the first wait. Afterwards the flag
-    // alone says whether it came: re-polling the notification on every message (as `select!`
-    // does) costs a lock and a waker comparison per message.
     let stop = state.stop.notified();
     tokio::pin!(stop);
     let mut registered = false;
@@ -258,30 +279,7 @@ where
     // The rest of a streamed message held back while the client is not reading its echo.
     let mut held: Option<Box<Held>> = None;
     loop {
-        let event = {
-            let recv = ws.recv_event();
-            tokio::pin!(recv);
-            poll_fn(|cx| {
-                // First, so that a connection that always has a message ready still stops.
-                if state.stopping.load(Ordering::SeqCst) {
-                    return Poll::Ready(None);
-                }
-                if let Poll::Ready(event) = recv.as_mut().poll(cx) {
-                    return Poll::Ready(Some(event));
-                }
-                if !registered {
-                    registered = true;
-                    if stop.as_mut().poll(cx).is_ready() {
-                        return Poll::Ready(None);
-                    }
-                }
-                if state.stopping.load(Ordering::SeqCst) {
-                    return Poll::Ready(None);
-                }
-                Poll::Pending
-            })
-            .await
-        };
+        let event = next_or_stop(ws.recv_event(), state, stop.as_mut(), &mut registered).await;
         match event {
             // Boxed: its timer would otherwise sit in every idle connection's state.
             None => return Box::pin(going_away(ws)).await,
@@ -301,6 +299,41 @@ where
             Some(Some(Err(e))) => debug!("peer error: {e}"),
         }
     }
+}
+
+/// Awaits `next` unless the server is shutting down (`None` then), checked first, so that a
+/// connection that always has a message ready still stops.
+///
+/// `stop` is registered for the shutdown notification once, at the first wait (`registered`
+/// says whether it is). Afterwards the flag alone says whether it came: re-polling the
+/// notification on every message (as `select!` does) costs a lock and a waker comparison per
+/// message.
+pub(crate) async fn next_or_stop<F: Future>(
+    next: F,
+    state: &State,
+    mut stop: Pin<&mut Notified<'_>>,
+    registered: &mut bool,
+) -> Option<F::Output> {
+    tokio::pin!(next);
+    poll_fn(|cx| {
+        if state.stopping.load(Ordering::SeqCst) {
+            return Poll::Ready(None);
+        }
+        if let Poll::Ready(output) = next.as_mut().poll(cx) {
+            return Poll::Ready(Some(output));
+        }
+        if !*registered {
+            *registered = true;
+            if stop.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(None);
+            }
+        }
+        if state.stopping.load(Ordering::SeqCst) {
+            return Poll::Ready(None);
+        }
+        Poll::Pending
+    })
+    .await
 }
 
 /// Part of a streamed message that the echo holds instead of queueing.
@@ -371,7 +404,7 @@ fn still_echoing(queued: Result<(), wsx::Error>) -> Result<bool, wsx::Error> {
 }
 
 /// Shutdown: close with 1001, then give the client a moment to answer.
-async fn going_away<S>(ws: &mut WebSocket<S>) -> Result<(), wsx::Error>
+pub(crate) async fn going_away<S>(ws: &mut WebSocket<S>) -> Result<(), wsx::Error>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
@@ -406,6 +439,12 @@ where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let req = incoming.request();
+    if let Some(pubsub) = &state.options.pubsub {
+        if let Some(topic) = req.uri().path().strip_prefix("/publish/") {
+            let topic = topic.to_owned();
+            return crate::pubsub::http_publish(incoming, pubsub, state, &topic).await;
+        }
+    }
     let stats;
     let text = |status: StatusCode, body: &'static [u8]| {
         let mut response = http::Response::new(body.to_vec());
@@ -417,7 +456,13 @@ where
         "/" | "/index.html" => ("text/html; charset=utf-8", DEMO_PAGE.as_bytes()),
         "/stats" => {
             let active = state.active.load(Ordering::Relaxed);
-            stats = format!("{{\"connections\":{active}}}\n");
+            stats = match &state.options.pubsub {
+                Some(pubsub) => {
+                    let pubsub = crate::pubsub::stats_json(pubsub);
+                    format!("{{\"connections\":{active},\"pubsub\":{pubsub}}}\n")
+                }
+                None => format!("{{\"connections\":{active}}}\n"),
+            };
             ("application/json", stats.as_bytes())
         }
         _ => {

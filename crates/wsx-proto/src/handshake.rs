@@ -304,14 +304,21 @@ pub fn http_response_head(
 /// `Content-Length` other than 0), which a server answering heads alone does not read.
 pub fn keeps_alive<B>(req: &Request<B>) -> bool {
     let h = req.headers();
-    let persistent = match req.version() {
+    let bodyless = !h.contains_key(header::TRANSFER_ENCODING)
+        && h.get_all(header::CONTENT_LENGTH).iter().all(|v| v.as_bytes() == b"0");
+    is_persistent(req) && bodyless
+}
+
+/// Whether the client of `req` lets its connection persist after the answer (RFC 9112 §9.3):
+/// HTTP/1.1 unless `Connection: close`, HTTP/1.0 only with `Connection: keep-alive`. A server
+/// that reads the request's body may keep it; see [`keeps_alive`] for one that does not.
+pub fn is_persistent<B>(req: &Request<B>) -> bool {
+    let h = req.headers();
+    match req.version() {
         Version::HTTP_11 => !has_token(h, &header::CONNECTION, "close"),
         Version::HTTP_10 => has_token(h, &header::CONNECTION, "keep-alive"),
         _ => false,
-    };
-    let bodyless = !h.contains_key(header::TRANSFER_ENCODING)
-        && h.get_all(header::CONTENT_LENGTH).iter().all(|v| v.as_bytes() == b"0");
-    persistent && bodyless
+    }
 }
 
 /// The head of a response after which the connection stays open for the next request of

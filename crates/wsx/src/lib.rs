@@ -54,7 +54,7 @@ pub mod tls;
 
 pub use client::{connect, ClientBuilder, MaybeTlsStream};
 pub use error::Error;
-pub use server::{accept, accept_with, Accept, Incoming, Reject};
+pub use server::{accept, accept_with, Accept, Incoming, Reject, RequestBody};
 pub use socket::WebSocket;
 pub use split::{ReadHalf, WriteHalf};
 pub use wsx_proto::{

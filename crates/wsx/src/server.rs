@@ -104,6 +104,22 @@ pub struct Incoming<S> {
     config: Arc<Config>,
     /// When the handshake must be over.
     deadline: Option<Instant>,
+    /// The request's body was read ([`Incoming::read_body`]): the connection may persist.
+    body_read: bool,
+}
+
+/// A request body read by [`Incoming::read_body`], or why it was not.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum RequestBody {
+    /// The body (empty when the request has none).
+    Complete(Bytes),
+    /// `Content-Length` exceeds the limit given (answer 413 Content Too Large); nothing was
+    /// read.
+    TooLarge(u64),
+    /// The body is chunked or its length is invalid (answer 411 Length Required, or 400);
+    /// nothing was read.
+    LengthRequired,
 }
 
 impl<S> Incoming<S>
@@ -180,7 +196,7 @@ where
             Err(e) => return Err(refuse(stream, buf, e, false, deadline).await),
         };
         let rest = buf.split_off(head_len);
-        Ok(Some(Self { io: stream, request, rest, config, deadline }))
+        Ok(Some(Self { io: stream, request, rest, config, deadline, body_read: false }))
     }
 
     /// The request.
@@ -269,9 +285,49 @@ where
         self.answer(response.status(), response.headers(), response.body().as_ref()).await
     }
 
+    /// Reads the request's body, of at most `limit` bytes, as declared by `Content-Length`
+    /// (within the handshake deadline). Chunked bodies are not read. After a complete body the
+    /// connection may persist ([`Incoming::respond_keep_alive`]).
+    pub async fn read_body(&mut self, limit: usize) -> Result<RequestBody, Error> {
+        let headers = self.request.headers();
+        if headers.contains_key(http::header::TRANSFER_ENCODING) {
+            return Ok(RequestBody::LengthRequired);
+        }
+        let mut lengths = headers.get_all(http::header::CONTENT_LENGTH).iter();
+        let len = match (lengths.next(), lengths.next()) {
+            (None, _) => 0,
+            (Some(v), None) => {
+                match std::str::from_utf8(v.as_bytes()).ok().and_then(|v| v.parse::<u64>().ok()) {
+                    Some(len) => len,
+                    None => return Ok(RequestBody::LengthRequired),
+                }
+            }
+            (Some(_), Some(_)) => return Ok(RequestBody::LengthRequired),
+        };
+        if len > limit as u64 {
+            return Ok(RequestBody::TooLarge(len));
+        }
+        // Fits in usize: at most `limit`.
+        let len = len as usize;
+        let (io, rest) = (&mut self.io, &mut self.rest);
+        within(self.deadline, "reading the request body", async {
+            while rest.len() < len {
+                rest.reserve(len - rest.len());
+                if io.read_buf(rest).await? == 0 {
+                    return Err(Error::Io(io::ErrorKind::UnexpectedEof.into()));
+                }
+            }
+            Ok(())
+        })
+        .await?;
+        self.body_read = true;
+        Ok(RequestBody::Complete(self.rest.split_to(len).freeze()))
+    }
+
     /// Answers with `response` as [`Incoming::respond_with`] does, but keeps the connection
     /// open when HTTP/1.1 persistence allows it ([`handshake::keeps_alive`]: HTTP/1.1 without
-    /// `Connection: close`, or HTTP/1.0 with `Connection: keep-alive`, and no request body),
+    /// `Connection: close`, or HTTP/1.0 with `Connection: keep-alive`, and no request body
+    /// unless [`Incoming::read_body`] read it),
     /// and then reads the client's next request: `Some` with it, `None` when the client closed
     /// the connection or sent nothing for `idle`. Bytes pipelined behind this request are kept.
     /// The next request gets a handshake deadline of its own, from its first byte.
@@ -283,7 +339,12 @@ where
         response: Response<B>,
         idle: Duration,
     ) -> Result<Option<Self>, Error> {
-        if !handshake::keeps_alive(&self.request) {
+        let persistent = if self.body_read {
+            handshake::is_persistent(&self.request)
+        } else {
+            handshake::keeps_alive(&self.request)
+        };
+        if !persistent {
             self.respond_with(response).await?;
             return Ok(None);
         }

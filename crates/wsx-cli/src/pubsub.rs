@@ -1,0 +1,214 @@
+//! `wsx serve --pubsub`: a WebSocket to path `/P` subscribes to topic `P` and publishes what it
+//! sends there; `POST /publish/P` publishes from HTTP with a bearer token.
+
+use http::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE, WWW_AUTHENTICATE};
+use http::{Method, StatusCode};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tracing::debug;
+use wsx::pubsub::{Hub, Subscriber};
+use wsx::{Incoming, Message, RequestBody, Utf8Bytes, WebSocket};
+
+use crate::serve::{next_or_stop, State, KEEP_ALIVE_IDLE};
+
+/// Settings of pub/sub mode.
+#[derive(Debug, Clone)]
+pub(crate) struct Options {
+    pub(crate) hub: Hub,
+    /// Whether a sender gets its own messages too.
+    pub(crate) echo_self: bool,
+    /// The bearer token of `POST /publish/P`; `None`: HTTP publishing is off.
+    pub(crate) publish_token: Option<String>,
+}
+
+/// The topic a WebSocket request for `path` subscribes to: the path without its leading
+/// slash (`/` is the topic named ``, which uWebSockets' broadcast benchmark uses).
+pub(crate) fn topic_of(path: &str) -> &str {
+    path.strip_prefix('/').unwrap_or(path)
+}
+
+/// A subscriber of the topic of `path`, made when the upgrade is accepted.
+pub(crate) fn subscribe(options: &Options, path: &str) -> Subscriber {
+    let mut subscriber = options.hub.subscriber();
+    subscriber.subscribe(topic_of(path));
+    subscriber
+}
+
+/// One pub/sub connection: receives, publishes every data message to its topic, and (by
+/// receiving) writes out what is published to it, until it closes or the server shuts down.
+pub(crate) async fn run<S>(
+    ws: &mut WebSocket<S>,
+    subscriber: Subscriber,
+    options: &Options,
+    state: &State,
+) -> Result<(), wsx::Error>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    ws.attach(&subscriber)?;
+    let stop = state.stop.notified();
+    tokio::pin!(stop);
+    let mut registered = false;
+    loop {
+        let Some(next) = next_or_stop(ws.recv(), state, stop.as_mut(), &mut registered).await
+        else {
+            return Box::pin(crate::serve::going_away(ws)).await;
+        };
+        match next {
+            None => return Ok(()),
+            Some(Ok(msg)) if msg.is_data() => {
+                // One topic per connection: the first is it.
+                let Some(topic) = subscriber.topics().next() else { continue };
+                if options.echo_self {
+                    options.hub.publish(topic, &msg);
+                } else {
+                    options.hub.publish_except(topic, &msg, &subscriber);
+                }
+            }
+            Some(Ok(_)) => {}
+            Some(Err(e)) => debug!("peer error: {e}"),
+        }
+    }
+}
+
+/// `POST /publish/P`: with the right bearer token, publishes the body to `P`, as text when
+/// the content type is text (`text/*`, or anything with `charset=utf-8`) and the body is
+/// UTF-8, as binary otherwise. 401 without a token, 403 with a wrong one, 404 when HTTP
+/// publishing is off, 405 for other methods, 413 for a body over the message size limit,
+/// 411 for a chunked one, 400 for a text body that is not UTF-8. Answers 200 with the number
+/// of subscribers reached.
+pub(crate) async fn http_publish<S>(
+    mut incoming: Incoming<S>,
+    options: &Options,
+    state: &State,
+    topic: &str,
+) -> Result<Option<Incoming<S>>, wsx::Error>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let Some(token) = &options.publish_token else {
+        return answer(incoming, StatusCode::NOT_FOUND, "not found\n").await;
+    };
+    if incoming.request().method() != Method::POST {
+        let mut response = text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n");
+        response.headers_mut().insert(http::header::ALLOW, HeaderValue::from_static("POST"));
+        return incoming.respond_keep_alive(response, KEEP_ALIVE_IDLE).await;
+    }
+    let given = incoming.request().headers().get(AUTHORIZATION).map(|v| v.as_bytes());
+    let bearer = given.and_then(|v| v.strip_prefix(b"Bearer "));
+    match bearer {
+        None => {
+            let mut response = text(StatusCode::UNAUTHORIZED, "a bearer token is required\n");
+            response.headers_mut().insert(WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            return incoming.respond_keep_alive(response, KEEP_ALIVE_IDLE).await;
+        }
+        Some(given) if !same_token(given, token.as_bytes()) => {
+            return answer(incoming, StatusCode::FORBIDDEN, "wrong token\n").await;
+        }
+        Some(_) => {}
+    }
+    let limit = state.options.config.max_message_size;
+    let body = match incoming.read_body(limit).await? {
+        RequestBody::Complete(body) => body,
+        RequestBody::TooLarge(len) => {
+            let reason = format!("a body of {len} bytes exceeds the limit of {limit}\n");
+            return answer(incoming, StatusCode::PAYLOAD_TOO_LARGE, &reason).await;
+        }
+        _ => {
+            let reason = "a body with a Content-Length is required\n";
+            return answer(incoming, StatusCode::LENGTH_REQUIRED, reason).await;
+        }
+    };
+    let content_type = incoming.request().headers().get(CONTENT_TYPE);
+    let message = if content_type.is_some_and(|v| is_text(v.as_bytes())) {
+        match Utf8Bytes::try_from(body) {
+            Ok(text) => Message::Text(text),
+            Err(_) => {
+                let reason = "a text content type with a body that is not UTF-8\n";
+                return answer(incoming, StatusCode::BAD_REQUEST, reason).await;
+            }
+        }
+    } else {
+        Message::Binary(body)
+    };
+    let published = options.hub.publish(topic, &message);
+    let body = format!("{{\"delivered\":{},\"skipped\":{}}}\n", published.delivered, published.skipped);
+    let mut response = http::Response::new(body.into_bytes());
+    response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    incoming.respond_keep_alive(response, KEEP_ALIVE_IDLE).await
+}
+
+/// The pub/sub part of `/stats`, a JSON object.
+pub(crate) fn stats_json(options: &Options) -> String {
+    let s = options.hub.stats();
+    format!(
+        "{{\"topics\":{},\"subscriptions\":{},\"published\":{},\"deliveries\":{},\"skipped\":{},\
+         \"overflow_closes\":{}}}",
+        s.topics, s.subscriptions, s.published, s.deliveries, s.skipped, s.overflow_closes
+    )
+}
+
+/// Whether a `Content-Type` says UTF-8 text: `text/*`, or a `charset=utf-8` parameter.
+fn is_text(value: &[u8]) -> bool {
+    let value = String::from_utf8_lossy(value).to_ascii_lowercase();
+    let mut parts = value.split(';').map(str::trim);
+    let media = parts.next().unwrap_or("");
+    let charset = parts.find_map(|p| p.strip_prefix("charset=")).map(|c| c.trim_matches('"'));
+    match charset {
+        Some(c) => c == "utf-8" || c == "utf8",
+        None => media.starts_with("text/"),
+    }
+}
+
+/// Compares in time independent of where the tokens differ.
+fn same_token(given: &[u8], expected: &[u8]) -> bool {
+    given.len() == expected.len()
+        && given.iter().zip(expected).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
+}
+
+fn text(status: StatusCode, body: &str) -> http::Response<Vec<u8>> {
+    let mut response = http::Response::new(body.as_bytes().to_vec());
+    *response.status_mut() = status;
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    response
+}
+
+async fn answer<S>(
+    incoming: Incoming<S>,
+    status: StatusCode,
+    body: &str,
+) -> Result<Option<Incoming<S>>, wsx::Error>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    incoming.respond_keep_alive(text(status, body), KEEP_ALIVE_IDLE).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn text_content_types() {
+        for t in ["text/plain", "text/plain; charset=utf-8", "application/json; charset=UTF-8"] {
+            assert!(is_text(t.as_bytes()), "{t}");
+        }
+        for t in ["application/octet-stream", "text/plain; charset=latin1", "application/json"] {
+            assert!(!is_text(t.as_bytes()), "{t}");
+        }
+    }
+
+    #[test]
+    fn tokens_compare_whole() {
+        assert!(same_token(b"secret", b"secret"));
+        assert!(!same_token(b"secre", b"secret"));
+        assert!(!same_token(b"secreT", b"secret"));
+    }
+
+    #[test]
+    fn topics_are_paths_without_the_slash() {
+        assert_eq!(topic_of("/"), "");
+        assert_eq!(topic_of("/room/1"), "room/1");
+    }
+}
