@@ -192,6 +192,7 @@ class Data:
         self.servers = []
         self.rounds = set()
         self.msgs = defaultdict(list)  # (server, point) -> [msgs/s]
+        self.msgs_by_round = defaultdict(dict)  # (server, point) -> {round: msgs/s}
         self.p50 = defaultdict(list)
         self.p99 = defaultdict(list)
         self.util = defaultdict(list)  # (server, point) -> [server CPU / wall clock]
@@ -266,6 +267,7 @@ def add_run(data, rec):
             f"{where}: {bench.get('errors', 0)} connection errors (exit status {rec.get('rc')})"
         )
     data.msgs[server, point].append(float(bench["msgs_per_sec"]))
+    data.msgs_by_round[server, point][rec.get("round")] = float(bench["msgs_per_sec"])
     latency = bench.get("latency_us", {})
     if "p50" in latency:
         data.p50[server, point].append(float(latency["p50"]))
@@ -690,8 +692,8 @@ def integrations(data, servers, w):
     w("## wsx inside hyper and axum\n")
     w("Median rates divided: **wsx in axum ÷ axum (ws)** is what swapping axum's extractor for "
       "wsx's gives an axum app; **÷ wsx (defaults)** is what the hyper (and axum) path costs "
-      "against `wsx serve` with the same defaults. Below each ratio, the lowest and highest "
-      "ratio of any two rounds.\n")
+      "against `wsx serve` with the same defaults. Below each ratio, the range of the ratio "
+      "within one round (the two runs minutes apart at most), over the rounds.\n")
     w("| connections × size | " + " | ".join(f"{LABEL[a]} ÷ {LABEL[b]}" for a, b in cols) + " |")
     w("|---|" + "---:|" * len(cols))
     for p in data.points:
@@ -699,8 +701,10 @@ def integrations(data, servers, w):
         for a, b in cols:
             xs, ys = data.msgs.get((a, p), []), data.msgs.get((b, p), [])
             cell = fmt_ratio(ratio(median(xs), median(ys)))
-            if len(xs) > 1 and len(ys) > 1 and min(ys) > 0:
-                cell += f"<br><sub>{min(xs) / max(ys):.2f}–{max(xs) / min(ys):.2f}</sub>"
+            by_a, by_b = data.msgs_by_round.get((a, p), {}), data.msgs_by_round.get((b, p), {})
+            per_round = [by_a[r] / by_b[r] for r in by_a if by_b.get(r)]
+            if len(per_round) > 1:
+                cell += f"<br><sub>{min(per_round):.2f}–{max(per_round):.2f}</sub>"
             cells.append(cell)
         w(f"| {point_label(p)} | " + " | ".join(cells) + " |")
     w("")
