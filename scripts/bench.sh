@@ -5,7 +5,7 @@
 # another; every point runs on every server in every round, the server order rotating from round
 # to round. Then each server's memory per idle connection is measured. Run it on a quiet machine.
 #
-#   scripts/bench.sh                                            # full run (~15 min)
+#   scripts/bench.sh                                            # full run (~25 min)
 #   WSX_BENCH_ROUNDS=1 WSX_BENCH_DURATION=1 scripts/bench.sh    # smoke run (~1 min)
 #
 # Settings (environment):
@@ -13,8 +13,10 @@
 #   WSX_BENCH_DURATION     seconds measured per run (default 5)
 #   WSX_BENCH_WARMUP       seconds of warm-up per run (default 1)
 #   WSX_BENCH_POINTS       CONNSxSIZE list (default "100x20 1000x20 10x1024 10x16384 1x1048576")
-#   WSX_BENCH_SERVERS      servers (default "wsx wsx-default wsx-store raw tungstenite
-#                          fastwebsockets tokio-websockets"; see wsx_cmd for the wsx variants)
+#   WSX_BENCH_SERVERS      servers (default "wsx wsx-default wsx-store wsx-hyper wsx-axum raw
+#                          tungstenite axum fastwebsockets tokio-websockets"; see wsx_cmd for the
+#                          `wsx serve` variants; the others, wsx-hyper and wsx-axum (wsx inside
+#                          hyper and axum) included, are `wsx-bench-server --impl NAME`)
 #   WSX_BENCH_IDLE_CONNS   idle connections for the memory measurement (default 10000; 0 skips)
 #   WSX_BENCH_BINARY       1 sends binary messages instead of text (default 0)
 #   WSX_BENCH_INSTR        1 counts each server's user-space instructions per message under
@@ -34,7 +36,7 @@ ROUNDS=${WSX_BENCH_ROUNDS:-3}
 DURATION=${WSX_BENCH_DURATION:-5}
 WARMUP=${WSX_BENCH_WARMUP:-1}
 POINTS=${WSX_BENCH_POINTS:-"100x20 1000x20 10x1024 10x16384 1x1048576"}
-read -r -a SERVERS <<<"${WSX_BENCH_SERVERS:-wsx wsx-default wsx-store raw tungstenite fastwebsockets tokio-websockets}"
+read -r -a SERVERS <<<"${WSX_BENCH_SERVERS:-wsx wsx-default wsx-store wsx-hyper wsx-axum raw tungstenite axum fastwebsockets tokio-websockets}"
 IDLE_CONNS=${WSX_BENCH_IDLE_CONNS:-10000}
 BINARY=${WSX_BENCH_BINARY:-0}
 if command -v valgrind >/dev/null; then INSTR=${WSX_BENCH_INSTR:-1}; else INSTR=${WSX_BENCH_INSTR:-0}; fi

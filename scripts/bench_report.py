@@ -30,15 +30,20 @@ import time
 from collections import defaultdict
 
 # Column order everywhere: wsx first, the floor next, then the peers.
-SERVER_ORDER = ["wsx", "wsx-default", "wsx-store", "raw", "tungstenite", "fastwebsockets",
-                "tokio-websockets"]
-PEERS = ["raw", "tungstenite", "fastwebsockets", "tokio-websockets"]
+SERVER_ORDER = ["wsx", "wsx-default", "wsx-store", "wsx-hyper", "wsx-axum", "raw", "tungstenite",
+                "axum", "fastwebsockets", "tokio-websockets"]
+PEERS = ["raw", "tungstenite", "axum", "fastwebsockets", "tokio-websockets"]
+# wsx inside hyper and axum, each compared with `wsx serve` at its defaults (the native path).
+INTEGRATIONS = ["wsx-hyper", "wsx-axum"]
 LABEL = {
     "wsx": "wsx",
     "wsx-default": "wsx (defaults)",
     "wsx-store": "wsx (store and forward)",
+    "wsx-hyper": "wsx in hyper",
+    "wsx-axum": "wsx in axum",
     "raw": "raw TCP",
     "tungstenite": "tokio-tungstenite",
+    "axum": "axum (ws)",
     "fastwebsockets": "fastwebsockets",
     "tokio-websockets": "tokio-websockets",
 }
@@ -46,8 +51,11 @@ COLOR = {
     "wsx": "#d62728",
     "wsx-default": "#ff7f0e",
     "wsx-store": "#8c564b",
+    "wsx-hyper": "#e377c2",
+    "wsx-axum": "#bcbd22",
     "raw": "#7f7f7f",
     "tungstenite": "#1f77b4",
+    "axum": "#17becf",
     "fastwebsockets": "#2ca02c",
     "tokio-websockets": "#9467bd",
 }
@@ -56,7 +64,8 @@ BUSY = 10
 # Below this share of its core the server was not the bottleneck of a run.
 SATURATED = 0.9
 # Crates whose versions the report names, read from Cargo.lock.
-LOCKED = ["tokio", "tokio-tungstenite", "tungstenite", "fastwebsockets", "hyper", "tokio-websockets"]
+LOCKED = ["tokio", "tokio-tungstenite", "tungstenite", "fastwebsockets", "hyper", "axum",
+          "tokio-websockets"]
 
 
 def main():
@@ -164,8 +173,10 @@ def locked_versions(path):
         name = re.search(r'^name = "([^"]+)"', block, re.M)
         version = re.search(r'^version = "([^"]+)"', block, re.M)
         if name and version and name.group(1) in LOCKED:
-            versions.setdefault(name.group(1), version.group(1))
-    return versions
+            versions.setdefault(name.group(1), []).append(version.group(1))
+    # Two versions of one crate (axum pins an older tokio-tungstenite than the peer's) are both
+    # named.
+    return {name: " and ".join(vs) for name, vs in versions.items()}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -181,6 +192,7 @@ class Data:
         self.servers = []
         self.rounds = set()
         self.msgs = defaultdict(list)  # (server, point) -> [msgs/s]
+        self.msgs_by_round = defaultdict(dict)  # (server, point) -> {round: msgs/s}
         self.p50 = defaultdict(list)
         self.p99 = defaultdict(list)
         self.util = defaultdict(list)  # (server, point) -> [server CPU / wall clock]
@@ -255,6 +267,7 @@ def add_run(data, rec):
             f"{where}: {bench.get('errors', 0)} connection errors (exit status {rec.get('rc')})"
         )
     data.msgs[server, point].append(float(bench["msgs_per_sec"]))
+    data.msgs_by_round[server, point][rec.get("round")] = float(bench["msgs_per_sec"])
     latency = bench.get("latency_us", {})
     if "p50" in latency:
         data.p50[server, point].append(float(latency["p50"]))
@@ -383,9 +396,18 @@ def markdown(data, results_path, svg_rel):
       "its `echo_server` example.")
     w("  - **tokio-websockets**: `ServerBuilder` with `frame_size(usize::MAX)`, task "
       "`unconstrained`, as in its `echo_server` example.")
-    w("  - All set `TCP_NODELAY` and keep a 64 MiB message limit. tokio-tungstenite and "
-      "tokio-websockets share one echo loop that, like `wsx serve`, flushes only when no further "
-      "message is ready.")
+    w("  - **axum (ws)**: axum 0.8's own `axum::extract::ws::WebSocketUpgrade` (tokio-tungstenite "
+      "underneath, the version axum pins) with its defaults, on `Router::new().route(\"/\", "
+      "get(..))` under `axum::serve`, `TCP_NODELAY` set with `ListenerExt::tap_io`.")
+    w("  - **wsx in axum**: the same app with `wsx::axum::WebSocketUpgrade` instead, with its "
+      "defaults (keepalive on, permessage-deflate accepted if offered; the generator does not "
+      "offer it), messages received whole. **wsx in hyper**: a hyper 1 HTTP/1.1 server "
+      "(`serve_connection(..).with_upgrades()`) answering with `wsx::hyper::upgrade` under "
+      "`ServerPolicy::new(Config::default())` (keepalive on, no compression). Both are compared "
+      "with **wsx (defaults)**, the native path.")
+    w("  - All set `TCP_NODELAY` and keep a 64 MiB message limit. tokio-tungstenite, "
+      "tokio-websockets, axum and both wsx integrations share one echo loop that, like "
+      "`wsx serve`, flushes only when no further message is ready.")
     w(f"- Closed loop: each connection sends one {kind} message, waits for its echo, and repeats. "
       "The points are rows of the tables below. The generator takes large echoes as chunks and "
       "counts their bytes (it never reassembles them, whatever the server's framing), and it "
@@ -496,6 +518,8 @@ def markdown(data, results_path, svg_rel):
             w(f"| {point_label(p)} | " + " | ".join(cells) + " |")
         w("")
 
+    integrations(data, servers, w)
+
     w("## Latency\n")
     w("Round-trip time in µs as `p50 / p99`, each the median over rounds of one run's "
       "percentile. Lower is better. In a closed loop latency and throughput are two views of the "
@@ -576,6 +600,15 @@ THROUGHPUT_TARGETS = [
     ((1, 1 << 20), "raw", 0.85),
 ]
 RSS_TARGET = 2048
+# The hyper/axum issue's targets: (point, server, baseline, minimum throughput ratio).
+INTEGRATION_TARGETS = [
+    ((1000, 20), "wsx-axum", "axum", 1.3),
+    ((100, 20), "wsx-axum", "wsx-default", 0.95),
+    ((1000, 20), "wsx-axum", "wsx-default", 0.95),
+    ((10, 16384), "wsx-axum", "wsx-default", 0.95),
+]
+# Most bytes per idle connection that wsx in axum may use beyond the native path.
+INTEGRATION_RSS_EXTRA = 1024
 
 
 def targets(data, w):
@@ -607,10 +640,30 @@ def targets(data, w):
         verdict = "met" if wsx_rss <= RSS_TARGET else "**not met**"
         rows.append(f"| 10,000 idle | ≤ {RSS_TARGET:,} B per connection | {wsx_rss:,.0f} B | "
                     f"{verdict} | |")
+    for point, ours_name, base, goal in INTEGRATION_TARGETS:
+        ours, theirs = data.msgs.get((ours_name, point), []), data.msgs.get((base, point), [])
+        r = ratio(median(ours), median(theirs))
+        if r is None:
+            continue
+        verdict = "met" if r >= goal else "**not met**"
+        note = ""
+        if r < goal and max(ours) >= min(theirs) and max(theirs) >= min(ours):
+            note = (f"rounds overlap: {LABEL[ours_name]} {si(min(ours))}–{si(max(ours))}, "
+                    f"{LABEL[base]} {si(min(theirs))}–{si(max(theirs))}")
+        rows.append(f"| {point_label(point)} | {LABEL[ours_name]} ≥ {goal:.2f} × {LABEL[base]} | "
+                    f"{r:.2f} | {verdict} | {note} |")
+    axum_rss = median(data.rss.get("wsx-axum", []))
+    native_rss = median(data.rss.get("wsx-default", []))
+    if axum_rss is not None and native_rss is not None:
+        extra = axum_rss - native_rss
+        verdict = "met" if extra <= INTEGRATION_RSS_EXTRA else "**not met**"
+        rows.append(f"| idle | {LABEL['wsx-axum']} ≤ {LABEL['wsx-default']} + "
+                    f"{INTEGRATION_RSS_EXTRA:,} B per connection | {extra:+,.0f} B | {verdict} | |")
     if not rows:
         return
     w("## Targets\n")
-    w("The performance issue's targets, checked against this run's medians. Throughput ratios "
+    w("The targets of the performance issue and of the hyper/axum one, checked against this "
+      "run's medians. Throughput ratios "
       "where the generator set the pace (¹ above) only say wsx kept up; the CPU-per-message "
       "table is the sharper comparison there.\n")
     w("| point | target | measured | | |")
@@ -624,6 +677,48 @@ def targets(data, w):
       "that differs moves the rate by a few percent, less than the machine's drift between "
       "rounds. The instruction counts above measure that part without the noise.")
     w("")
+
+
+def integrations(data, servers, w):
+    """wsx inside hyper and axum against axum's own WebSocket and against the native path."""
+    cols = []
+    if "wsx-axum" in servers and "axum" in servers:
+        cols.append(("wsx-axum", "axum"))
+    for x in INTEGRATIONS:
+        if x in servers and "wsx-default" in servers:
+            cols.append((x, "wsx-default"))
+    if not cols:
+        return
+    w("## wsx inside hyper and axum\n")
+    w("Median rates divided: **wsx in axum ÷ axum (ws)** is what swapping axum's extractor for "
+      "wsx's gives an axum app; **÷ wsx (defaults)** is what the hyper (and axum) path costs "
+      "against `wsx serve` with the same defaults. Below each ratio, the range of the ratio "
+      "within one round (the two runs minutes apart at most), over the rounds.\n")
+    w("| connections × size | " + " | ".join(f"{LABEL[a]} ÷ {LABEL[b]}" for a, b in cols) + " |")
+    w("|---|" + "---:|" * len(cols))
+    for p in data.points:
+        cells = []
+        for a, b in cols:
+            xs, ys = data.msgs.get((a, p), []), data.msgs.get((b, p), [])
+            cell = fmt_ratio(ratio(median(xs), median(ys)))
+            by_a, by_b = data.msgs_by_round.get((a, p), {}), data.msgs_by_round.get((b, p), {})
+            per_round = [by_a[r] / by_b[r] for r in by_a if by_b.get(r)]
+            if len(per_round) > 1:
+                cell += f"<br><sub>{min(per_round):.2f}–{max(per_round):.2f}</sub>"
+            cells.append(cell)
+        w(f"| {point_label(p)} | " + " | ".join(cells) + " |")
+    w("")
+    native = median(data.rss.get("wsx-default", []))
+    rows = [(x, median(data.rss.get(x, []))) for x in INTEGRATIONS + ["axum"]
+            if data.rss.get(x)]
+    if native is not None and rows:
+        w("**Memory per idle connection** against wsx (defaults), "
+          f"{grouped(native)} B: the difference in bytes (positive: more).\n")
+        w("| server | bytes per connection | − wsx (defaults) |")
+        w("|---|---:|---:|")
+        for x, b in rows:
+            w(f"| {LABEL.get(x, x)} | {grouped(b)} | {b - native:+,.0f} |")
+        w("")
 
 
 def is_smoke(rounds, duration):

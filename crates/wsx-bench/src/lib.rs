@@ -1,7 +1,8 @@
 //! # wsx-bench: the peers wsx is measured against
 //!
 //! Echo servers built on other Rust WebSocket crates, each set up the way its own README and
-//! benchmark examples recommend for speed (no compression anywhere), plus a raw TCP baseline.
+//! benchmark examples recommend for speed (no compression anywhere), plus a raw TCP baseline,
+//! and wsx itself inside hyper and axum.
 //! `scripts/bench.sh` runs them one at a time on a single-threaded tokio runtime pinned to one
 //! core, next to `wsx serve --threads 1 --no-deflate`, and drives them all with `wsx bench`.
 //!
@@ -16,8 +17,21 @@
 //!   `FragmentCollector`, in `tokio::task::unconstrained`, as its `echo_server` example does.
 //! - [`Impl::TokioWebsockets`]: `tokio-websockets` with `frame_size(usize::MAX)`, in
 //!   `tokio::task::unconstrained`, as its `echo_server` example does.
+//! - [`Impl::Axum`]: axum 0.8's own WebSocket (`axum::extract::ws::WebSocketUpgrade`, which is
+//!   tokio-tungstenite underneath) with its default config, on `Router::new().route("/",
+//!   get(..))` served by `axum::serve`, as axum's documentation writes it. `TCP_NODELAY` comes
+//!   from `ListenerExt::tap_io`, axum 0.8's documented way.
+//! - [`Impl::WsxAxum`]: the same app with `wsx::axum::WebSocketUpgrade` in place of axum's, and
+//!   its defaults: permessage-deflate accepted when offered (the benchmark client does not
+//!   offer it), keepalive pings on, messages received whole. Against [`Impl::Axum`] it
+//!   measures the import swap; against `wsx serve` (defaults) what hyper and axum cost.
+//! - [`Impl::WsxHyper`]: a hyper 1 HTTP/1.1 server (`serve_connection(..).with_upgrades()`)
+//!   answering with `wsx::hyper::upgrade` under one shared `ServerPolicy::new(Config::default())`
+//!   (keepalive on, no compression), the echo spawned per upgrade: the hyper layer alone,
+//!   without axum's router.
 //!
-//! The two `Stream + Sink` crates share one echo loop ([`echo`]) that behaves like `wsx serve`:
+//! tokio-tungstenite, tokio-websockets, axum and both wsx integrations are `Stream + Sink`, and
+//! share one echo loop ([`echo`]) that behaves like `wsx serve`:
 //! a message is fed to the sink, and the sink is flushed only when no further message is ready,
 //! so a burst goes back in few writes.
 //!
@@ -31,13 +45,15 @@ use std::io;
 use std::time::Duration;
 
 use futures_util::{Sink, SinkExt, Stream, StreamExt};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 
+mod axum_echo;
 mod fastwebsockets_echo;
 pub mod idle;
 mod raw;
 mod tokio_websockets_echo;
 mod tungstenite_echo;
+mod wsx_hyper_echo;
 
 /// An echo server implementation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -50,6 +66,12 @@ pub enum Impl {
     Fastwebsockets,
     /// `tokio-websockets`.
     TokioWebsockets,
+    /// axum's own WebSocket extractor (tokio-tungstenite), under `axum::serve`.
+    Axum,
+    /// `wsx::axum::WebSocketUpgrade`, under `axum::serve`.
+    WsxAxum,
+    /// `wsx::hyper::upgrade` behind a hyper 1 HTTP/1.1 server.
+    WsxHyper,
 }
 
 impl Impl {
@@ -60,15 +82,31 @@ impl Impl {
             Self::Tungstenite => "tungstenite",
             Self::Fastwebsockets => "fastwebsockets",
             Self::TokioWebsockets => "tokio-websockets",
+            Self::Axum => "axum",
+            Self::WsxAxum => "wsx-axum",
+            Self::WsxHyper => "wsx-hyper",
         }
     }
 }
 
-/// Accepts connections forever, serving each with `implementation` on the current runtime.
+/// Serves connections forever with `implementation` on the current runtime.
 ///
 /// Accept errors (such as running out of file descriptors) are reported and survived, so one
-/// failed connection never ends a benchmark run.
+/// failed connection never ends a benchmark run. The axum servers run `axum::serve`'s own
+/// accept loop, which does the same.
 pub async fn serve(implementation: Impl, listener: TcpListener) -> io::Result<()> {
+    let connection: fn(TcpStream) = match implementation {
+        Impl::Axum => return axum_echo::serve_axum(listener).await,
+        Impl::WsxAxum => return axum_echo::serve_wsx(listener).await,
+        Impl::Raw => |tcp| spawn(raw::serve(tcp)),
+        Impl::Tungstenite => |tcp| spawn(tungstenite_echo::serve(tcp)),
+        Impl::Fastwebsockets => |tcp| spawn(fastwebsockets_echo::serve(tcp)),
+        // tokio-websockets' own benchmark server runs each connection unconstrained.
+        Impl::TokioWebsockets => {
+            |tcp| spawn(tokio::task::unconstrained(tokio_websockets_echo::serve(tcp)))
+        }
+        Impl::WsxHyper => |tcp| spawn(wsx_hyper_echo::serve(tcp)),
+    };
     loop {
         let tcp = match listener.accept().await {
             Ok((tcp, _)) => tcp,
@@ -81,15 +119,7 @@ pub async fn serve(implementation: Impl, listener: TcpListener) -> io::Result<()
         if let Err(e) = tcp.set_nodelay(true) {
             eprintln!("wsx-bench-server: TCP_NODELAY: {e}");
         }
-        match implementation {
-            Impl::Raw => spawn(raw::serve(tcp)),
-            Impl::Tungstenite => spawn(tungstenite_echo::serve(tcp)),
-            Impl::Fastwebsockets => spawn(fastwebsockets_echo::serve(tcp)),
-            // tokio-websockets' own benchmark server runs each connection unconstrained.
-            Impl::TokioWebsockets => {
-                spawn(tokio::task::unconstrained(tokio_websockets_echo::serve(tcp)))
-            }
-        }
+        connection(tcp);
     }
 }
 
