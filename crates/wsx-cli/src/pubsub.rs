@@ -49,8 +49,12 @@ where
     tokio::pin!(stop);
     let mut registered = false;
     loop {
-        let Some(next) = next_or_stop(ws.recv(), state, stop.as_mut(), &mut registered).await
-        else {
+        let next = {
+            let recv = ws.recv();
+            tokio::pin!(recv);
+            next_or_stop(recv, state, stop.as_mut(), &mut registered).await
+        };
+        let Some(next) = next else {
             return Box::pin(crate::serve::going_away(ws)).await;
         };
         match next {
@@ -131,7 +135,8 @@ where
         Message::Binary(body)
     };
     let published = options.hub.publish(topic, &message);
-    let body = format!("{{\"delivered\":{},\"skipped\":{}}}\n", published.delivered, published.skipped);
+    let body =
+        format!("{{\"delivered\":{},\"skipped\":{}}}\n", published.delivered, published.skipped);
     let mut response = http::Response::new(body.into_bytes());
     response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
     incoming.respond_keep_alive(response, KEEP_ALIVE_IDLE).await

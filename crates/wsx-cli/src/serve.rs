@@ -1,8 +1,8 @@
 //! `wsx serve`: the echo server and its demo page.
 
 use std::future::{poll_fn, Future};
-use std::pin::Pin;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::Poll;
@@ -200,19 +200,25 @@ fn spawn_echo<S>(
 {
     // The block owns the socket and echo borrows it. (An `async fn` taking `mut ws` by value
     // would hold it twice, as argument and as local: 424 more bytes in every connection.)
-    tracker.spawn(async move {
-        let state = &slot.0;
-        let result = match (subscriber, &state.options.pubsub) {
-            (Some(subscriber), Some(options)) => {
-                crate::pubsub::run(&mut ws, subscriber, options, state).await
+    // Two kinds of task, each as large as its own loop needs: one task type for both would
+    // size every echo connection for the pub/sub loop too.
+    match subscriber {
+        Some(subscriber) => tracker.spawn(async move {
+            let state = &slot.0;
+            if let Some(options) = &state.options.pubsub {
+                if let Err(e) = crate::pubsub::run(&mut ws, subscriber, options, state).await {
+                    debug!("connection ended: {e}");
+                }
             }
-            _ => echo(&mut ws, state).await,
-        };
-        if let Err(e) = result {
-            debug!("connection ended: {e}");
-        }
-        drop(slot);
-    });
+            drop(slot);
+        }),
+        None => tracker.spawn(async move {
+            if let Err(e) = echo(&mut ws, &slot.0).await {
+                debug!("connection ended: {e}");
+            }
+            drop(slot);
+        }),
+    };
 }
 
 /// The server's shared state.
@@ -279,7 +285,11 @@ where
     // The rest of a streamed message held back while the client is not reading its echo.
     let mut held: Option<Box<Held>> = None;
     loop {
-        let event = next_or_stop(ws.recv_event(), state, stop.as_mut(), &mut registered).await;
+        let event = {
+            let recv = ws.recv_event();
+            tokio::pin!(recv);
+            next_or_stop(recv, state, stop.as_mut(), &mut registered).await
+        };
         match event {
             // Boxed: its timer would otherwise sit in every idle connection's state.
             None => return Box::pin(going_away(ws)).await,
@@ -308,14 +318,15 @@ where
 /// says whether it is). Afterwards the flag alone says whether it came: re-polling the
 /// notification on every message (as `select!` does) costs a lock and a waker comparison per
 /// message.
-pub(crate) async fn next_or_stop<F: Future>(
-    next: F,
-    state: &State,
-    mut stop: Pin<&mut Notified<'_>>,
-    registered: &mut bool,
-) -> Option<F::Output> {
-    tokio::pin!(next);
-    poll_fn(|cx| {
+pub(crate) fn next_or_stop<'a, 'n: 'a, F: Future>(
+    mut next: Pin<&'a mut F>,
+    state: &'a State,
+    mut stop: Pin<&'a mut Notified<'n>>,
+    registered: &'a mut bool,
+) -> impl Future<Output = Option<F::Output>> + use<'a, 'n, F> {
+    // A plain function returning `poll_fn`, not an `async fn`: that would keep `next` twice in
+    // every connection's task, as argument and as pinned local.
+    poll_fn(move |cx| {
         if state.stopping.load(Ordering::SeqCst) {
             return Poll::Ready(None);
         }
@@ -333,7 +344,6 @@ pub(crate) async fn next_or_stop<F: Future>(
         }
         Poll::Pending
     })
-    .await
 }
 
 /// Part of a streamed message that the echo holds instead of queueing.

@@ -42,6 +42,7 @@
 //! RFC 6455 asks for.
 
 use std::future::Future;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use axum_core::body::Body;
@@ -70,7 +71,9 @@ pub type WebSocketUpgradeRejection = crate::hyper::Refusal;
 /// [`WebSocketUpgrade::on_upgrade`].
 #[must_use = "a WebSocketUpgrade does nothing until on_upgrade answers the request"]
 pub struct WebSocketUpgrade<F = DefaultOnFailedUpgrade> {
-    config: Config,
+    /// Shared by every request until a setter changes it (then copied once): each connection
+    /// keeps a reference to its configuration, and a copy per connection would cost memory.
+    config: Arc<Config>,
     policy: ServerPolicy,
     method: Method,
     version: Version,
@@ -126,50 +129,50 @@ impl<F> WebSocketUpgrade<F> {
     /// Replaces the whole connection configuration (its `deflate` included: `None` there turns
     /// compression off).
     pub fn config(mut self, config: Config) -> Self {
-        self.config = config;
+        self.config = Arc::new(config);
         self
     }
 
     /// Sets [`Config::max_message_size`].
     pub fn max_message_size(mut self, bytes: usize) -> Self {
-        self.config.max_message_size = bytes;
+        Arc::make_mut(&mut self.config).max_message_size = bytes;
         self
     }
 
     /// Sets [`Config::max_frame_size`].
     pub fn max_frame_size(mut self, bytes: usize) -> Self {
-        self.config.max_frame_size = bytes;
+        Arc::make_mut(&mut self.config).max_frame_size = bytes;
         self
     }
 
     /// Sets [`Config::write_buffer_high_water`].
     pub fn write_buffer_high_water(mut self, bytes: usize) -> Self {
-        self.config.write_buffer_high_water = bytes;
+        Arc::make_mut(&mut self.config).write_buffer_high_water = bytes;
         self
     }
 
     /// Sets [`Config::ping_interval`] (`None`: no keepalive pings).
     pub fn ping_interval(mut self, interval: Option<Duration>) -> Self {
-        self.config.ping_interval = interval;
+        Arc::make_mut(&mut self.config).ping_interval = interval;
         self
     }
 
     /// Sets [`Config::ping_timeout`].
     pub fn ping_timeout(mut self, timeout: Option<Duration>) -> Self {
-        self.config.ping_timeout = timeout;
+        Arc::make_mut(&mut self.config).ping_timeout = timeout;
         self
     }
 
     /// Sets [`Config::idle_timeout`].
     pub fn idle_timeout(mut self, timeout: Option<Duration>) -> Self {
-        self.config.idle_timeout = timeout;
+        Arc::make_mut(&mut self.config).idle_timeout = timeout;
         self
     }
 
     /// Sets [`Config::deflate`]: the permessage-deflate parameters accepted when the client
     /// offers compression, or `None` to never compress. Default: [`DeflateConfig::default`].
     pub fn deflate(mut self, deflate: impl Into<Option<DeflateConfig>>) -> Self {
-        self.config.deflate = deflate.into();
+        Arc::make_mut(&mut self.config).deflate = deflate.into();
         self
     }
 
@@ -212,10 +215,14 @@ impl<F> WebSocketUpgrade<F> {
         let (response, upgrade) = crate::hyper::finish(accepted, self.on_upgrade);
         let on_failed_upgrade = self.on_failed_upgrade;
         tokio::spawn(async move {
-            match upgrade.await {
-                Ok(socket) => callback(socket).await,
-                Err(e) => on_failed_upgrade.call(e),
-            }
+            // The upgrade future is gone before the callback runs: as `match upgrade.await {
+            // Ok(s) => callback(s).await, … }` it would stay in the task, next to the callback's
+            // future, for the whole life of the connection (about 600 bytes more per idle one).
+            let socket = match upgrade.await {
+                Ok(socket) => socket,
+                Err(e) => return on_failed_upgrade.call(e),
+            };
+            callback(socket).await
         });
         response.map(|()| Body::empty())
     }
@@ -234,9 +241,10 @@ impl<S: Send + Sync> FromRequestParts<S> for WebSocketUpgrade<DefaultOnFailedUpg
             .extensions
             .remove::<OnUpgrade>()
             .ok_or(WebSocketUpgradeRejection::NotUpgradable)?;
+        let config = default_config();
         Ok(Self {
-            config: Config::default().deflate(Some(DeflateConfig::default())),
-            policy: ServerPolicy::new(Config::default()),
+            policy: ServerPolicy::new(config.clone()),
+            config,
             method: parts.method.clone(),
             version: parts.version,
             headers: parts.headers.clone(),
@@ -245,6 +253,15 @@ impl<S: Send + Sync> FromRequestParts<S> for WebSocketUpgrade<DefaultOnFailedUpg
             selected_protocol: None,
         })
     }
+}
+
+/// The extractor's configuration until a setter changes it: the defaults with
+/// permessage-deflate on, one copy for every connection.
+fn default_config() -> Arc<Config> {
+    static DEFAULT: OnceLock<Arc<Config>> = OnceLock::new();
+    DEFAULT
+        .get_or_init(|| Arc::new(Config::default().deflate(Some(DeflateConfig::default()))))
+        .clone()
 }
 
 /// `Option<WebSocketUpgrade>`: `None` for a request that does not ask for an upgrade (no
