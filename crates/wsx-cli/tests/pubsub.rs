@@ -1,0 +1,162 @@
+//! `wsx serve --pubsub`: Python `websockets` clients check fan-out, per-publisher order, topics
+//! kept apart, `--no-echo-self` and a subscriber that never reads (tests/pubsub.py); raw HTTP
+//! checks `POST /publish/P` with no token, a wrong one and the right one.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, TcpStream};
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::{Response, Server, HANG_GUARD};
+
+/// The Python with `websockets`: `WSX_PYTHON`, or the workspace's `.venv/bin/python`, which
+/// `scripts/test.sh` sets up.
+fn python() -> PathBuf {
+    let python = std::env::var_os("WSX_PYTHON").map(PathBuf::from).unwrap_or_else(|| {
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../.venv/bin/python")
+    });
+    assert!(python.is_file(), "{} is missing: run scripts/test.sh", python.display());
+    python
+}
+
+/// Runs a scenario of tests/pubsub.py against `server`, asserting it prints its `ok` line.
+fn scenario(server: &Server, name: &str) {
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/pubsub.py");
+    let mut child = Command::new(python())
+        .arg(script)
+        .args([name, &server.port.to_string(), &server.child.id().to_string()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = std::time::Instant::now();
+    // Bounded: the scenarios take seconds; a hang is a failure, not a stuck CI job.
+    let limit = HANG_GUARD * 3;
+    while child.try_wait().unwrap().is_none() {
+        if started.elapsed() > limit {
+            let _ = child.kill();
+            panic!("{name}: no result within {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let out = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    eprintln!("{stdout}");
+    assert!(out.status.success() && stdout.contains(&format!("ok {name}")), "{stdout}\n{stderr}");
+}
+
+#[test]
+fn every_subscriber_gets_every_message_once_and_in_each_publishers_order() {
+    scenario(&Server::start(&["--pubsub"]), "fanout");
+}
+
+#[test]
+fn no_echo_self_leaves_the_sender_out() {
+    scenario(&Server::start(&["--pubsub", "--no-echo-self"]), "no-echo-self");
+}
+
+#[test]
+fn a_subscriber_that_never_reads_is_skipped_and_holds_bounded_memory() {
+    scenario(&Server::start(&["--pubsub", "--threads", "2"]), "slow");
+}
+
+/// One request on a new connection, closed after it; the response.
+fn http(port: u16, request: &str) -> Response {
+    let mut tcp = TcpStream::connect((Ipv4Addr::LOCALHOST, port)).unwrap();
+    tcp.set_read_timeout(Some(HANG_GUARD)).unwrap();
+    tcp.write_all(request.as_bytes()).unwrap();
+    let mut bytes = Vec::new();
+    let _ = tcp.read_to_end(&mut bytes);
+    Response::parse(&bytes)
+}
+
+fn publish(port: u16, auth: Option<&str>, content_type: &str, body: &str) -> Response {
+    let auth = auth.map(|a| format!("Authorization: {a}\r\n")).unwrap_or_default();
+    http(
+        port,
+        &format!(
+            "POST /publish/news HTTP/1.1\r\nHost: x\r\nConnection: close\r\n{auth}\
+             Content-Type: {content_type}\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        ),
+    )
+}
+
+/// A raw WebSocket subscriber of /news: upgrades, then reads unmasked server frames.
+struct Sub(TcpStream);
+
+impl Sub {
+    fn new(port: u16) -> Self {
+        let mut tcp = TcpStream::connect((Ipv4Addr::LOCALHOST, port)).unwrap();
+        tcp.set_read_timeout(Some(HANG_GUARD)).unwrap();
+        tcp.write_all(
+            b"GET /news HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+              Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+        )
+        .unwrap();
+        let mut head = Vec::new();
+        let mut byte = [0];
+        while !head.ends_with(b"\r\n\r\n") {
+            tcp.read_exact(&mut byte).unwrap();
+            head.push(byte[0]);
+        }
+        assert!(head.starts_with(b"HTTP/1.1 101"), "{}", String::from_utf8_lossy(&head));
+        Self(tcp)
+    }
+
+    /// The next frame's opcode and payload (short frames only).
+    fn next(&mut self) -> (u8, Vec<u8>) {
+        let mut head = [0; 2];
+        self.0.read_exact(&mut head).unwrap();
+        let len = usize::from(head[1] & 0x7f);
+        assert!(len < 126);
+        let mut payload = vec![0; len];
+        self.0.read_exact(&mut payload).unwrap();
+        (head[0] & 0x0f, payload)
+    }
+}
+
+#[test]
+fn http_publishing_needs_the_token_and_publishes_text_or_binary() {
+    let server = Server::start(&["--pubsub", "--publish-token", "s3cret"]);
+    let mut sub = Sub::new(server.port);
+    // Wait until the subscription is counted.
+    for _ in 0..100 {
+        let stats =
+            http(server.port, "GET /stats HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+        if String::from_utf8_lossy(&stats.body).contains("\"subscriptions\":1") {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let none = publish(server.port, None, "text/plain", "nope");
+    assert_eq!(none.status, 401, "{none:?}");
+    assert_eq!(none.header("www-authenticate"), Some("bearer"), "{none:?}");
+    let wrong = publish(server.port, Some("Bearer s3cre7"), "text/plain", "nope");
+    assert_eq!(wrong.status, 403, "{wrong:?}");
+    let basic = publish(server.port, Some("Basic czNjcmV0"), "text/plain", "nope");
+    assert_eq!(basic.status, 401, "{basic:?}");
+    let text = publish(server.port, Some("Bearer s3cret"), "text/plain; charset=utf-8", "héllo");
+    assert_eq!(text.status, 200, "{text:?}");
+    assert_eq!(String::from_utf8_lossy(&text.body), "{\"delivered\":1,\"skipped\":0}\n");
+    let binary = publish(server.port, Some("Bearer s3cret"), "application/octet-stream", "raw");
+    assert_eq!(binary.status, 200, "{binary:?}");
+    // Only the authorized publishes arrived, text as text and binary as binary, in order.
+    assert_eq!(sub.next(), (0x1, "héllo".as_bytes().to_vec()));
+    assert_eq!(sub.next(), (0x2, b"raw".to_vec()));
+    let get =
+        http(server.port, "GET /publish/news HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    assert_eq!((get.status, get.header("allow")), (405, Some("post")), "{get:?}");
+    let stats = http(server.port, "GET /stats HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    let stats = String::from_utf8_lossy(&stats.body).into_owned();
+    assert!(stats.contains("\"published\":2") && stats.contains("\"deliveries\":2"), "{stats}");
+
+    // Without --publish-token HTTP publishing is off.
+    let closed = Server::start(&["--pubsub"]);
+    let off = publish(closed.port, Some("Bearer s3cret"), "text/plain", "nope");
+    assert_eq!(off.status, 404, "{off:?}");
+}
