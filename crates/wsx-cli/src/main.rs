@@ -162,6 +162,13 @@ fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
     } else {
         tokio::runtime::Builder::new_multi_thread().worker_threads(threads).enable_all().build()?
     };
+    // In pub/sub mode without server context takeover: then one compression of a publish
+    // serves every subscriber that negotiated compression (wsx::pubsub).
+    let deflate = (!args.no_deflate).then(|| {
+        wsx::proto::deflate::DeflateConfig::default()
+            .min_size(args.deflate_min_size)
+            .server_no_context_takeover(args.pubsub)
+    });
     let options = serve::Options {
         listen: args.listen,
         handshake_timeout: secs(args.handshake_timeout, "--handshake-timeout")?,
@@ -180,9 +187,7 @@ fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
                 .stream_threshold(usize::try_from(args.stream_threshold).unwrap_or(usize::MAX))
                 // The server applies it to TLS, the request and the answer together (serve.rs).
                 .handshake_timeout(None)
-                .deflate((!args.no_deflate).then(|| {
-                    wsx::proto::deflate::DeflateConfig::default().min_size(args.deflate_min_size)
-                })),
+                .deflate(deflate.clone()),
         ),
         tls: match (&args.tls_cert, &args.tls_key) {
             (Some(cert), Some(key)) => Some(load_tls(cert, key)?),
@@ -195,7 +200,8 @@ fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
             };
             let config = wsx::pubsub::HubConfig::default()
                 .max_queued_bytes(args.max_subscriber_queue)
-                .overflow(overflow);
+                .overflow(overflow)
+                .compression(deflate.clone());
             pubsub::Options {
                 hub: wsx::pubsub::Hub::with_config(config),
                 echo_self: !args.no_echo_self,

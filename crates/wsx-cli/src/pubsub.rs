@@ -147,8 +147,14 @@ pub(crate) fn stats_json(options: &Options) -> String {
     let s = options.hub.stats();
     format!(
         "{{\"topics\":{},\"subscriptions\":{},\"published\":{},\"deliveries\":{},\"skipped\":{},\
-         \"overflow_closes\":{}}}",
-        s.topics, s.subscriptions, s.published, s.deliveries, s.skipped, s.overflow_closes
+         \"overflow_closes\":{},\"compressed_deliveries\":{}}}",
+        s.topics,
+        s.subscriptions,
+        s.published,
+        s.deliveries,
+        s.skipped,
+        s.overflow_closes,
+        s.compressed_deliveries
     )
 }
 

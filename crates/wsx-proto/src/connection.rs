@@ -387,9 +387,20 @@ impl Connection {
         if self.sending_chunks {
             return Err(SendError::ChunkedMessageInProgress);
         }
+        if frame.is_compressed() && !self.takes_shared_compressed() {
+            return Err(SendError::CompressionNotNegotiated);
+        }
         self.keepalive.data_activity = true;
         self.out.push_encoded(frame.bytes());
         Ok(())
+    }
+
+    /// Whether this connection may send the compressed form of a [`SharedFrame`]
+    /// ([`SharedFrame::compressed`]): a server with permessage-deflate negotiated with
+    /// `server_no_context_takeover` and a 15-bit server window.
+    pub fn takes_shared_compressed(&self) -> bool {
+        self.role == Role::Server
+            && self.deflate.as_ref().is_some_and(|d| d.takes_stateless_output())
     }
 
     /// Starts the closing handshake: queues a close frame. Nothing may be sent after it; messages

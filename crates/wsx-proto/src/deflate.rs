@@ -358,6 +358,30 @@ impl Deflate {
         }
     }
 
+    /// A compressor with no context between messages and the full 15-bit window, whose output
+    /// any server connection that negotiated `server_no_context_takeover` with a 15-bit server
+    /// window can send (see [`Self::takes_stateless_output`]): one compression of a message
+    /// can then go to all of them.
+    pub(crate) fn stateless(config: &DeflateConfig) -> Self {
+        Self {
+            level: Compression::new(config.level.min(9)),
+            min_size: config.min_size,
+            compress_bits: 15,
+            compress_reset: true,
+            decompress_bits: 15,
+            decompress_reset: true,
+            compressor: None,
+            decompressor: None,
+        }
+    }
+
+    /// Whether what [`Self::stateless`] compresses is valid from this codec's endpoint: it
+    /// resets its own context after every message (so the peer expects no back-references
+    /// into earlier ones) and may use a 15-bit window.
+    pub(crate) fn takes_stateless_output(&self) -> bool {
+        self.compress_reset && self.compress_bits == 15
+    }
+
     /// Compresses one whole message, or returns `None` to send it uncompressed (too small, or a
     /// window zlib cannot produce).
     pub fn compress(&mut self, data: &[u8]) -> Option<Bytes> {

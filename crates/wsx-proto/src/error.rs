@@ -112,6 +112,10 @@ pub enum SendError {
     /// masked, each with a key of its own (RFC 6455 §5.3), so they cannot be shared.
     #[error("a shared frame can only be sent by a server")]
     SharedFrameFromClient,
+    /// A compressed [`SharedFrame`](crate::SharedFrame) on a connection that did not negotiate
+    /// permessage-deflate with `server_no_context_takeover` and a 15-bit window.
+    #[error("compressed shared frames need permessage-deflate without server context takeover")]
+    CompressionNotNegotiated,
 }
 
 /// Why an opening handshake failed. On the server, [`HandshakeError::status`] is the HTTP status

@@ -37,4 +37,4 @@ pub use config::Config;
 pub use connection::{Connection, Role, State};
 pub use error::{HandshakeError, ProtocolError, SendError};
 pub use message::{Chunk, CloseCode, CloseFrame, Event, Message, Utf8Bytes};
-pub use shared::SharedFrame;
+pub use shared::{SharedCompressor, SharedFrame};

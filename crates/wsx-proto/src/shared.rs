@@ -2,6 +2,7 @@
 
 use bytes::Bytes;
 
+use crate::deflate::{Deflate, DeflateConfig};
 use crate::frame::{FrameHeader, OpCode, MAX_HEADER_LEN};
 use crate::message::Message;
 
@@ -13,10 +14,28 @@ use crate::message::Message;
 /// connection, those with permessage-deflate too: a frame without RSV1 is an uncompressed
 /// message, which the extension allows at any time (RFC 7692 §6) and which leaves the
 /// compression context untouched.
+///
+/// [`SharedFrame::compressed`] makes the permessage-deflate form (RSV1), which only connections
+/// that negotiated `server_no_context_takeover` with a 15-bit window may send
+/// ([`Connection::takes_shared_compressed`](crate::Connection::takes_shared_compressed)).
 #[derive(Clone, PartialEq, Eq)]
 pub struct SharedFrame {
     bytes: Bytes,
     text: bool,
+    compressed: bool,
+}
+
+/// The compressor of [`SharedFrame::compressed`]: no context between messages, 15-bit window.
+/// One serves any number of connections.
+#[derive(Debug)]
+pub struct SharedCompressor(Deflate);
+
+impl SharedCompressor {
+    /// A compressor with `config`'s level and minimum size (its window and context settings
+    /// do not apply: the output must suit every connection that takes it).
+    pub fn new(config: &DeflateConfig) -> Self {
+        Self(Deflate::stateless(config))
+    }
 }
 
 impl SharedFrame {
@@ -28,23 +47,36 @@ impl SharedFrame {
             Message::Binary(_) => (OpCode::Binary, false),
             _ => return None,
         };
-        Some(Self::encode(opcode, message.payload(), text))
+        Some(Self::encode(opcode, message.payload(), text, false))
+    }
+
+    /// Encodes a data message compressed (permessage-deflate, RSV1 set); `None` for a control
+    /// message, or when the compressor sends it as it is (shorter than its minimum size).
+    pub fn compressed(message: &Message, compressor: &mut SharedCompressor) -> Option<Self> {
+        let (opcode, text) = match message {
+            Message::Text(_) => (OpCode::Text, true),
+            Message::Binary(_) => (OpCode::Binary, false),
+            _ => return None,
+        };
+        let payload = compressor.0.compress(message.payload())?;
+        Some(Self::encode(opcode, &payload, text, true))
     }
 
     /// A text message; `text` is valid UTF-8 by its type.
     pub fn text(text: &str) -> Self {
-        Self::encode(OpCode::Text, text.as_bytes(), true)
+        Self::encode(OpCode::Text, text.as_bytes(), true, false)
     }
 
     /// A binary message.
     pub fn binary(data: &[u8]) -> Self {
-        Self::encode(OpCode::Binary, data, false)
+        Self::encode(OpCode::Binary, data, false, false)
     }
 
-    fn encode(opcode: OpCode, payload: &[u8], text: bool) -> Self {
+    fn encode(opcode: OpCode, payload: &[u8], text: bool, compressed: bool) -> Self {
         let header = FrameHeader {
             fin: true,
-            rsv: 0,
+            // RSV1 marks a compressed message (RFC 7692 §6).
+            rsv: if compressed { 0b100 } else { 0 },
             opcode,
             mask: None,
             payload_len: payload.len() as u64,
@@ -54,7 +86,12 @@ impl SharedFrame {
         let mut bytes = Vec::with_capacity(n + payload.len());
         bytes.extend_from_slice(&head[..n]);
         bytes.extend_from_slice(payload);
-        Self { bytes: Bytes::from(bytes), text }
+        Self { bytes: Bytes::from(bytes), text, compressed }
+    }
+
+    /// Whether it is the compressed form (RSV1).
+    pub fn is_compressed(&self) -> bool {
+        self.compressed
     }
 
     /// The frame as it goes on the wire.
@@ -83,6 +120,7 @@ impl std::fmt::Debug for SharedFrame {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SharedFrame")
             .field("text", &self.text)
+            .field("compressed", &self.compressed)
             .field("wire_len", &self.bytes.len())
             .finish()
     }

@@ -97,3 +97,40 @@ fn shared_frames_are_refused_where_the_protocol_forbids_them() {
     let got = read_as_client(&drain(&mut server), false);
     assert_eq!(got[..2], [Message::text("part two"), Message::text("x")]);
 }
+
+#[test]
+fn a_compressed_shared_frame_goes_only_where_no_server_context_takeover_was_negotiated() {
+    use wsx_proto::SharedCompressor;
+    let negotiated = |offer: &str| deflate::negotiate([offer], &DeflateConfig::default()).unwrap();
+    let message = Message::text("compress me, compress me, compress me");
+    let mut compressor = SharedCompressor::new(&DeflateConfig::default());
+    let frame = SharedFrame::compressed(&message, &mut compressor).unwrap();
+    assert!(
+        frame.is_compressed() && frame.wire_len() < SharedFrame::new(&message).unwrap().wire_len()
+    );
+    // Without context: the same bytes again for the next publish of the same message.
+    assert_eq!(SharedFrame::compressed(&message, &mut compressor).unwrap(), frame);
+
+    let no_takeover = negotiated("permessage-deflate; server_no_context_takeover");
+    let mut server = Connection::new(Role::Server, Config::default()).with_deflate(no_takeover);
+    assert!(server.takes_shared_compressed());
+    server.send_shared(&frame).unwrap();
+    server.send_shared(&frame).unwrap();
+    let mut client = Connection::new(Role::Client, Config::default()).with_deflate(no_takeover);
+    client.handle_input(&drain(&mut server));
+    for _ in 0..2 {
+        assert_eq!(client.poll_message().unwrap().unwrap(), message);
+    }
+
+    for conn in [
+        Connection::new(Role::Server, Config::default()).with_deflate(params()),
+        Connection::new(Role::Server, Config::default()),
+        Connection::new(Role::Server, Config::default()).with_deflate(negotiated(
+            "permessage-deflate; server_no_context_takeover; server_max_window_bits=10",
+        )),
+    ] {
+        let mut conn = conn;
+        assert!(!conn.takes_shared_compressed());
+        assert_eq!(conn.send_shared(&frame), Err(SendError::CompressionNotNegotiated));
+    }
+}

@@ -47,20 +47,27 @@
 //!   [`HubConfig::overflow`], the message is skipped for that subscriber (and counted), or the
 //!   subscriber's connection is closed with 1013 (Try Again Later). A publish never waits for a
 //!   subscriber, so one that does not read cannot slow the others down.
-//! - **Compression**: deliveries go out uncompressed, also on connections that negotiated
-//!   permessage-deflate (which allows uncompressed messages at any time, RFC 7692 §6): one
-//!   encoding serves every subscriber, and no connection spends CPU compressing the same bytes.
+//! - **Compression**: a message is compressed at most once per publish, and only when a
+//!   subscriber can take the result: a connection that negotiated permessage-deflate with
+//!   `server_no_context_takeover` (and the full 15-bit window) gets the one compressed frame.
+//!   Every other subscriber, those with context takeover included, gets the uncompressed frame,
+//!   which permessage-deflate allows at any time (RFC 7692 §6) and which leaves their
+//!   compression context untouched: compressing per subscriber would cost the CPU of one
+//!   compression per delivery. A server that wants its pub/sub traffic compressed negotiates
+//!   `server_no_context_takeover` (`DeflateConfig::server_no_context_takeover`, as
+//!   `wsx serve --pubsub` does).
 //! - **Deliveries are written while the connection is driven**: by receiving (the usual loop),
 //!   and by sending or flushing. A connection that is not polled keeps its deliveries queued,
 //!   up to the bound above.
 
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::task::Waker;
 
-use wsx_proto::{Message, SharedFrame};
+use wsx_proto::deflate::DeflateConfig;
+use wsx_proto::{Message, SharedCompressor, SharedFrame};
 
 /// What a publish does to a subscriber whose queue is full ([`HubConfig::max_queued_bytes`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -85,6 +92,10 @@ pub struct HubConfig {
     pub max_queued_bytes: usize,
     /// What happens past [`Self::max_queued_bytes`]. Default [`Overflow::Skip`].
     pub overflow: Overflow,
+    /// How publishes are compressed for the subscribers that can take one compressed frame
+    /// (see the module's documentation); its level and minimum size apply. `None`: never.
+    /// Default: [`DeflateConfig::default`].
+    pub compression: Option<DeflateConfig>,
 }
 
 /// What each queued delivery counts toward [`HubConfig::max_queued_bytes`] besides its frame:
@@ -93,7 +104,11 @@ pub const QUEUE_ENTRY_COST: usize = 48;
 
 impl Default for HubConfig {
     fn default() -> Self {
-        Self { max_queued_bytes: 256 << 10, overflow: Overflow::Skip }
+        Self {
+            max_queued_bytes: 256 << 10,
+            overflow: Overflow::Skip,
+            compression: Some(DeflateConfig::default()),
+        }
     }
 }
 
@@ -107,6 +122,12 @@ impl HubConfig {
     /// Sets [`Self::overflow`].
     pub fn overflow(mut self, overflow: Overflow) -> Self {
         self.overflow = overflow;
+        self
+    }
+
+    /// Sets [`Self::compression`].
+    pub fn compression(mut self, compression: Option<DeflateConfig>) -> Self {
+        self.compression = compression;
         self
     }
 }
@@ -125,6 +146,8 @@ pub struct HubStats {
     pub deliveries: u64,
     /// Deliveries skipped because the subscriber's queue was full ([`Overflow::Skip`]).
     pub skipped: u64,
+    /// Deliveries of a compressed frame (one compression per publish shared by them).
+    pub compressed_deliveries: u64,
     /// Subscribers closed because their queue was full ([`Overflow::Close`]).
     pub overflow_closes: u64,
 }
@@ -152,6 +175,9 @@ struct HubShared {
     next_id: AtomicU64,
     published: AtomicU64,
     deliveries: AtomicU64,
+    compressed_deliveries: AtomicU64,
+    /// The one compressor of publishes, made at the first that needs it.
+    compressor: Mutex<Option<SharedCompressor>>,
     skipped: AtomicU64,
     overflow_closes: AtomicU64,
 }
@@ -179,7 +205,11 @@ impl Hub {
         let id = self.shared.next_id.fetch_add(1, Ordering::Relaxed);
         Subscriber {
             hub: self.clone(),
-            inbox: Arc::new(Inbox { id, state: Mutex::new(InboxState::default()) }),
+            inbox: Arc::new(Inbox {
+                id,
+                takes_compressed: AtomicBool::new(false),
+                state: Mutex::new(InboxState::default()),
+            }),
             topics: Vec::new(),
         }
     }
@@ -188,7 +218,7 @@ impl Hub {
     /// published (nothing is delivered). The message is encoded once.
     pub fn publish(&self, topic: &str, message: &Message) -> Published {
         match SharedFrame::new(message) {
-            Some(frame) => self.publish_frame(topic, &frame, None),
+            Some(frame) => self.fan_out(topic, &frame, Some(message), None),
             None => Published::default(),
         }
     }
@@ -196,31 +226,57 @@ impl Hub {
     /// Publishes to every subscriber of `topic` but `except` (typically the sender).
     pub fn publish_except(&self, topic: &str, message: &Message, except: &Subscriber) -> Published {
         match SharedFrame::new(message) {
-            Some(frame) => self.publish_frame(topic, &frame, Some(except.inbox.id)),
+            Some(frame) => self.fan_out(topic, &frame, Some(message), Some(except.inbox.id)),
             None => Published::default(),
         }
     }
 
     /// Publishes a frame encoded beforehand (to publish one message to several topics, say),
-    /// to every subscriber of `topic` but the one with id `except`.
+    /// to every subscriber of `topic` but the one with id `except`. It goes out as it is: an
+    /// uncompressed frame is not compressed for anyone, and a compressed one
+    /// ([`SharedFrame::compressed`]) reaches only the subscribers that can take it.
     pub fn publish_frame(
         &self,
         topic: &str,
         frame: &SharedFrame,
         except: Option<SubscriberId>,
     ) -> Published {
+        self.fan_out(topic, frame, None, except)
+    }
+
+    /// Delivers `plain` to `topic`'s subscribers but `except`, or its compressed form (made once,
+    /// from `message`) to those that take compressed frames.
+    fn fan_out(
+        &self,
+        topic: &str,
+        plain: &SharedFrame,
+        message: Option<&Message>,
+        except: Option<SubscriberId>,
+    ) -> Published {
         let shared = &*self.shared;
         shared.published.fetch_add(1, Ordering::Relaxed);
         let topics = read(&shared.topics);
         let Some(subscribers) = topics.get(topic) else { return Published::default() };
-        let cost = frame.wire_len() + QUEUE_ENTRY_COST;
         let limit = shared.config.max_queued_bytes;
         let mut result = Published::default();
         let mut closes = 0;
+        // Made at the first subscriber that takes it: `None` until then, `Some(None)` when the
+        // message is not compressed (too short, compression off).
+        let mut compressed: Option<Option<SharedFrame>> = None;
+        let mut compressed_count = 0u64;
         for inbox in subscribers {
             if Some(inbox.id) == except {
                 continue;
             }
+            let frame = if inbox.takes_compressed.load(Ordering::Relaxed) {
+                let made = compressed.get_or_insert_with(|| self.compress(message));
+                made.as_ref().unwrap_or(plain)
+            } else if plain.is_compressed() {
+                continue;
+            } else {
+                plain
+            };
+            let cost = frame.wire_len() + QUEUE_ENTRY_COST;
             let mut state = lock(&inbox.state);
             if state.overflowed {
                 continue;
@@ -242,6 +298,7 @@ impl Hub {
                 state.frames.push_back(frame.clone());
                 state.queued += cost;
                 result.delivered += 1;
+                compressed_count += u64::from(frame.is_compressed());
             }
             let waker = state.waker.take();
             drop(state);
@@ -251,6 +308,9 @@ impl Hub {
         }
         drop(topics);
         shared.deliveries.fetch_add(result.delivered as u64, Ordering::Relaxed);
+        if compressed_count > 0 {
+            shared.compressed_deliveries.fetch_add(compressed_count, Ordering::Relaxed);
+        }
         if result.skipped > 0 {
             shared.skipped.fetch_add(result.skipped as u64, Ordering::Relaxed);
         }
@@ -258,6 +318,15 @@ impl Hub {
             shared.overflow_closes.fetch_add(closes, Ordering::Relaxed);
         }
         result
+    }
+
+    /// The compressed form of `message`, if compression is on and pays for it.
+    fn compress(&self, message: Option<&Message>) -> Option<SharedFrame> {
+        let message = message?;
+        let config = self.shared.config.compression.as_ref()?;
+        let mut compressor = lock(&self.shared.compressor);
+        let compressor = compressor.get_or_insert_with(|| SharedCompressor::new(config));
+        SharedFrame::compressed(message, compressor)
     }
 
     /// How many subscribers `topic` has.
@@ -283,6 +352,7 @@ impl Hub {
             published: shared.published.load(Ordering::Relaxed),
             deliveries: shared.deliveries.load(Ordering::Relaxed),
             skipped: shared.skipped.load(Ordering::Relaxed),
+            compressed_deliveries: shared.compressed_deliveries.load(Ordering::Relaxed),
             overflow_closes: shared.overflow_closes.load(Ordering::Relaxed),
         }
     }
@@ -388,6 +458,8 @@ impl Drop for Subscriber {
 /// connection's driver ([`Inbox::take`]).
 pub(crate) struct Inbox {
     id: SubscriberId,
+    /// The connection it is attached to takes compressed shared frames.
+    takes_compressed: AtomicBool,
     state: Mutex<InboxState>,
 }
 
@@ -419,6 +491,11 @@ pub(crate) enum Taken {
 }
 
 impl Inbox {
+    /// Records whether the connection attached takes compressed shared frames.
+    pub(crate) fn set_takes_compressed(&self, takes: bool) {
+        self.takes_compressed.store(takes, Ordering::Relaxed);
+    }
+
     /// Hands queued deliveries to `take` in order while it returns true (it queues them on
     /// the connection); with `waker`, registers it to be woken by the next delivery once the
     /// queue is empty.

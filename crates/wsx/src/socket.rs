@@ -90,12 +90,15 @@ where
     /// connection, in order with what is sent on it, while the connection is received from
     /// (and when it sends or flushes). Replaces a subscriber attached before. Servers only:
     /// the shared frames are unmasked ([`SendError::SharedFrameFromClient`] on a client).
+    /// A connection with permessage-deflate negotiated without server context takeover gets
+    /// publishes compressed (once per publish, for all such subscribers).
     ///
     /// [`SendError::SharedFrameFromClient`]: wsx_proto::SendError::SharedFrameFromClient
     pub fn attach(&mut self, subscriber: &Subscriber) -> Result<(), Error> {
         if self.conn.role() != Role::Server {
             return Err(Error::Send(SendError::SharedFrameFromClient));
         }
+        subscriber.inbox().set_takes_compressed(self.conn.takes_shared_compressed());
         self.inbox = Some(subscriber.inbox().clone());
         Ok(())
     }

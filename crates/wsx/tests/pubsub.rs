@@ -274,3 +274,52 @@ async fn an_overflowing_subscriber_is_closed_with_1013_under_the_close_policy() 
         }
     }
 }
+
+/// A pair with permessage-deflate negotiated from `offer`.
+fn deflate_pair(offer: &str) -> (WebSocket<DuplexStream>, WebSocket<DuplexStream>) {
+    use wsx::proto::deflate::{self, DeflateConfig};
+    use wsx::proto::Connection;
+    let params = deflate::negotiate([offer], &DeflateConfig::default()).unwrap();
+    let (a, b) = tokio::io::duplex(64 << 10);
+    let server = Connection::new(Role::Server, Config::default()).with_deflate(params);
+    let client = Connection::new(Role::Client, Config::default()).with_deflate(params);
+    (WebSocket::from_connection(a, server, None), WebSocket::from_connection(b, client, None))
+}
+
+/// Subscribers without server context takeover share one compressed frame per publish; those
+/// with it, and those without compression, get the uncompressed frame; all decode the same.
+#[tokio::test]
+async fn one_compression_per_publish_serves_every_subscriber_without_context_takeover() {
+    let hub = Hub::new();
+    let mut clients = Vec::new();
+    let mut subscribers = Vec::new();
+    for offer in [
+        "permessage-deflate; server_no_context_takeover",
+        "permessage-deflate; server_no_context_takeover; client_max_window_bits",
+        "permessage-deflate",
+        "",
+    ] {
+        let (mut server, client) =
+            if offer.is_empty() { pair(64 << 10) } else { deflate_pair(offer) };
+        let mut subscriber = hub.subscriber();
+        subscriber.subscribe("t");
+        server.attach(&subscriber).unwrap();
+        tokio::spawn(async move { while let Some(Ok(_)) = server.recv().await {} });
+        clients.push(client);
+        subscribers.push(subscriber);
+    }
+    let text = "{\"price\": 101.25, \"symbol\": \"WSX\"} ".repeat(40);
+    for _ in 0..10 {
+        hub.publish("t", &Message::text(text.clone()));
+    }
+    hub.publish("t", &Message::binary(vec![0u8; 10_000]));
+    for client in &mut clients {
+        for _ in 0..10 {
+            assert_eq!(next_data(client).await, Message::text(text.clone()));
+        }
+        assert_eq!(next_data(client).await, Message::binary(vec![0u8; 10_000]));
+    }
+    let stats = hub.stats();
+    // Two of four subscribers took the compressed frame, for each of the 11 publishes.
+    assert_eq!((stats.deliveries, stats.compressed_deliveries), (44, 22), "{stats:?}");
+}
