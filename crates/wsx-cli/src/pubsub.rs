@@ -117,6 +117,10 @@ where
             let reason = format!("a body of {len} bytes exceeds the limit of {limit}\n");
             return answer(incoming, StatusCode::PAYLOAD_TOO_LARGE, &reason).await;
         }
+        RequestBody::InvalidLength => {
+            let reason = "Content-Length is not one decimal number\n";
+            return answer(incoming, StatusCode::BAD_REQUEST, reason).await;
+        }
         _ => {
             let reason = "a body with a Content-Length is required\n";
             return answer(incoming, StatusCode::LENGTH_REQUIRED, reason).await;

@@ -132,6 +132,32 @@ fn plain_http_connections_are_kept_alive_between_requests() {
     assert!(started.elapsed() >= Duration::from_secs(4), "closed early: {:?}", started.elapsed());
 }
 
+/// Every request of a kept-alive connection gets `--handshake-timeout` (1 s here), not only
+/// the first: a client that sends one byte of its second request and stalls is cut off.
+#[test]
+fn a_kept_alive_connection_s_next_request_has_the_handshake_timeout_too() {
+    let server = Server::start(&["--handshake-timeout", "1"]);
+    // Control: the first request, started and never finished, is cut at 1 s.
+    let mut tcp = TcpStream::connect((Ipv4Addr::LOCALHOST, server.port)).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(4))).unwrap();
+    tcp.write_all(b"G").unwrap();
+    let mut buf = [0; 512];
+    assert!(matches!(tcp.read(&mut buf), Ok(_)), "the first request is not cut at 1 s");
+
+    let mut tcp = TcpStream::connect((Ipv4Addr::LOCALHOST, server.port)).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(4))).unwrap();
+    tcp.write_all(b"GET /stats HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    read_response(&mut tcp, false);
+    tcp.write_all(b"G").unwrap(); // the next request starts, and stalls
+    let ended = match tcp.read(&mut buf) {
+        Ok(_) => true,
+        Err(e) => {
+            e.kind() != std::io::ErrorKind::WouldBlock && e.kind() != std::io::ErrorKind::TimedOut
+        }
+    };
+    assert!(ended, "a stalled second request was still open after 4 s (handshake timeout 1 s)");
+}
+
 #[test]
 fn head_gets_the_headers_of_get_without_the_body() {
     let server = Server::start(&[]);

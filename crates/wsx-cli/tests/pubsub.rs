@@ -155,6 +155,34 @@ fn http_publishing_needs_the_token_and_publishes_text_or_binary() {
     let stats = String::from_utf8_lossy(&stats.body).into_owned();
     assert!(stats.contains("\"published\":2") && stats.contains("\"deliveries\":2"), "{stats}");
 
+    // Content-Length is digits only (RFC 9110 §8.6): a sign is refused, and so are two fields.
+    for lengths in ["Content-Length: +3\r\n", "Content-Length: 3\r\nContent-Length: 3\r\n"] {
+        let bad = http(
+            server.port,
+            &format!(
+                "POST /publish/news HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer s3cret\r\n\
+                 {lengths}\r\nabc"
+            ),
+        );
+        assert_eq!(bad.status, 400, "{lengths:?}: {bad:?}");
+    }
+    // A client that waits for 100 Continue before its body gets it, then the answer.
+    let mut tcp = TcpStream::connect((Ipv4Addr::LOCALHOST, server.port)).unwrap();
+    tcp.set_read_timeout(Some(HANG_GUARD)).unwrap();
+    tcp.write_all(
+        b"POST /publish/news HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer s3cret\r\n\
+          Connection: close\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\n",
+    )
+    .unwrap();
+    let mut interim = [0; 25];
+    tcp.read_exact(&mut interim).unwrap();
+    assert_eq!(&interim, b"HTTP/1.1 100 Continue\r\n\r\n");
+    tcp.write_all(b"later").unwrap();
+    let mut rest = Vec::new();
+    let _ = tcp.read_to_end(&mut rest);
+    assert_eq!(Response::parse(&rest).status, 200);
+    assert_eq!(sub.next(), (0x2, b"later".to_vec()));
+
     // Without --publish-token HTTP publishing is off.
     let closed = Server::start(&["--pubsub"]);
     let off = publish(closed.port, Some("Bearer s3cret"), "text/plain", "nope");

@@ -48,7 +48,7 @@ use http::{Request, Response, StatusCode};
 use http_body_util::{Empty, Full};
 use hyper::upgrade::{OnUpgrade, Upgraded};
 use hyper_util::rt::TokioIo;
-use tokio::time::{sleep, Sleep};
+use tokio::time::{sleep_until, Instant, Sleep};
 use wsx_proto::handshake::{self as hs, Accepted, RequestHead, ServerPolicy};
 use wsx_proto::{Connection, HandshakeError};
 
@@ -89,8 +89,10 @@ pub fn upgrade<B>(
 /// this module.
 pub(crate) fn finish(accepted: Accepted, on_upgrade: OnUpgrade) -> (Response<()>, UpgradeFut) {
     let Accepted { response, protocol, connection, .. } = accepted;
-    // Boxed: `Sleep` is not `Unpin`, and the future is short-lived.
-    let deadline = connection.config().handshake_timeout.map(|limit| Box::pin(sleep(limit)));
+    // The clock is read now; the timer is made at the first poll (in the runtime that polls
+    // it: this function may run where no timer is available).
+    let deadline =
+        connection.config().handshake_timeout.map(|limit| Deadline::At(Instant::now() + limit));
     (response, UpgradeFut { on_upgrade, pending: Some((connection, protocol)), deadline })
 }
 
@@ -108,7 +110,15 @@ pub struct UpgradeFut {
     /// The negotiated connection and subprotocol; taken when the future completes.
     pending: Option<(Connection, Option<String>)>,
     /// When the handshake timeout runs out.
-    deadline: Option<Pin<Box<Sleep>>>,
+    deadline: Option<Deadline>,
+}
+
+/// The upgrade's deadline: when, then its timer once polled.
+#[derive(Debug)]
+enum Deadline {
+    At(Instant),
+    // Boxed: `Sleep` is not `Unpin`, and the future is short-lived.
+    Timer(Pin<Box<Sleep>>),
 }
 
 impl Future for UpgradeFut {
@@ -118,8 +128,11 @@ impl Future for UpgradeFut {
         let upgraded = match Pin::new(&mut self.on_upgrade).poll(cx) {
             Poll::Ready(upgraded) => upgraded,
             Poll::Pending => {
-                if let Some(deadline) = &mut self.deadline {
-                    ready!(deadline.as_mut().poll(cx));
+                if let Some(Deadline::At(at)) = self.deadline {
+                    self.deadline = Some(Deadline::Timer(Box::pin(sleep_until(at))));
+                }
+                if let Some(Deadline::Timer(timer)) = &mut self.deadline {
+                    ready!(timer.as_mut().poll(cx));
                     self.pending = None;
                     return Poll::Ready(Err(Error::Timeout("waiting for the upgrade")));
                 }

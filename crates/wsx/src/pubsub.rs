@@ -497,14 +497,22 @@ impl Inbox {
     }
 
     /// Hands queued deliveries to `take` in order while it returns true (it queues them on
-    /// the connection); with `waker`, registers it to be woken by the next delivery once the
-    /// queue is empty.
+    /// the connection). With `waker`, registers it to be woken by the next publish whatever
+    /// the outcome: a driver that stops early (its send queue full, a chunked message half
+    /// sent) must still hear of what comes next, and of an overflow under
+    /// [`Overflow::Close`] while it waits for the transport.
     pub(crate) fn take(
         &self,
         waker: Option<&Waker>,
         mut take: impl FnMut(&SharedFrame) -> bool,
     ) -> Taken {
         let mut state = lock(&self.state);
+        if let Some(waker) = waker {
+            match &state.waker {
+                Some(w) if w.will_wake(waker) => {}
+                _ => state.waker = Some(waker.clone()),
+            }
+        }
         if state.overflowed {
             return Taken::Overflowed;
         }
@@ -516,15 +524,17 @@ impl Inbox {
             state.queued -= cost;
             state.frames.pop_front();
         }
-        if let Some(waker) = waker {
-            match &state.waker {
-                Some(w) if w.will_wake(waker) => {}
-                _ => state.waker = Some(waker.clone()),
-            }
+        // Drained: a burst's capacity is not kept for the life of the connection (a few
+        // entries are, so that steady publishing does not allocate per delivery).
+        if state.frames.capacity() > INBOX_KEPT_CAPACITY {
+            state.frames.shrink_to(INBOX_KEPT_CAPACITY);
         }
         Taken::Empty
     }
 }
+
+/// Queue entries a drained inbox keeps allocated.
+const INBOX_KEPT_CAPACITY: usize = 8;
 
 /// Locks, ignoring poisoning: the state stays consistent whatever a panicking holder did
 /// (every update is a single push or pop with its counter).
@@ -538,4 +548,26 @@ fn read<T>(l: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
 
 fn write<T>(l: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
     l.write().unwrap_or_else(|e| e.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A drained inbox lets go of a burst's queue capacity (40 B per entry otherwise kept for
+    /// the life of the connection).
+    #[test]
+    fn a_drained_inbox_keeps_only_a_few_entries() {
+        let hub = Hub::new();
+        let mut s = hub.subscriber();
+        s.subscribe("t");
+        for _ in 0..4000 {
+            hub.publish("t", &Message::text("x"));
+        }
+        assert!(lock(&s.inbox().state).frames.capacity() >= 4000);
+        assert!(matches!(s.inbox().take(None, |_| true), Taken::Empty));
+        let cap = lock(&s.inbox().state).frames.capacity();
+        assert!(cap <= INBOX_KEPT_CAPACITY, "a drained inbox holds {cap} entries");
+        assert_eq!(s.queued_bytes(), 0);
+    }
 }

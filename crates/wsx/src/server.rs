@@ -106,6 +106,10 @@ pub struct Incoming<S> {
     deadline: Option<Instant>,
     /// The request's body was read ([`Incoming::read_body`]): the connection may persist.
     body_read: bool,
+    /// The time each request on this connection gets (the next ones after keep-alive too):
+    /// [`Config::handshake_timeout`], or what was left of the deadline given to
+    /// [`Incoming::read_with_deadline`] when this request started.
+    request_limit: Option<Duration>,
 }
 
 /// A request body read by [`Incoming::read_body`], or why it was not.
@@ -117,9 +121,11 @@ pub enum RequestBody {
     /// `Content-Length` exceeds the limit given (answer 413 Content Too Large); nothing was
     /// read.
     TooLarge(u64),
-    /// The body is chunked or its length is invalid (answer 411 Length Required, or 400);
-    /// nothing was read.
+    /// The body is chunked (answer 411 Length Required); nothing was read.
     LengthRequired,
+    /// `Content-Length` is not one decimal number (answer 400): several fields, or anything but
+    /// digits (RFC 9110 §8.6); nothing was read.
+    InvalidLength,
 }
 
 impl<S> Incoming<S>
@@ -146,8 +152,12 @@ where
         config: impl Into<Arc<Config>>,
         deadline: Option<Instant>,
     ) -> Result<Self, Error> {
+        let config = config.into();
+        let limit = config
+            .handshake_timeout
+            .or_else(|| deadline.map(|d| d.saturating_duration_since(Instant::now())));
         let buf = BytesMut::with_capacity(1024);
-        match Self::read_head(stream, buf, config.into(), deadline, None).await? {
+        match Self::read_head(stream, buf, config, limit, deadline, None).await? {
             Some(incoming) => Ok(incoming),
             None => Err(Error::Io(io::ErrorKind::UnexpectedEof.into())),
         }
@@ -156,11 +166,12 @@ where
     /// Reads a request head into `buf`, which may already hold the start of it. With
     /// `idle_until` (a connection waiting for its next request), a connection that ends or
     /// stays silent until then before a first byte is `None`, and `deadline` starts with that
-    /// first byte, from the handshake timeout; otherwise an end before the head is an error.
+    /// first byte, `request_limit` from it; otherwise an end before the head is an error.
     async fn read_head(
         mut stream: S,
         mut buf: BytesMut,
         config: Arc<Config>,
+        request_limit: Option<Duration>,
         mut deadline: Option<Instant>,
         idle_until: Option<Instant>,
     ) -> Result<Option<Self>, Error> {
@@ -174,7 +185,7 @@ where
                     Ok(Err(e)) => return Err(e.into()),
                 }
             }
-            deadline = config.handshake_timeout.map(|limit| Instant::now() + limit);
+            deadline = request_limit.map(|limit| Instant::now() + limit);
         }
         let mut scanner = HeadScanner::new(config.max_handshake_size);
         let head_len = loop {
@@ -196,7 +207,15 @@ where
             Err(e) => return Err(refuse(stream, buf, e, false, deadline).await),
         };
         let rest = buf.split_off(head_len);
-        Ok(Some(Self { io: stream, request, rest, config, deadline, body_read: false }))
+        Ok(Some(Self {
+            io: stream,
+            request,
+            rest,
+            config,
+            deadline,
+            body_read: false,
+            request_limit,
+        }))
     }
 
     /// The request.
@@ -296,21 +315,29 @@ where
         let mut lengths = headers.get_all(http::header::CONTENT_LENGTH).iter();
         let len = match (lengths.next(), lengths.next()) {
             (None, _) => 0,
-            (Some(v), None) => {
-                match std::str::from_utf8(v.as_bytes()).ok().and_then(|v| v.parse::<u64>().ok()) {
-                    Some(len) => len,
-                    None => return Ok(RequestBody::LengthRequired),
-                }
-            }
-            (Some(_), Some(_)) => return Ok(RequestBody::LengthRequired),
+            (Some(v), None) => match parse_content_length(v.as_bytes()) {
+                Some(len) => len,
+                None => return Ok(RequestBody::InvalidLength),
+            },
+            (Some(_), Some(_)) => return Ok(RequestBody::InvalidLength),
         };
         if len > limit as u64 {
             return Ok(RequestBody::TooLarge(len));
         }
         // Fits in usize: at most `limit`.
         let len = len as usize;
+        let expects_continue = self
+            .request
+            .headers()
+            .get(http::header::EXPECT)
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
         let (io, rest) = (&mut self.io, &mut self.rest);
         within(self.deadline, "reading the request body", async {
+            // RFC 9110 §10.1.1: a client waiting to send its body gets the interim answer.
+            if expects_continue && rest.len() < len {
+                io.write_all(b"HTTP/1.1 100 Continue\r\n\r\n").await?;
+                io.flush().await?;
+            }
             while rest.len() < len {
                 rest.reserve(len - rest.len());
                 if io.read_buf(rest).await? == 0 {
@@ -356,7 +383,7 @@ where
             body.len(),
         );
         let body = if self.request.method() == Method::HEAD { &[][..] } else { body };
-        let Self { mut io, rest, config, deadline, .. } = self;
+        let Self { mut io, rest, config, deadline, request_limit, .. } = self;
         within(deadline, "writing the response", async {
             io.write_all_buf(&mut Buf::chain(&head[..], body)).await?;
             io.flush().await?;
@@ -364,7 +391,7 @@ where
         })
         .await?;
         let idle_until = Instant::now() + idle;
-        Self::read_head(io, rest, config, None, Some(idle_until)).await
+        Self::read_head(io, rest, config, request_limit, None, Some(idle_until)).await
     }
 
     /// Writes a response that ends the connection: the head alone for HEAD.
@@ -384,6 +411,15 @@ where
         let head_only = self.request.method() == Method::HEAD;
         refuse(self.io, self.rest, err, head_only, self.deadline).await
     }
+}
+
+/// A `Content-Length` value: decimal digits only (RFC 9110 §8.6; no sign, no spaces inside).
+fn parse_content_length(value: &[u8]) -> Option<u64> {
+    let value = value.trim_ascii();
+    if value.is_empty() || !value.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    std::str::from_utf8(value).ok()?.parse().ok()
 }
 
 /// The `Content-Type` of refusals.

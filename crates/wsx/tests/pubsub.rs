@@ -10,7 +10,7 @@ use std::time::Duration;
 use common::guard;
 use tokio::io::DuplexStream;
 use wsx::pubsub::{Hub, HubConfig, Overflow, Subscriber, QUEUE_ENTRY_COST};
-use wsx::{CloseCode, Config, Error, Message, Role, SendError, WebSocket};
+use wsx::{Chunk, CloseCode, Config, Error, Message, Role, SendError, WebSocket};
 
 /// A connected pair over an in-memory pipe with `buffer` bytes each way.
 fn pair(buffer: usize) -> (WebSocket<DuplexStream>, WebSocket<DuplexStream>) {
@@ -322,4 +322,77 @@ async fn one_compression_per_publish_serves_every_subscriber_without_context_tak
     let stats = hub.stats();
     // Two of four subscribers took the compressed frame, for each of the 11 publishes.
     assert_eq!((stats.deliveries, stats.compressed_deliveries), (44, 22), "{stats:?}");
+}
+
+/// The next data message, or `None` if none comes within 3 s (a delivery that was never
+/// written).
+async fn next_data_within(ws: &mut WebSocket<DuplexStream>) -> Option<Message> {
+    loop {
+        match tokio::time::timeout(Duration::from_secs(3), ws.recv()).await {
+            Err(_) => return None,
+            Ok(m) => {
+                let m = m.expect("open").expect("valid");
+                if m.is_data() {
+                    return Some(m);
+                }
+            }
+        }
+    }
+}
+
+/// A publish that arrives while the write half is in the middle of a chunked message is held
+/// back (correct), but the read half then parks without registering for the next delivery;
+/// once the write half's flush takes the held one, a later publish is never written.
+#[tokio::test]
+async fn split_publish_after_a_chunked_send_is_written() {
+    let hub = Hub::new();
+    let (server, mut client) = pair(1 << 20);
+    let mut server = server;
+    let mut sub = hub.subscriber();
+    sub.subscribe("t");
+    server.attach(&sub).unwrap();
+    let (mut rx, mut tx) = server.split();
+    tokio::spawn(async move { while let Some(Ok(_)) = rx.recv().await {} });
+    tokio::time::sleep(Duration::from_millis(50)).await; // read half registered
+
+    tx.send_chunk(Chunk::binary(&b"first"[..], true, false)).await.unwrap();
+    hub.publish("t", &Message::text("p1"));
+    tokio::time::sleep(Duration::from_millis(50)).await; // read half: deliver -> More
+    tx.send_chunk(Chunk::binary(&b"last"[..], false, true)).await.unwrap();
+
+    assert_eq!(next_data_within(&mut client).await, Some(Message::binary(&b"firstlast"[..])));
+    assert_eq!(next_data_within(&mut client).await, Some(Message::text("p1")));
+    hub.publish("t", &Message::text("p2"));
+    assert_eq!(next_data_within(&mut client).await, Some(Message::text("p2")), "p2 never written");
+    drop(sub);
+}
+
+/// Overflow::Close against a client that never reads: the server connection is parked on
+/// transport writability (its last `take` returned More and registered no waker), so the
+/// overflow never wakes it: no 1013 is queued, no close timer starts, and the connection (its
+/// send queue, its task) stays forever.
+#[tokio::test]
+async fn overflow_close_ends_a_connection_whose_peer_never_reads() {
+    let hub =
+        Hub::with_config(HubConfig::default().max_queued_bytes(16 << 10).overflow(Overflow::Close));
+    let (a, b) = tokio::io::duplex(16 << 10);
+    let config = Config::default().close_timeout(Some(Duration::from_millis(500)));
+    let mut server = WebSocket::from_raw(a, Role::Server, config);
+    let _client = WebSocket::from_raw(b, Role::Client, Config::default()); // never read
+    let mut sub = hub.subscriber();
+    sub.subscribe("t");
+    server.attach(&sub).unwrap();
+    let task = tokio::spawn(async move {
+        while let Some(Ok(_)) = server.recv().await {}
+        drop(sub);
+    });
+    for i in 0..2_000 {
+        hub.publish("t", &Message::binary(vec![1u8; 1000]));
+        if i % 8 == 0 {
+            tokio::task::yield_now().await;
+        }
+    }
+    assert_eq!(hub.stats().overflow_closes, 1);
+    let ended = tokio::time::timeout(Duration::from_secs(5), task).await;
+    assert!(ended.is_ok(), "the overflowed connection never ended");
 }
