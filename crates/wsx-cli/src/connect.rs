@@ -1,7 +1,8 @@
 //! `wsx connect`: a command-line WebSocket client in the spirit of websocat.
 //!
-//! Each stdin line goes out as one message; each message received comes out on stdout, one per
-//! line; diagnostics go to stderr. The end of stdin (Ctrl-D, or the end of a pipe) starts the
+//! Each stdin line goes out as one message (or each NUL-terminated piece with `-0`, each read
+//! with `--binary`, all of stdin with `--whole`); each message received comes out on stdout, one
+//! per line; diagnostics go to stderr. The end of stdin (Ctrl-D, or the end of a pipe) starts the
 //! closing handshake, and messages the server sends before its close reply are still printed,
 //! so `echo hi | wsx connect URL` prints the reply and exits.
 
@@ -12,9 +13,8 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{anyhow, Context as _};
-use bytes::Bytes;
 use http::header::{HeaderName, HeaderValue};
-use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::io::{AsyncBufReadExt, BufReader, Stdin};
 use tokio::time::Instant;
 use wsx::proto::deflate::DeflateConfig;
 use wsx::proto::handshake::{check_protocols, is_token};
@@ -33,9 +33,18 @@ const MAX_BODY_SHOWN: usize = 200;
 pub(crate) struct ConnectArgs {
     /// The server's URL: ws://host[:port]/path (or wss://).
     url: String,
-    /// Send stdin lines as binary messages instead of text (each line without its "\n").
+    /// Send binary messages instead of text. stdin is then a byte stream, not split on
+    /// newlines: each read becomes one message (or all of it with --whole; or NUL-separated
+    /// pieces with -0).
     #[arg(long)]
     binary: bool,
+    /// Send all of stdin as one message, at its end (binary with --binary, else UTF-8 text).
+    #[arg(long, conflicts_with = "null")]
+    whole: bool,
+    /// Split stdin on NUL bytes instead of newlines: each piece, without its NUL, is one
+    /// message (text unless --binary).
+    #[arg(short = '0', long)]
+    null: bool,
     /// Write received binary messages to stdout as raw bytes, with nothing added, instead of
     /// one line of hex each.
     #[arg(long)]
@@ -123,9 +132,7 @@ async fn session(args: ConnectArgs) -> anyhow::Result<ExitCode> {
     tracing::debug!(protocol = ws.protocol(), "connected to {url}");
 
     let mut out = Output::new(args.binary_raw);
-    let mut stdin = BufReader::new(tokio::io::stdin());
-    // Kept across loop turns: `read_until` is cancel-safe only if a partial line stays here.
-    let mut line = Vec::new();
+    let mut stdin = StdinReader::new(framing(&args));
     let mut stdin_open = true;
     let mut received: u64 = 0;
     let mut closing: Option<Why> = None;
@@ -172,35 +179,28 @@ async fn session(args: ConnectArgs) -> anyhow::Result<ExitCode> {
                     failure.get_or_insert_with(|| anyhow!("connection to {url} failed: {e}"));
                 }
             },
-            // The count returned covers this call only: when an earlier call was cancelled
-            // after reading the start of a last line that has no "\n", this one returns 0 at
-            // the end of stdin with that start still in `line`. So `line` decides.
-            read = stdin.read_until(b'\n', &mut line), if open && stdin_open => match read {
-                Ok(_) if line.is_empty() => {
+            read = stdin.next(), if open && stdin_open => match read {
+                Ok(None) => {
                     stdin_open = false;
                     if args.count.is_none() {
                         close_now = Some(Why::StdinEnd);
                     }
                 }
-                Ok(_) => {
-                    let msg = line_message(&line, args.binary);
-                    line.clear();
-                    match msg {
-                        // Queued, not flushed: `recv` writes queued bytes before it waits
-                        // (reading implies writing), so the message leaves on the next turn of
-                        // the loop, and receiving never stops behind a slow write.
-                        Ok(msg) => {
-                            if let Err(e) = ws.feed(msg).await {
-                                failure.get_or_insert_with(|| anyhow!("cannot send to {url}: {e}"));
-                                close_now = Some(Why::Failed);
-                            }
-                        }
-                        Err(e) => {
-                            failure.get_or_insert(e);
+                Ok(Some(piece)) => match piece_message(piece, stdin.framing, args.binary) {
+                    // Queued, not flushed: `recv` writes queued bytes before it waits (reading
+                    // implies writing), so the message leaves on the next turn of the loop, and
+                    // receiving never stops behind a slow write.
+                    Ok(msg) => {
+                        if let Err(e) = ws.feed(msg).await {
+                            failure.get_or_insert_with(|| anyhow!("cannot send to {url}: {e}"));
                             close_now = Some(Why::Failed);
                         }
                     }
-                }
+                    Err(e) => {
+                        failure.get_or_insert(e);
+                        close_now = Some(Why::Failed);
+                    }
+                },
                 Err(e) => {
                     failure.get_or_insert_with(|| anyhow!("cannot read stdin: {e}"));
                     close_now = Some(Why::Failed);
@@ -306,16 +306,113 @@ fn timed_out(args: &ConnectArgs) -> anyhow::Error {
     anyhow!("{}: timed out after {secs} s (--timeout)", args.url)
 }
 
-/// The message for one stdin line: the line without its `\n` (and, for text, without a `\r`
-/// before it).
-fn line_message(line: &[u8], binary: bool) -> anyhow::Result<Message> {
-    let line = line.strip_suffix(b"\n").unwrap_or(line);
-    if binary {
-        return Ok(Message::binary(Bytes::copy_from_slice(line)));
+/// How stdin is cut into messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Framing {
+    /// One message per line, without its `\n` (and, for text, a `\r` before it).
+    Lines,
+    /// One message per NUL-terminated piece, without the NUL (`-0`).
+    Nul,
+    /// One message per read (`--binary`).
+    Chunks,
+    /// All of stdin, one message (`--whole`).
+    Whole,
+}
+
+fn framing(args: &ConnectArgs) -> Framing {
+    if args.null {
+        Framing::Nul
+    } else if args.whole {
+        Framing::Whole
+    } else if args.binary {
+        Framing::Chunks
+    } else {
+        Framing::Lines
     }
-    let line = line.strip_suffix(b"\r").unwrap_or(line);
-    let text = std::str::from_utf8(line)
-        .map_err(|_| anyhow!("stdin is not valid UTF-8 (--binary sends lines as bytes)"))?;
+}
+
+/// The most bytes one read of stdin takes, so the largest message `--binary` makes from a read.
+const STDIN_CHUNK: usize = 64 << 10;
+
+/// stdin, cut into pieces by a [`Framing`].
+struct StdinReader {
+    reader: BufReader<Stdin>,
+    framing: Framing,
+    /// The start of a piece not yet complete. Kept here, across calls, so that [`Self::next`]
+    /// is cancel-safe: a call dropped by `select!` loses nothing it read.
+    pending: Vec<u8>,
+    ended: bool,
+}
+
+impl StdinReader {
+    fn new(framing: Framing) -> Self {
+        Self {
+            reader: BufReader::with_capacity(STDIN_CHUNK, tokio::io::stdin()),
+            framing,
+            pending: Vec::new(),
+            ended: false,
+        }
+    }
+
+    /// The next piece of stdin (delimiter removed), or `None` once it has ended. Cancel-safe.
+    async fn next(&mut self) -> io::Result<Option<Vec<u8>>> {
+        if self.ended {
+            return Ok(None);
+        }
+        match self.framing {
+            Framing::Lines | Framing::Nul => {
+                let delimiter = if self.framing == Framing::Nul { 0 } else { b'\n' };
+                // The count returned covers this call only: when an earlier call was cancelled
+                // after reading the start of a last piece that has no delimiter, this one
+                // returns 0 at the end of stdin with that start still in `pending`. So
+                // `pending` decides.
+                self.reader.read_until(delimiter, &mut self.pending).await?;
+                if self.pending.is_empty() {
+                    self.ended = true;
+                    return Ok(None);
+                }
+                let mut piece = std::mem::take(&mut self.pending);
+                if piece.last() == Some(&delimiter) {
+                    piece.pop();
+                }
+                Ok(Some(piece))
+            }
+            Framing::Chunks => {
+                let chunk = self.reader.fill_buf().await?;
+                if chunk.is_empty() {
+                    self.ended = true;
+                    return Ok(None);
+                }
+                let piece = chunk.to_vec();
+                self.reader.consume(piece.len());
+                Ok(Some(piece))
+            }
+            Framing::Whole => loop {
+                let chunk = self.reader.fill_buf().await?;
+                if chunk.is_empty() {
+                    self.ended = true;
+                    // Empty stdin is one empty message: "all of stdin" still goes out.
+                    return Ok(Some(std::mem::take(&mut self.pending)));
+                }
+                self.pending.extend_from_slice(chunk);
+                let n = chunk.len();
+                self.reader.consume(n);
+            },
+        }
+    }
+}
+
+/// The message for one piece of stdin; for text lines, a `\r` at the end is dropped.
+fn piece_message(piece: Vec<u8>, framing: Framing, binary: bool) -> anyhow::Result<Message> {
+    if binary {
+        return Ok(Message::binary(piece));
+    }
+    let mut piece = piece;
+    if framing == Framing::Lines && piece.last() == Some(&b'\r') {
+        piece.pop();
+    }
+    let text = String::from_utf8(piece)
+        .map_err(|_| anyhow!("stdin is not valid UTF-8 (--binary sends bytes as they are)"))?;
     Ok(Message::text(text))
 }
 
@@ -414,16 +511,20 @@ mod tests {
     use super::*;
 
     #[test]
-    fn stdin_lines_become_messages() {
-        let check = |line: &[u8], binary: bool, expected: Message| {
-            assert_eq!(line_message(line, binary).unwrap(), expected, "{line:?}");
+    fn stdin_pieces_become_messages() {
+        let check = |piece: &[u8], framing: Framing, binary: bool, expected: Message| {
+            let msg = piece_message(piece.to_vec(), framing, binary).unwrap();
+            assert_eq!(msg, expected, "{piece:?} {framing:?}");
         };
-        check(b"hi\n", false, Message::text("hi"));
-        check(b"hi\r\n", false, Message::text("hi"));
-        check(b"last line", false, Message::text("last line"));
-        check(b"\n", false, Message::text(""));
-        check(b"\x00\xff\r\n", true, Message::binary(&b"\x00\xff\r"[..]));
-        assert!(line_message(b"\xff\n", false).is_err());
+        check(b"hi", Framing::Lines, false, Message::text("hi"));
+        check(b"hi\r", Framing::Lines, false, Message::text("hi"));
+        check(b"", Framing::Lines, false, Message::text(""));
+        // Only a line loses its "\r".
+        check(b"a\r\nb\r", Framing::Nul, false, Message::text("a\r\nb\r"));
+        check(b"a\r", Framing::Whole, false, Message::text("a\r"));
+        check(b"\x00\xff\r", Framing::Chunks, true, Message::binary(&b"\x00\xff\r"[..]));
+        check(b"\xff\r", Framing::Nul, true, Message::binary(&b"\xff\r"[..]));
+        assert!(piece_message(b"\xff".to_vec(), Framing::Lines, false).is_err());
     }
 
     #[test]

@@ -33,20 +33,51 @@ fn crlf_and_a_last_line_without_newline_are_sent_as_lines() {
 }
 
 #[test]
-fn binary_sends_lines_as_binary_and_prints_hex() {
+fn binary_whole_sends_stdin_as_one_message_and_prints_hex() {
     let server = Server::start(&[]);
-    let run = connect(&["--binary", &server.url()], Input::Bytes(b"hello\n\x00\xff\n"));
+    let run = connect(&["--binary", "--whole", &server.url()], Input::Bytes(b"hello\n\x00\xff\n"));
     assert!(run.status.success(), "{run:?}");
-    assert_eq!(run.stdout_text(), "68656c6c6f\n00ff\n");
+    assert_eq!(run.stdout_text(), "68656c6c6f0a00ff0a\n");
 }
 
 #[test]
 fn binary_raw_prints_the_bytes_as_received() {
     let server = Server::start(&[]);
-    let run =
-        connect(&["--binary", "--binary-raw", &server.url()], Input::Bytes(b"\x00\xffab\ncd\n"));
+    let run = connect(
+        &["--binary", "--whole", "--binary-raw", &server.url()],
+        Input::Bytes(b"\x00\xffab\ncd\n"),
+    );
     assert!(run.status.success(), "{run:?}");
-    assert_eq!(run.stdout, b"\x00\xffabcd");
+    assert_eq!(run.stdout, b"\x00\xffab\ncd\n");
+}
+
+#[test]
+fn binary_stdin_is_a_byte_stream_sent_unchanged() {
+    // 1 MiB of pseudo-random bytes, so newlines, "\r\n" and NULs all over it, and some runs.
+    let mut input = random_bytes(1 << 20, 7);
+    input[..6].copy_from_slice(b"\r\n\0\0\n\n");
+    input.extend_from_slice(b"last line\n\0");
+    let server = Server::start(&[]);
+    for extra in [&[][..], &["--whole"][..]] {
+        let mut args = vec!["--binary", "--binary-raw"];
+        args.extend_from_slice(extra);
+        let url = server.url();
+        args.push(&url);
+        let run = connect(&args, Input::Owned(input.clone()));
+        assert!(run.status.success(), "{extra:?}: {:?}", run.stderr);
+        assert_eq!(run.stdout.len(), input.len(), "{extra:?}");
+        assert!(run.stdout == input, "{extra:?}: the echo differs from the input");
+    }
+}
+
+#[test]
+fn null_splits_stdin_on_nul_bytes() {
+    let server = Server::start(&[]);
+    // Newlines stay inside the pieces; "\0\0" is an empty piece; the last needs no NUL.
+    let run =
+        connect(&["-0", "--binary", &server.url()], Input::Bytes(b"one\0two\nlines\0\0\r\n\0last"));
+    assert!(run.status.success(), "{run:?}");
+    assert_eq!(run.stdout_text(), "6f6e65\n74776f0a6c696e6573\n\n0d0a\n6c617374\n");
 }
 
 #[test]
@@ -275,6 +306,8 @@ fn wss_verifies_certificates() {
 enum Input {
     /// Written to stdin, which is then closed.
     Bytes(&'static [u8]),
+    /// The same, owned.
+    Owned(Vec<u8>),
     /// stdin stays open until the process exits.
     Open,
 }
@@ -312,16 +345,20 @@ fn connect(args: &[&str], input: Input) -> Run {
         .spawn()
         .unwrap();
     let mut stdin = child.stdin.take().unwrap();
-    let held = match input {
-        Input::Bytes(bytes) => {
-            // wsx may exit before reading everything (an error, --count): ignore EPIPE.
-            let _ = stdin.write_all(bytes);
-            drop(stdin);
-            None
-        }
-        Input::Open => Some(stdin),
+    let bytes = match input {
+        Input::Bytes(bytes) => bytes.to_vec(),
+        Input::Owned(bytes) => bytes,
+        Input::Open => return finish(child, Some(stdin)),
     };
-    finish(child, held)
+    // From another thread, while stdout is read: a large input would otherwise fill both pipes
+    // (wsx blocked writing the echo, this test blocked writing stdin).
+    let writer = thread::spawn(move || {
+        // wsx may exit before reading everything (an error, --count): ignore EPIPE.
+        let _ = stdin.write_all(&bytes);
+    });
+    let run = finish(child, None);
+    writer.join().unwrap();
+    run
 }
 
 /// Waits for `child` (killing it after [`HANG_GUARD`]), collecting its output; `stdin` is
@@ -346,6 +383,19 @@ fn finish(mut child: Child, stdin: Option<ChildStdin>) -> Run {
         stdout: stdout.join().unwrap(),
         stderr: String::from_utf8(stderr.join().unwrap()).unwrap(),
     }
+}
+
+/// `len` bytes from a xorshift generator seeded with `seed`.
+fn random_bytes(len: usize, seed: u64) -> Vec<u8> {
+    let mut state = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    (0..len)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state >> 32) as u8
+        })
+        .collect()
 }
 
 fn read_all(pipe: Option<impl Read + Send + 'static>) -> JoinHandle<Vec<u8>> {
