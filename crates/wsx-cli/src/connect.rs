@@ -81,6 +81,29 @@ pub(crate) struct ConnectArgs {
     /// Do not offer permessage-deflate compression (offered by default).
     #[arg(long)]
     no_deflate: bool,
+    /// Print each message received as one JSON line, so that message boundaries stay clear:
+    /// {"type":"text","data":"…"} or {"type":"binary","base64":"…"}.
+    #[arg(long, conflicts_with = "binary_raw")]
+    jsonl: bool,
+    /// Send a keepalive ping after SECS seconds without hearing from the server (default 20;
+    /// 0 turns keepalive off).
+    #[arg(long, value_name = "SECS", value_parser = parse_secs_or_zero)]
+    ping_interval: Option<Duration>,
+    /// Fail the connection (close 1011) when nothing arrives SECS seconds after a keepalive
+    /// ping (default 20; 0 waits forever).
+    #[arg(long, value_name = "SECS", value_parser = parse_secs_or_zero)]
+    ping_timeout: Option<Duration>,
+    /// Print the server's response (status line and headers) on stderr after the handshake.
+    #[arg(short, long)]
+    verbose: bool,
+    /// The status code of the close sent at the end of stdin (default 1000): 1000-1003,
+    /// 1007-1014 or 3000-4999.
+    // A string, checked by `end_close`: clap's error for a bad number spans several lines.
+    #[arg(long, value_name = "CODE")]
+    close_code: Option<String>,
+    /// The reason of the close sent at the end of stdin (at most 123 bytes of UTF-8).
+    #[arg(long, value_name = "TEXT")]
+    close_reason: Option<String>,
 }
 
 /// Runs a `wsx connect` session on its own single-threaded runtime.
@@ -123,15 +146,27 @@ struct PeerClose {
 async fn session(args: ConnectArgs) -> anyhow::Result<ExitCode> {
     let deadline = args.timeout.map(|t| Instant::now() + t);
     let url = args.url.as_str();
+    let end_close = end_close(&args)?;
     let connecting = builder(&args)?.connect();
     let connected = match deadline {
         Some(d) => tokio::time::timeout_at(d, connecting).await.map_err(|_| timed_out(&args))?,
         None => connecting.await,
     };
-    let (mut ws, _response) = connected.map_err(|e| connect_error(url, e))?;
+    let (mut ws, response) = connected.map_err(|e| connect_error(url, e))?;
     tracing::debug!(protocol = ws.protocol(), "connected to {url}");
+    if args.verbose {
+        eprint!("{}", describe_response(&response));
+    }
 
-    let mut out = Output::new(args.binary_raw);
+    let mut out = Output::new(if args.jsonl {
+        OutputMode::Jsonl
+    } else if args.binary_raw {
+        OutputMode::Raw
+    } else {
+        OutputMode::Plain
+    });
+    // The code of the close this side sent: a reply that echoes it is not an error.
+    let mut sent_code = None;
     let mut stdin = StdinReader::new(framing(&args));
     let mut stdin_open = true;
     let mut received: u64 = 0;
@@ -211,8 +246,10 @@ async fn session(args: ConnectArgs) -> anyhow::Result<ExitCode> {
         if let Some(why) = close_now {
             if closing.is_none() {
                 closing = Some(why);
+                let frame = if why == Why::StdinEnd { end_close.clone() } else { None };
+                sent_code = Some(frame.as_ref().map_or(CloseCode::NORMAL, |f| f.code));
                 // A failure here is the transport's; the next `recv` ends the loop.
-                if let Err(e) = ws.close(None).await {
+                if let Err(e) = ws.close(frame).await {
                     tracing::debug!("sending close: {e}");
                 }
             }
@@ -227,9 +264,17 @@ async fn session(args: ConnectArgs) -> anyhow::Result<ExitCode> {
     }
     match (closing, peer_close) {
         // The server closed first, or answered this side's close with an error code.
-        (_, Some(close)) if close.initiated || !is_normal(close.frame.as_ref()) => {
+        (_, Some(close))
+            if close.initiated
+                || !(is_normal(close.frame.as_ref())
+                    || close.frame.as_ref().map(|f| f.code) == sent_code) =>
+        {
             eprintln!("closed: {}", describe_close(close.frame.as_ref()));
             Ok(if is_normal(close.frame.as_ref()) { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+        }
+        (Some(_), Some(close)) if args.verbose => {
+            eprintln!("closed: {}", describe_close(close.frame.as_ref()));
+            Ok(ExitCode::SUCCESS)
         }
         // This side closed; the reply, or the server ending the connection without one (or
         // not within CLOSE_TIMEOUT), finishes the session.
@@ -244,9 +289,15 @@ async fn session(args: ConnectArgs) -> anyhow::Result<ExitCode> {
 /// subprotocols are refused here, before connecting, each with a one-line error that shows the
 /// value escaped.
 fn builder(args: &ConnectArgs) -> anyhow::Result<ClientBuilder> {
-    let config = Config::default()
-        .close_timeout(Some(CLOSE_TIMEOUT))
-        .deflate((!args.no_deflate).then(DeflateConfig::default));
+    let mut config = Config::default().close_timeout(Some(CLOSE_TIMEOUT));
+    // Zero turns either off.
+    if let Some(interval) = args.ping_interval {
+        config = config.ping_interval(Some(interval).filter(|d| !d.is_zero()));
+    }
+    if let Some(timeout) = args.ping_timeout {
+        config = config.ping_timeout(Some(timeout).filter(|d| !d.is_zero()));
+    }
+    let config = config.deflate((!args.no_deflate).then(DeflateConfig::default));
     let mut builder = ClientBuilder::new(args.url.clone()).config(config);
     for raw in &args.headers {
         let (name, value) = parse_header(raw).map_err(|e| anyhow!("invalid -H {raw:?}: {e}"))?;
@@ -299,6 +350,53 @@ fn connect_error(url: &str, e: wsx::Error) -> anyhow::Error {
         }
         e => anyhow!("cannot connect to {url}: {e}"),
     }
+}
+
+/// The close frame for the end of stdin, from `--close-code` and `--close-reason`; `None` for
+/// the default (a close without a code, which the server takes as 1000). Checked before
+/// connecting.
+fn end_close(args: &ConnectArgs) -> anyhow::Result<Option<CloseFrame>> {
+    let code = match &args.close_code {
+        None => None,
+        Some(raw) => {
+            let code = raw.trim().parse::<u16>().ok().map(CloseCode).filter(|c| c.is_sendable());
+            Some(code.ok_or_else(|| {
+                anyhow!(
+                    "invalid --close-code {raw:?}: a close code that may be sent is 1000-1003, \
+                     1007-1014 or 3000-4999"
+                )
+            })?)
+        }
+    };
+    let reason = args.close_reason.as_deref().unwrap_or("");
+    if reason.len() > MAX_CLOSE_REASON {
+        return Err(anyhow!(
+            "invalid --close-reason: {} bytes, at most {MAX_CLOSE_REASON} fit in a close frame",
+            reason.len()
+        ));
+    }
+    if code.is_none() && args.close_reason.is_none() {
+        return Ok(None);
+    }
+    Ok(Some(CloseFrame::new(code.unwrap_or(CloseCode::NORMAL), reason)))
+}
+
+/// The most bytes of a close reason: a control frame carries 125, the code takes 2.
+const MAX_CLOSE_REASON: usize = 123;
+
+/// The response's status line and headers, a line each, as `-v` shows them.
+fn describe_response(response: &http::Response<()>) -> String {
+    let status = response.status();
+    let mut text = format!(
+        "{:?} {} {}\n",
+        response.version(),
+        status.as_str(),
+        status.canonical_reason().unwrap_or("")
+    );
+    for (name, value) in response.headers() {
+        let _ = writeln!(text, "{name}: {}", String::from_utf8_lossy(value.as_bytes()));
+    }
+    text
 }
 
 fn timed_out(args: &ConnectArgs) -> anyhow::Error {
@@ -451,26 +549,40 @@ fn one_line(text: &str, max: usize) -> String {
     }
 }
 
-/// Received messages to stdout: text as is, binary as hex (or raw), one per line, flushed
-/// after each so that a reader at the other end of a pipe sees it at once.
+/// How received messages are written to stdout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum OutputMode {
+    /// Text as is, binary as hex, a line each.
+    Plain,
+    /// Text as is, a line each; binary as its raw bytes with nothing added (`--binary-raw`).
+    Raw,
+    /// A JSON object per line (`--jsonl`).
+    Jsonl,
+}
+
+/// Received messages to stdout, flushed after each so that a reader at the other end of a
+/// pipe sees it at once.
 struct Output {
     writer: BufWriter<StdoutLock<'static>>,
-    binary_raw: bool,
+    mode: OutputMode,
 }
 
 impl Output {
-    fn new(binary_raw: bool) -> Self {
-        Self { writer: BufWriter::new(io::stdout().lock()), binary_raw }
+    fn new(mode: OutputMode) -> Self {
+        Self { writer: BufWriter::new(io::stdout().lock()), mode }
     }
 
     fn write(&mut self, msg: &Message) -> io::Result<()> {
-        match msg {
-            Message::Text(text) => {
+        match (msg, self.mode) {
+            (Message::Text(_) | Message::Binary(_), OutputMode::Jsonl) => {
+                self.writer.write_all(json_line(msg).as_bytes())?;
+            }
+            (Message::Text(text), _) => {
                 self.writer.write_all(text.as_bytes())?;
                 self.writer.write_all(b"\n")?;
             }
-            Message::Binary(data) if self.binary_raw => self.writer.write_all(data)?,
-            Message::Binary(data) => {
+            (Message::Binary(data), OutputMode::Raw) => self.writer.write_all(data)?,
+            (Message::Binary(data), _) => {
                 let mut hex = String::with_capacity(data.len() * 2 + 1);
                 for byte in data.iter() {
                     // Writing to a String cannot fail.
@@ -482,6 +594,64 @@ impl Output {
             _ => return Ok(()),
         }
         self.writer.flush()
+    }
+}
+
+/// A data message as one line of JSON, `\n` included: `{"type":"text","data":"…"}` or
+/// `{"type":"binary","base64":"…"}`.
+fn json_line(msg: &Message) -> String {
+    match msg {
+        Message::Text(text) => {
+            let mut line = String::with_capacity(text.len() + 28);
+            line.push_str(r#"{"type":"text","data":"#);
+            push_json_string(&mut line, text.as_str());
+            line.push_str("}\n");
+            line
+        }
+        Message::Binary(data) => {
+            let mut line = String::with_capacity(data.len() / 3 * 4 + 34);
+            line.push_str(r#"{"type":"binary","base64":""#);
+            push_base64(&mut line, data);
+            line.push_str("\"}\n");
+            line
+        }
+        _ => String::new(),
+    }
+}
+
+/// `text` as a JSON string, quotes included (RFC 8259 §7): `"` and `\` escaped, control
+/// characters as short escapes or `\u00XX`, everything else as is (the output is UTF-8).
+fn push_json_string(out: &mut String, text: &str) {
+    out.push('"');
+    for c in text.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if c.is_ascii_control() => {
+                let _ = write!(out, "\\u{:04x}", u32::from(c));
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+}
+
+/// `data` in standard base64 with padding (RFC 4648 §4).
+fn push_base64(out: &mut String, data: &[u8]) {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    for chunk in data.chunks(3) {
+        let byte = |i: usize| u32::from(chunk.get(i).copied().unwrap_or(0));
+        let group = byte(0) << 16 | byte(1) << 8 | byte(2);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(char::from(ALPHABET[(group >> (18 - 6 * i) & 63) as usize]));
+            } else {
+                out.push('=');
+            }
+        }
     }
 }
 
@@ -504,6 +674,14 @@ fn parse_secs(raw: &str) -> Result<Duration, String> {
         .and_then(|secs| Duration::try_from_secs_f64(secs).ok())
         .filter(|d| !d.is_zero())
         .ok_or_else(|| "expected a positive number of seconds".to_owned())
+}
+
+/// Like [`parse_secs`], but 0 is allowed (it turns the option off).
+fn parse_secs_or_zero(raw: &str) -> Result<Duration, String> {
+    if raw.parse::<f64>() == Ok(0.0) {
+        return Ok(Duration::ZERO);
+    }
+    parse_secs(raw).map_err(|_| "expected a number of seconds (0 for off)".to_owned())
 }
 
 #[cfg(test)]
@@ -542,6 +720,64 @@ mod tests {
         for bad in ["0", "-1", "soon", "inf", "NaN"] {
             assert!(parse_secs(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn json_lines() {
+        assert_eq!(json_line(&Message::text("a\"b")), "{\"type\":\"text\",\"data\":\"a\\\"b\"}\n");
+        let mut s = String::new();
+        push_json_string(&mut s, "\\ \n\r\t\u{1}\u{7f} é\u{2028}");
+        assert_eq!(s, r#""\\ \n\r\t\u0001\u007f é\u{2028}""#.replace("\\u{2028}", "\u{2028}"));
+        assert_eq!(
+            json_line(&Message::binary(&b"\x00\xff"[..])),
+            "{\"type\":\"binary\",\"base64\":\"AP8=\"}\n"
+        );
+    }
+
+    #[test]
+    fn base64_vectors() {
+        // RFC 4648 §10.
+        let cases = [
+            ("", ""),
+            ("f", "Zg=="),
+            ("fo", "Zm8="),
+            ("foo", "Zm9v"),
+            ("foob", "Zm9vYg=="),
+            ("fooba", "Zm9vYmE="),
+            ("foobar", "Zm9vYmFy"),
+        ];
+        for (data, expected) in cases {
+            let mut out = String::new();
+            push_base64(&mut out, data.as_bytes());
+            assert_eq!(out, expected, "{data:?}");
+        }
+        let mut out = String::new();
+        push_base64(&mut out, &[0xfb, 0xff, 0xfe]);
+        assert_eq!(out, "+//+");
+    }
+
+    #[test]
+    fn close_options() {
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            args: ConnectArgs,
+        }
+        let args = |code: Option<&str>, reason: Option<&str>| ConnectArgs {
+            close_code: code.map(str::to_owned),
+            close_reason: reason.map(str::to_owned),
+            ..<Cli as clap::Parser>::parse_from(["x", "ws://h/"]).args
+        };
+        assert_eq!(end_close(&args(None, None)).unwrap(), None);
+        let frame = end_close(&args(Some("4001"), Some("bye"))).unwrap().unwrap();
+        assert_eq!((frame.code, frame.reason.as_str()), (CloseCode(4001), "bye"));
+        let frame = end_close(&args(None, Some("done"))).unwrap().unwrap();
+        assert_eq!(frame.code, CloseCode::NORMAL);
+        for bad in ["999", "1005", "1006", "1015", "2999", "5000", "70000", "x", ""] {
+            assert!(end_close(&args(Some(bad), None)).is_err(), "{bad}");
+        }
+        assert!(end_close(&args(Some("1000"), Some(&"x".repeat(124)))).is_err());
+        assert!(end_close(&args(Some("1000"), Some(&"x".repeat(123)))).is_ok());
     }
 
     #[test]

@@ -81,6 +81,131 @@ fn null_splits_stdin_on_nul_bytes() {
 }
 
 #[test]
+fn jsonl_keeps_message_boundaries() {
+    let server = Server::start(&[]);
+    // Text with newlines, quotes, a backslash, a tab and a control character, sent whole.
+    let text = "line one\nline \"two\"\t\\ \u{1} é\n";
+    let run = connect(&["--jsonl", "--whole", &server.url()], Input::Owned(text.into()));
+    assert!(run.status.success(), "{run:?}");
+    assert_eq!(
+        run.stdout_text(),
+        r#"{"type":"text","data":"line one\nline \"two\"\t\\ \u0001 é\n"}"#.to_owned() + "\n"
+    );
+    // With -0: two text messages, each one line however many newlines it holds.
+    let run = connect(&["--jsonl", "-0", &server.url()], Input::Bytes(b"a\nb\n\0c"));
+    assert!(run.status.success(), "{run:?}");
+    assert_eq!(
+        run.stdout_text(),
+        "{\"type\":\"text\",\"data\":\"a\\nb\\n\"}\n{\"type\":\"text\",\"data\":\"c\"}\n"
+    );
+    let run = connect(
+        &["--jsonl", "--binary", "--whole", &server.url()],
+        Input::Bytes(b"\x00\xff\nfoobar"),
+    );
+    assert!(run.status.success(), "{run:?}");
+    assert_eq!(run.stdout_text(), "{\"type\":\"binary\",\"base64\":\"AP8KZm9vYmFy\"}\n");
+}
+
+#[test]
+fn verbose_prints_the_response_head_on_stderr() {
+    let server = Server::start(&[]);
+    let run = connect(&["-v", &server.url()], Input::Bytes(b"hi\n"));
+    assert!(run.status.success(), "{run:?}");
+    assert_eq!(run.stdout_text(), "hi\n");
+    assert!(run.stderr.starts_with("HTTP/1.1 101 Switching Protocols\n"), "{run:?}");
+    assert!(run.stderr.to_lowercase().contains("\nsec-websocket-accept: "), "{run:?}");
+    assert!(run.stderr.to_lowercase().contains("\nupgrade: websocket\n"), "{run:?}");
+}
+
+#[test]
+fn close_code_and_reason_are_sent_at_the_end_of_stdin() {
+    let (url, server) = mock_server_raw(|tcp| async move {
+        let mut ws = wsx::accept(tcp).await.unwrap();
+        let mut close = None;
+        while let Some(msg) = ws.recv().await {
+            match msg {
+                Ok(Message::Close(frame)) => close = frame,
+                Ok(msg) => ws.send(msg).await.unwrap(),
+                Err(_) => break,
+            }
+        }
+        close.map(|f| (f.code, f.reason.to_string()))
+    });
+    let run = connect(
+        &["--close-code", "4001", "--close-reason", "bye now", &url],
+        Input::Bytes(b"hi\n"),
+    );
+    // The server echoed 4001: the answer to this side's own code is no error.
+    assert!(run.status.success(), "{run:?}");
+    assert_eq!(run.stdout_text(), "hi\n");
+    assert_eq!(run.stderr, "", "{run:?}");
+    assert_eq!(server.join().unwrap(), Some((CloseCode(4001), "bye now".to_owned())));
+
+    // wsx serve echoes the code, which -v shows.
+    let server = Server::start(&[]);
+    let run = connect(&["-v", "--close-code", "3000", &server.url()], Input::Bytes(b""));
+    assert!(run.status.success(), "{run:?}");
+    assert!(run.stderr.ends_with("\nclosed: 3000\n"), "{run:?}");
+}
+
+#[test]
+fn unsendable_close_codes_are_refused_before_connecting() {
+    // Nothing listens there: connecting would be a different error.
+    let url = format!("ws://127.0.0.1:{}/", free_port());
+    for code in ["1005", "1006", "999", "2000", "5000", "70000", "soon"] {
+        let run = connect(&["--close-code", code, &url], Input::Bytes(b""));
+        assert!(!run.status.success(), "{code}: {run:?}");
+        assert_one_error_line(&run, "--close-code");
+    }
+    let long = "x".repeat(124);
+    let run = connect(&["--close-reason", &long, &url], Input::Bytes(b""));
+    assert!(!run.status.success(), "{run:?}");
+    assert_one_error_line(&run, "--close-reason");
+}
+
+#[test]
+fn ping_interval_sends_keepalive_pings() {
+    let (url, server) = mock_server(|mut ws| async move {
+        // The default interval (20 s) would not ping within this wait.
+        let pinged = tokio::time::timeout(Duration::from_secs(5), async {
+            while let Some(Ok(msg)) = ws.recv().await {
+                if matches!(msg, Message::Ping(_)) {
+                    return true;
+                }
+            }
+            false
+        });
+        let pinged = pinged.await.unwrap_or(false);
+        ws.send(Message::text(if pinged { "pinged" } else { "no ping" })).await.unwrap();
+        client_close(&mut ws).await
+    });
+    let run = connect(&["--ping-interval", "0.2", "--count", "1", &url], Input::Open);
+    assert!(run.status.success(), "{run:?}");
+    assert_eq!(run.stdout_text(), "pinged\n");
+    assert_eq!(server.join().unwrap(), Some(CloseCode::NORMAL));
+}
+
+#[test]
+fn ping_timeout_fails_a_silent_connection() {
+    let (url, server) = mock_server_raw(|tcp| async move {
+        // Pings go unanswered, and nothing else is sent.
+        let incoming = Incoming::read(tcp, Config::default().auto_pong(false)).await.unwrap();
+        let mut ws = incoming.accept(Accept::default()).await.unwrap();
+        client_close(&mut ws).await
+    });
+    let run = connect(
+        &["--ping-interval", "0.2", "--ping-timeout", "0.3", "--timeout", "20", &url],
+        Input::Open,
+    );
+    assert!(!run.status.success(), "{run:?}");
+    assert!(
+        !run.stderr.contains("timed out after"),
+        "--timeout must not be what ended it: {run:?}"
+    );
+    assert_eq!(server.join().unwrap(), Some(CloseCode::INTERNAL_ERROR));
+}
+
+#[test]
 fn count_exits_after_that_many_messages() {
     let server = Server::start(&[]);
     let run = connect(&["--count", "1", &server.url()], Input::Bytes(b"one\ntwo\nthree\n"));
@@ -442,11 +567,13 @@ where
     mock_server_raw(|tcp| async move { script(wsx::accept(tcp).await.unwrap()).await })
 }
 
-/// Like [`mock_server`], but the script gets the TCP connection before the handshake.
-fn mock_server_raw<F, Fut>(script: F) -> (String, JoinHandle<Option<CloseCode>>)
+/// Like [`mock_server`], but the script gets the TCP connection before the handshake, and
+/// returns what it likes.
+fn mock_server_raw<F, Fut, T>(script: F) -> (String, JoinHandle<T>)
 where
     F: FnOnce(tokio::net::TcpStream) -> Fut + Send + 'static,
-    Fut: Future<Output = Option<CloseCode>>,
+    Fut: Future<Output = T>,
+    T: Send + 'static,
 {
     let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
     let addr: SocketAddr = listener.local_addr().unwrap();
