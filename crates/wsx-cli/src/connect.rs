@@ -19,7 +19,10 @@ use tokio::time::Instant;
 use wsx::proto::deflate::DeflateConfig;
 use wsx::proto::handshake::{check_protocols, is_token};
 use wsx::proto::State;
-use wsx::{ClientBuilder, CloseCode, CloseFrame, Config, HandshakeError, Message};
+use wsx::{
+    ClientBuilder, CloseCode, CloseFrame, Config, HandshakeError, MaybeTlsStream, Message,
+    WebSocket,
+};
 
 /// How long to wait for the server's close reply (and then for it to end the TCP connection)
 /// once this side has sent its close frame.
@@ -104,6 +107,14 @@ pub(crate) struct ConnectArgs {
     /// The reason of the close sent at the end of stdin (at most 123 bytes of UTF-8).
     #[arg(long, value_name = "TEXT")]
     close_reason: Option<String>,
+    /// When the connection drops (not after the end of stdin, --count or --timeout), connect
+    /// again and carry on reading stdin; waits between attempts double from 0.5 s, with jitter.
+    /// Each attempt is one line on stderr. Messages in flight when it dropped may be lost.
+    #[arg(long)]
+    reconnect: bool,
+    /// The longest wait between reconnect attempts.
+    #[arg(long, value_name = "SECS", value_parser = parse_secs, default_value = "30")]
+    reconnect_max: Duration,
 }
 
 /// Runs a `wsx connect` session on its own single-threaded runtime.
@@ -143,146 +154,293 @@ struct PeerClose {
     initiated: bool,
 }
 
+/// What one connection's loop ended with.
+enum End {
+    /// The session is over, with this result.
+    Done(anyhow::Result<ExitCode>),
+    /// The connection dropped (the transport failed, or the server closed first) while this
+    /// side still had work: `--reconnect` connects again. `result` is the session's result
+    /// without it; `reason` is one line for the reconnect log.
+    Dropped { reason: String, result: anyhow::Result<ExitCode> },
+}
+
+/// What a session keeps across connections.
+struct Session {
+    args: ConnectArgs,
+    builder: ClientBuilder,
+    deadline: Option<Instant>,
+    end_close: Option<CloseFrame>,
+    out: Output,
+    stdin: StdinReader,
+    stdin_open: bool,
+    /// Data messages received, for `--count`.
+    received: u64,
+}
+
 async fn session(args: ConnectArgs) -> anyhow::Result<ExitCode> {
     let deadline = args.timeout.map(|t| Instant::now() + t);
-    let url = args.url.as_str();
     let end_close = end_close(&args)?;
-    let connecting = builder(&args)?.connect();
-    let connected = match deadline {
-        Some(d) => tokio::time::timeout_at(d, connecting).await.map_err(|_| timed_out(&args))?,
-        None => connecting.await,
-    };
-    let (mut ws, response) = connected.map_err(|e| connect_error(url, e))?;
-    tracing::debug!(protocol = ws.protocol(), "connected to {url}");
-    if args.verbose {
-        eprint!("{}", describe_response(&response));
-    }
-
-    let mut out = Output::new(if args.jsonl {
+    let builder = builder(&args)?;
+    let out = Output::new(if args.jsonl {
         OutputMode::Jsonl
     } else if args.binary_raw {
         OutputMode::Raw
     } else {
         OutputMode::Plain
     });
-    // The code of the close this side sent: a reply that echoes it is not an error.
-    let mut sent_code = None;
-    let mut stdin = StdinReader::new(framing(&args));
-    let mut stdin_open = true;
-    let mut received: u64 = 0;
-    let mut closing: Option<Why> = None;
-    let mut peer_close: Option<PeerClose> = None;
-    let mut failure: Option<anyhow::Error> = None;
-    let timer = tokio::time::sleep_until(deadline.unwrap_or_else(Instant::now));
-    tokio::pin!(timer);
-
+    let stdin = StdinReader::new(framing(&args));
+    let mut session =
+        Session { args, builder, deadline, end_close, out, stdin, stdin_open: true, received: 0 };
+    // The first connection's failure ends the session, whatever `--reconnect` says: a wrong
+    // URL or a refused upgrade is better reported than retried.
+    let mut ws = session.connect().await.map_err(|e| session.connect_error(e))?;
     loop {
-        let open = closing.is_none() && ws.state() == State::Open;
-        let mut close_now = None;
-        tokio::select! {
-            msg = ws.recv() => match msg {
-                None => break,
-                Some(Ok(Message::Close(frame))) => {
-                    peer_close = Some(PeerClose { frame, initiated: closing.is_none() });
-                }
-                Some(Ok(msg)) if msg.is_data() => {
-                    // Past `--count`, or with nobody reading stdout, the rest is dropped while
-                    // the close completes.
-                    if matches!(closing, Some(Why::Count | Why::StdoutClosed)) {
-                        continue;
-                    }
-                    match out.write(&msg) {
-                        Ok(()) => {}
-                        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => {
-                            close_now = Some(Why::StdoutClosed);
-                        }
-                        Err(e) => {
-                            failure.get_or_insert_with(|| anyhow!("cannot write to stdout: {e}"));
-                            close_now = Some(Why::Failed);
-                        }
-                    }
-                    received += 1;
-                    if args.count == Some(received) {
-                        close_now.get_or_insert(Why::Count);
-                    }
-                }
-                // Pings are answered by the library; pongs need nothing.
-                Some(Ok(_)) => {}
-                // The library has already sent the matching close frame (or the transport is
-                // gone); keep receiving until the end to finish the handshake.
-                Some(Err(e)) => {
-                    failure.get_or_insert_with(|| anyhow!("connection to {url} failed: {e}"));
-                }
-            },
-            read = stdin.next(), if open && stdin_open => match read {
-                Ok(None) => {
-                    stdin_open = false;
-                    if args.count.is_none() {
-                        close_now = Some(Why::StdinEnd);
-                    }
-                }
-                Ok(Some(piece)) => match piece_message(piece, stdin.framing, args.binary) {
-                    // Queued, not flushed: `recv` writes queued bytes before it waits (reading
-                    // implies writing), so the message leaves on the next turn of the loop, and
-                    // receiving never stops behind a slow write.
-                    Ok(msg) => {
-                        if let Err(e) = ws.feed(msg).await {
-                            failure.get_or_insert_with(|| anyhow!("cannot send to {url}: {e}"));
-                            close_now = Some(Why::Failed);
-                        }
-                    }
-                    Err(e) => {
-                        failure.get_or_insert(e);
-                        close_now = Some(Why::Failed);
-                    }
-                },
-                Err(e) => {
-                    failure.get_or_insert_with(|| anyhow!("cannot read stdin: {e}"));
-                    close_now = Some(Why::Failed);
-                }
-            },
-            () = &mut timer, if open && deadline.is_some() => close_now = Some(Why::Timeout),
+        let (reason, result) = match session.run(&mut ws).await {
+            End::Done(result) => return result,
+            End::Dropped { reason, result } => (reason, result),
+        };
+        if !session.args.reconnect {
+            return result;
         }
-        if let Some(why) = close_now {
-            if closing.is_none() {
-                closing = Some(why);
-                let frame = if why == Why::StdinEnd { end_close.clone() } else { None };
-                sent_code = Some(frame.as_ref().map_or(CloseCode::NORMAL, |f| f.code));
-                // A failure here is the transport's; the next `recv` ends the loop.
-                if let Err(e) = ws.close(frame).await {
-                    tracing::debug!("sending close: {e}");
+        ws = session.reconnect(reason).await?;
+    }
+}
+
+impl Session {
+    /// Connects (bounded by `--timeout`) and shows the response with `-v`.
+    async fn connect(&self) -> Result<WebSocket<MaybeTlsStream>, ConnectFailure> {
+        let connecting = self.builder.clone().connect();
+        let connected = match self.deadline {
+            Some(d) => tokio::time::timeout_at(d, connecting)
+                .await
+                .map_err(|_| ConnectFailure::TimedOut)?,
+            None => connecting.await,
+        };
+        let (ws, response) = connected.map_err(ConnectFailure::Error)?;
+        tracing::debug!(protocol = ws.protocol(), "connected to {}", self.args.url);
+        if self.args.verbose {
+            eprint!("{}", describe_response(&response));
+        }
+        Ok(ws)
+    }
+
+    fn connect_error(&self, failure: ConnectFailure) -> anyhow::Error {
+        match failure {
+            ConnectFailure::TimedOut => timed_out(&self.args),
+            ConnectFailure::Error(e) => connect_error(&self.args.url, e),
+        }
+    }
+
+    /// Connects again after a drop, with exponential backoff and jitter, until it works or
+    /// `--timeout` passes; each attempt is one line on stderr.
+    async fn reconnect(&self, mut reason: String) -> anyhow::Result<WebSocket<MaybeTlsStream>> {
+        let url = &self.args.url;
+        for attempt in 1u32.. {
+            let delay = backoff(attempt, self.args.reconnect_max);
+            eprintln!(
+                "wsx: reconnect attempt {attempt} to {url} in {:.2} s ({reason})",
+                delay.as_secs_f64()
+            );
+            let wake = Instant::now() + delay;
+            if self.deadline.is_some_and(|d| d <= wake) {
+                tokio::time::sleep_until(self.deadline.unwrap_or(wake)).await;
+                return Err(timed_out(&self.args));
+            }
+            tokio::time::sleep_until(wake).await;
+            match self.connect().await {
+                Ok(ws) => {
+                    eprintln!("wsx: reconnected to {url}");
+                    return Ok(ws);
+                }
+                Err(ConnectFailure::TimedOut) => return Err(timed_out(&self.args)),
+                Err(ConnectFailure::Error(e)) => {
+                    reason =
+                        one_line(&self.connect_error(ConnectFailure::Error(e)).to_string(), 300);
                 }
             }
         }
+        unreachable!("u32 attempts run out after a hundred years at 30 s each")
     }
 
-    if let Some(e) = failure {
-        return Err(e);
-    }
-    if closing == Some(Why::Timeout) {
-        return Err(timed_out(&args));
-    }
-    match (closing, peer_close) {
-        // The server closed first, or answered this side's close with an error code.
-        (_, Some(close))
-            if close.initiated
-                || !(is_normal(close.frame.as_ref())
-                    || close.frame.as_ref().map(|f| f.code) == sent_code) =>
-        {
-            eprintln!("closed: {}", describe_close(close.frame.as_ref()));
-            Ok(if is_normal(close.frame.as_ref()) { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+    /// Runs one connection: stdin out, messages to stdout, until it ends.
+    async fn run(&mut self, ws: &mut WebSocket<MaybeTlsStream>) -> End {
+        let args = &self.args;
+        let url = args.url.as_str();
+        // The code of the close this side sent: a reply that echoes it is not an error.
+        let mut sent_code = None;
+        let mut closing: Option<Why> = None;
+        let mut peer_close: Option<PeerClose> = None;
+        let mut failure: Option<anyhow::Error> = None;
+        // Why the connection failed under this side, if it did.
+        let mut dropped: Option<String> = None;
+        let timer = tokio::time::sleep_until(self.deadline.unwrap_or_else(Instant::now));
+        tokio::pin!(timer);
+
+        loop {
+            let open = closing.is_none() && ws.state() == State::Open;
+            let mut close_now = None;
+            tokio::select! {
+                msg = ws.recv() => match msg {
+                    None => break,
+                    Some(Ok(Message::Close(frame))) => {
+                        if closing.is_none() {
+                            dropped = Some(format!("closed: {}", describe_close(frame.as_ref())));
+                        }
+                        peer_close = Some(PeerClose { frame, initiated: closing.is_none() });
+                    }
+                    Some(Ok(msg)) if msg.is_data() => {
+                        // Past `--count`, or with nobody reading stdout, the rest is dropped
+                        // while the close completes.
+                        if matches!(closing, Some(Why::Count | Why::StdoutClosed)) {
+                            continue;
+                        }
+                        match self.out.write(&msg) {
+                            Ok(()) => {}
+                            Err(e) if e.kind() == io::ErrorKind::BrokenPipe => {
+                                close_now = Some(Why::StdoutClosed);
+                            }
+                            Err(e) => {
+                                failure.get_or_insert_with(|| anyhow!("cannot write to stdout: {e}"));
+                                close_now = Some(Why::Failed);
+                            }
+                        }
+                        self.received += 1;
+                        if args.count == Some(self.received) {
+                            close_now.get_or_insert(Why::Count);
+                        }
+                    }
+                    // Pings are answered by the library; pongs need nothing.
+                    Some(Ok(_)) => {}
+                    // The library has already sent the matching close frame (or the transport
+                    // is gone); keep receiving until the end to finish the handshake.
+                    Some(Err(e)) => {
+                        if closing.is_none() {
+                            dropped.get_or_insert_with(|| e.to_string());
+                        }
+                        failure.get_or_insert_with(|| anyhow!("connection to {url} failed: {e}"));
+                    }
+                },
+                read = self.stdin.next(), if open && self.stdin_open => match read {
+                    Ok(None) => {
+                        self.stdin_open = false;
+                        if args.count.is_none() {
+                            close_now = Some(Why::StdinEnd);
+                        }
+                    }
+                    Ok(Some(piece)) => match piece_message(piece, self.stdin.framing, args.binary) {
+                        // Queued, not flushed: `recv` writes queued bytes before it waits
+                        // (reading implies writing), so the message leaves on the next turn of
+                        // the loop, and receiving never stops behind a slow write.
+                        Ok(msg) => {
+                            if let Err(e) = ws.feed(msg).await {
+                                // The transport's failure: the next `recv` ends the loop.
+                                dropped.get_or_insert_with(|| e.to_string());
+                                failure.get_or_insert_with(|| anyhow!("cannot send to {url}: {e}"));
+                            }
+                        }
+                        Err(e) => {
+                            failure.get_or_insert(e);
+                            close_now = Some(Why::Failed);
+                        }
+                    },
+                    Err(e) => {
+                        failure.get_or_insert_with(|| anyhow!("cannot read stdin: {e}"));
+                        close_now = Some(Why::Failed);
+                    }
+                },
+                () = &mut timer, if open && self.deadline.is_some() => close_now = Some(Why::Timeout),
+            }
+            if let Some(why) = close_now {
+                if closing.is_none() {
+                    closing = Some(why);
+                    let frame = if why == Why::StdinEnd { self.end_close.clone() } else { None };
+                    sent_code = Some(frame.as_ref().map_or(CloseCode::NORMAL, |f| f.code));
+                    // A failure here is the transport's; the next `recv` ends the loop.
+                    if let Err(e) = ws.close(frame).await {
+                        tracing::debug!("sending close: {e}");
+                    }
+                }
+            }
         }
-        (Some(_), Some(close)) if args.verbose => {
-            eprintln!("closed: {}", describe_close(close.frame.as_ref()));
-            Ok(ExitCode::SUCCESS)
+
+        let result = if let Some(e) = failure {
+            Err(e)
+        } else if closing == Some(Why::Timeout) {
+            Err(timed_out(args))
+        } else {
+            match (closing, peer_close) {
+                // The server closed first, or answered this side's close with an error code.
+                (_, Some(close))
+                    if close.initiated
+                        || !(is_normal(close.frame.as_ref())
+                            || close.frame.as_ref().map(|f| f.code) == sent_code) =>
+                {
+                    // Reported by the reconnect line instead when there is one.
+                    if !(args.reconnect && closing.is_none()) {
+                        eprintln!("closed: {}", describe_close(close.frame.as_ref()));
+                    }
+                    Ok(if is_normal(close.frame.as_ref()) {
+                        ExitCode::SUCCESS
+                    } else {
+                        ExitCode::FAILURE
+                    })
+                }
+                (Some(_), Some(close)) if args.verbose => {
+                    eprintln!("closed: {}", describe_close(close.frame.as_ref()));
+                    Ok(ExitCode::SUCCESS)
+                }
+                // This side closed; the reply, or the server ending the connection without one
+                // (or not within CLOSE_TIMEOUT), finishes the session.
+                (Some(_), _) => Ok(ExitCode::SUCCESS),
+                // The library reports a connection that ends without a close frame as an
+                // error, so this is not expected; say so rather than exit 0.
+                (None, _) => {
+                    dropped.get_or_insert_with(|| "the connection ended".to_owned());
+                    Err(anyhow!("connection to {url} ended unexpectedly"))
+                }
+            }
+        };
+        // Only a drop that this side did not cause: not after the end of stdin, --count,
+        // --timeout, a closed stdout or a failure here.
+        match dropped {
+            Some(reason) if closing.is_none() => {
+                End::Dropped { reason: one_line(&reason, 300), result }
+            }
+            _ => End::Done(result),
         }
-        // This side closed; the reply, or the server ending the connection without one (or
-        // not within CLOSE_TIMEOUT), finishes the session.
-        (Some(_), _) => Ok(ExitCode::SUCCESS),
-        // The library reports a connection that ends without a close frame as an error, so
-        // this is not expected; say so rather than exit 0.
-        (None, _) => Err(anyhow!("connection to {url} ended unexpectedly")),
     }
+}
+
+/// Why connecting failed.
+enum ConnectFailure {
+    /// `--timeout` passed.
+    TimedOut,
+    Error(wsx::Error),
+}
+
+/// The wait before reconnect attempt `attempt` (from 1): 0.5 s doubling each time, at most
+/// `max`, then scaled by a random factor between 0.5 and 1 so that clients dropped together do
+/// not come back together.
+fn backoff(attempt: u32, max: Duration) -> Duration {
+    let exponential = RECONNECT_BASE.saturating_mul(1 << attempt.saturating_sub(1).min(20));
+    exponential.min(max).mul_f64(0.5 + 0.5 * random_fraction())
+}
+
+/// The first reconnect attempt's wait, before jitter.
+const RECONNECT_BASE: Duration = Duration::from_millis(500);
+
+/// A random number in [0, 1), from the standard library's randomly keyed hasher (good enough
+/// for jitter; no dependency).
+fn random_fraction() -> f64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos(),
+    );
+    (hasher.finish() >> 11) as f64 / (1u64 << 53) as f64
 }
 
 /// The client for `args`: URL, headers, subprotocols, TLS roots. Invalid headers and
@@ -778,6 +936,21 @@ mod tests {
         }
         assert!(end_close(&args(Some("1000"), Some(&"x".repeat(124)))).is_err());
         assert!(end_close(&args(Some("1000"), Some(&"x".repeat(123)))).is_ok());
+    }
+
+    #[test]
+    fn backoff_doubles_with_jitter_up_to_the_cap() {
+        let max = Duration::from_secs(30);
+        for (attempt, full) in [(1, 0.5), (2, 1.0), (3, 2.0), (6, 16.0), (7, 30.0), (1000, 30.0)] {
+            for _ in 0..50 {
+                let delay = backoff(attempt, max).as_secs_f64();
+                assert!((full / 2.0..=full).contains(&delay), "{attempt}: {delay}");
+            }
+        }
+        // Jitter: not the same wait every time.
+        let waits: std::collections::HashSet<_> = (0..20).map(|_| backoff(5, max)).collect();
+        assert!(waits.len() > 1);
+        assert!(backoff(9, Duration::from_secs(1)) <= Duration::from_secs(1));
     }
 
     #[test]

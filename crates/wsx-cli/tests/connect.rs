@@ -206,6 +206,70 @@ fn ping_timeout_fails_a_silent_connection() {
 }
 
 #[test]
+fn reconnect_after_the_server_restarts_and_carries_on_with_stdin() {
+    let port = free_port();
+    let url = format!("ws://127.0.0.1:{port}/");
+    let mut server = serve_on(port);
+    let mut child = Command::new(WSX)
+        .args(["connect", "--reconnect", "--reconnect-max", "1", &url])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let lines = line_reader(child.stdout.take().unwrap());
+    let log = line_reader(child.stderr.take().unwrap());
+    let wait = Duration::from_secs(20);
+    writeln!(stdin, "one").unwrap();
+    assert_eq!(lines.recv_timeout(wait).as_deref(), Ok("one\n"));
+
+    let _ = server.kill();
+    let _ = server.wait();
+    // At least one attempt finds nothing listening.
+    let first = log.recv_timeout(wait).expect("no reconnect attempt logged");
+    assert!(first.starts_with("wsx: reconnect attempt 1 to "), "{first:?}");
+    thread::sleep(Duration::from_millis(1500));
+    let mut server = serve_on(port);
+    let mut logged = vec![first];
+    loop {
+        let line = log.recv_timeout(wait).unwrap_or_else(|_| panic!("no reconnect: {logged:?}"));
+        logged.push(line.clone());
+        if line.starts_with("wsx: reconnected to ") {
+            break;
+        }
+        assert!(line.starts_with("wsx: reconnect attempt "), "{logged:?}");
+    }
+    assert!(logged.len() >= 3, "an attempt while the server was down: {logged:?}");
+    assert!(logged[1].contains("refused"), "{logged:?}");
+
+    // The same stdin carries on over the new connection.
+    writeln!(stdin, "two").unwrap();
+    assert_eq!(lines.recv_timeout(wait).as_deref(), Ok("two\n"));
+    drop(stdin);
+    let status = wait_exit(&mut child, wait);
+    assert!(status.success(), "{status:?}");
+    // The end of stdin is a normal end: no reconnect after it.
+    assert_eq!(log.recv_timeout(wait), Err(mpsc::RecvTimeoutError::Disconnected));
+    let _ = server.kill();
+    let _ = server.wait();
+}
+
+#[test]
+fn reconnect_does_not_follow_a_normal_end_or_a_first_failure() {
+    let server = Server::start(&[]);
+    let run = connect(&["--reconnect", &server.url()], Input::Bytes(b"hi\n"));
+    assert!(run.status.success(), "{run:?}");
+    assert_eq!(run.stdout_text(), "hi\n");
+    assert_eq!(run.stderr, "", "{run:?}");
+    // The first connection failing is reported, not retried.
+    let url = format!("ws://127.0.0.1:{}/", free_port());
+    let run = connect(&["--reconnect", &url], Input::Bytes(b"hi\n"));
+    assert!(!run.status.success(), "{run:?}");
+    assert_one_error_line(&run, "refused");
+}
+
+#[test]
 fn count_exits_after_that_many_messages() {
     let server = Server::start(&[]);
     let run = connect(&["--count", "1", &server.url()], Input::Bytes(b"one\ntwo\nthree\n"));
@@ -507,6 +571,42 @@ fn finish(mut child: Child, stdin: Option<ChildStdin>) -> Run {
         status,
         stdout: stdout.join().unwrap(),
         stderr: String::from_utf8(stderr.join().unwrap()).unwrap(),
+    }
+}
+
+/// `wsx serve` on `port`, once it accepts connections.
+fn serve_on(port: u16) -> Child {
+    let listen = format!("127.0.0.1:{port}");
+    let mut child = Command::new(WSX)
+        .args(["serve", "--listen", &listen])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    while std::net::TcpStream::connect(&listen).is_err() {
+        if started.elapsed() > HANG_GUARD || child.try_wait().unwrap().is_some() {
+            let _ = child.kill();
+            panic!("wsx serve did not listen on {listen}");
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+    child
+}
+
+/// Waits for `child` to exit, killing it (and failing) after `limit`.
+fn wait_exit(child: &mut Child, limit: Duration) -> ExitStatus {
+    let started = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        if started.elapsed() > limit {
+            let _ = child.kill();
+            panic!("wsx did not exit within {limit:?}");
+        }
+        thread::sleep(Duration::from_millis(10));
     }
 }
 
