@@ -29,7 +29,8 @@ struct Cli {
 enum Command {
     /// Run the WebSocket echo server, with a demo page at `/`.
     Serve(ServeArgs),
-    /// Connect to a WebSocket server: stdin lines are sent, messages received are printed.
+    /// Connect to a WebSocket server: stdin is sent (lines, NUL-separated pieces or a byte
+    /// stream), messages received are printed.
     Connect(connect::ConnectArgs),
     /// Load-test a WebSocket echo server: msg/s, MB/s and latency percentiles.
     Bench(bench::BenchArgs),
