@@ -886,7 +886,9 @@ def pubsub_sections(data, w, s, rounds):
         cols = [x for x in PUBSUB_ORDER if any((x, p) in data.ps_instr for p in instr_points)]
         w("### User-space instructions per delivery\n")
         w("Counted by callgrind as for the echo servers (a short and a long run, the "
-          "difference over the difference in deliveries). The kernel's share is not in it.\n")
+          "difference over the difference in deliveries). The kernel's share is not in it, "
+          "and, as there, tokio-tungstenite's figures are inflated by the zeroing of its "
+          "128 KiB read buffer before each read, which callgrind counts byte by byte.\n")
         w("| connections × size | " + " | ".join(LABEL.get(x, x) for x in cols) + " |")
         w("|---|" + "---:|" * len(cols))
         for p in instr_points:

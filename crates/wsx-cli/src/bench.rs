@@ -906,7 +906,9 @@ impl Lean {
         let authority = uri.authority().context("the URL has no host")?;
         let port = authority.port_u16().unwrap_or(80);
         let path = uri.path_and_query().map_or("/", |p| p.as_str());
-        let tcp = tokio::net::TcpStream::connect((authority.host(), port)).await?;
+        // An IPv6 literal without its brackets.
+        let host = authority.host().trim_start_matches('[').trim_end_matches(']');
+        let tcp = tokio::net::TcpStream::connect((host, port)).await?;
         tcp.set_nodelay(true)?;
         let key = handshake::generate_key();
         let request =
