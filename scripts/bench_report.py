@@ -14,6 +14,12 @@ Lines in the results file (one JSON object each, told apart by "kind"):
     rss      {"round", "server", "connections", "ok", "rss_before_kib", "rss_after_kib"}
     instr    {"server", "connections", "size", "runs": [{"messages", "instructions"}, ...]}:
              the server under callgrind for a short and a long run of the same point
+    pubsub_run    {"round", "server", "connections", "size", "rc", "server_cpu_secs",
+                  "window_secs", "hwm_before_kib", "hwm_after_kib", "syscalls": {name: count} |
+                  null, "bench": <wsx bench --pubsub --json> | null}
+    pubsub_rss    like rss: idle subscribers (wsx-pubsub) and plain idle connections
+                  (wsx-default) to one path
+    pubsub_instr  like instr, "messages" being deliveries
 """
 
 import argparse
@@ -33,6 +39,12 @@ from collections import defaultdict
 SERVER_ORDER = ["wsx", "wsx-default", "wsx-store", "wsx-hyper", "wsx-axum", "raw", "tungstenite",
                 "axum", "fastwebsockets", "tokio-websockets"]
 PEERS = ["raw", "tungstenite", "axum", "fastwebsockets", "tokio-websockets"]
+# The pub/sub stage: wsx first, then the peers; the one-send-per-message pattern is the baseline
+# of the issue's 20× target.
+PUBSUB_ORDER = ["wsx-pubsub", "tungstenite-batch", "tungstenite-broadcast", "node-ws",
+                "python-websockets"]
+PUBSUB_PEERS = PUBSUB_ORDER[1:]
+ONE_SEND = "tungstenite-broadcast"
 # wsx inside hyper and axum, each compared with `wsx serve` at its defaults (the native path).
 INTEGRATIONS = ["wsx-hyper", "wsx-axum"]
 LABEL = {
@@ -46,6 +58,11 @@ LABEL = {
     "axum": "axum (ws)",
     "fastwebsockets": "fastwebsockets",
     "tokio-websockets": "tokio-websockets",
+    "wsx-pubsub": "wsx serve --pubsub",
+    "tungstenite-batch": "tokio-tungstenite + broadcast, batching writer",
+    "tungstenite-broadcast": "tokio-tungstenite + broadcast, send per message",
+    "node-ws": "Node ws",
+    "python-websockets": "Python websockets",
 }
 COLOR = {
     "wsx": "#d62728",
@@ -58,6 +75,11 @@ COLOR = {
     "axum": "#17becf",
     "fastwebsockets": "#2ca02c",
     "tokio-websockets": "#9467bd",
+    "wsx-pubsub": "#d62728",
+    "tungstenite-batch": "#1f77b4",
+    "tungstenite-broadcast": "#aec7e8",
+    "node-ws": "#2ca02c",
+    "python-websockets": "#ff7f0e",
 }
 # Above this share of all CPUs busy before a run, the report says the machine was not quiet.
 BUSY = 10
@@ -201,6 +223,22 @@ class Data:
         self.rss = defaultdict(list)  # server -> [bytes per connection]
         self.rss_raw = defaultdict(list)  # server -> [(before KiB, after KiB, connections)]
         self.instr = {}  # (server, point) -> user-space instructions per message
+        # The pub/sub stage, keyed like the above.
+        self.ps_points = []
+        self.ps_servers = []
+        self.ps_rate = defaultdict(list)  # deliveries/s
+        self.ps_rate_by_round = defaultdict(dict)
+        self.ps_rounds_per_sec = defaultdict(list)
+        self.ps_latency = defaultdict(lambda: defaultdict(list))  # -> {"p50": [µs], ...}
+        self.ps_util = defaultdict(list)  # server CPU / wall clock
+        self.ps_gen = defaultdict(list)  # generator CPU share over the measurement
+        self.ps_cost = defaultdict(list)  # ns of server CPU per delivery
+        self.ps_peak = defaultdict(list)  # bytes of VmHWM growth per connection
+        self.ps_per_write = defaultdict(list)  # deliveries per write system call
+        self.ps_per_read = defaultdict(list)  # publishes per read system call
+        self.ps_rss = defaultdict(list)  # server -> bytes per idle connection
+        self.ps_rss_raw = defaultdict(list)
+        self.ps_instr = {}
 
 
 def load(path):
@@ -224,12 +262,19 @@ def load(path):
                 add_rss(data, rec)
             elif kind == "instr":
                 add_instr(data, rec)
+            elif kind == "pubsub_run":
+                add_pubsub_run(data, rec)
+            elif kind == "pubsub_rss":
+                add_pubsub_rss(data, rec)
+            elif kind == "pubsub_instr":
+                add_instr(data, rec, data.ps_instr)
     return data
 
 
-def add_instr(data, rec):
+def add_instr(data, rec, into=None):
     """Instructions per message from two runs: the difference cancels start-up, handshakes and
     shutdown, which both runs share."""
+    into = data.instr if into is None else into
     runs = [r for r in rec.get("runs", []) if r.get("messages") and r.get("instructions")]
     server, point = rec.get("server"), (rec.get("connections"), rec.get("size"))
     if len(runs) < 2:
@@ -241,7 +286,7 @@ def add_instr(data, rec):
     if extra <= 0:
         data.failures.append(f"{server}: instruction runs at {point} echoed the same count")
         return
-    data.instr[(server, point)] = (long["instructions"] - short["instructions"]) / extra
+    into[(server, point)] = (long["instructions"] - short["instructions"]) / extra
 
 
 def note_server(data, server):
@@ -293,6 +338,69 @@ def add_rss(data, rec):
     before, after = int(rec["rss_before_kib"]), int(rec["rss_after_kib"])
     data.rss[server].append((after - before) * 1024 / n)
     data.rss_raw[server].append((before, after, n))
+
+
+WRITES = ("write", "writev", "sendto", "sendmsg")
+READS = ("read", "readv", "recvfrom", "recvmsg")
+
+
+def add_pubsub_run(data, rec):
+    server, point = rec["server"], (int(rec["connections"]), int(rec["size"]))
+    if server not in data.ps_servers:
+        data.ps_servers.append(server)
+        data.ps_servers.sort(key=lambda x: (PUBSUB_ORDER.index(x) if x in PUBSUB_ORDER else 99, x))
+    if point not in data.ps_points:
+        data.ps_points.append(point)
+    data.rounds.add(rec.get("round"))
+    bench = rec.get("bench")
+    where = f"round {rec.get('round')}, pub/sub, {LABEL.get(server, server)}, {point_label(point)}"
+    if not isinstance(bench, dict) or "deliveries_per_sec" not in bench:
+        data.failures.append(f"{where}: no result (exit status {rec.get('rc')})")
+        return
+    if bench.get("errors") or rec.get("rc"):
+        data.failures.append(
+            f"{where}: {bench.get('errors', 0)} connection errors (exit status {rec.get('rc')})"
+        )
+    rate = float(bench["deliveries_per_sec"])
+    if rate <= 0:
+        data.failures.append(f"{where}: no round completed")
+        return
+    key = (server, point)
+    data.ps_rate[key].append(rate)
+    data.ps_rate_by_round[key][rec.get("round")] = rate
+    data.ps_rounds_per_sec[key].append(float(bench.get("rounds_per_sec", 0)))
+    for q, v in bench.get("latency_us", {}).items():
+        data.ps_latency[key][q].append(float(v))
+    if bench.get("generator_cpu") is not None:
+        data.ps_gen[key].append(float(bench["generator_cpu"]))
+    cpu, window = rec.get("server_cpu_secs"), rec.get("window_secs")
+    if cpu is not None and window:
+        util = float(cpu) / float(window)
+        data.ps_util[key].append(util)
+        data.ps_cost[key].append(util / rate * 1e9)
+    hwm0, hwm1 = rec.get("hwm_before_kib"), rec.get("hwm_after_kib")
+    if hwm0 and hwm1:
+        data.ps_peak[key].append((int(hwm1) - int(hwm0)) * 1024 / point[0])
+    calls = rec.get("syscalls")
+    if isinstance(calls, dict) and window:
+        writes = sum(int(calls.get(c, 0)) for c in WRITES) / float(window)
+        reads = sum(int(calls.get(c, 0)) for c in READS) / float(window)
+        if writes > 0:
+            data.ps_per_write[key].append(rate / writes)
+        if reads > 0:
+            data.ps_per_read[key].append(rate / point[0] / reads)
+
+
+def add_pubsub_rss(data, rec):
+    server = rec["server"]
+    n = int(rec.get("connections") or 0)
+    where = f"round {rec.get('round')}, {LABEL.get(server, server)}, idle subscribers"
+    if not rec.get("ok") or n <= 0:
+        data.failures.append(f"{where}: {rec.get('error', 'failed')}")
+        return
+    before, after = int(rec["rss_before_kib"]), int(rec["rss_after_kib"])
+    data.ps_rss[server].append((after - before) * 1024 / n)
+    data.ps_rss_raw[server].append((before, after, n))
 
 
 def median(xs):
@@ -370,6 +478,30 @@ def markdown(data, results_path, svg_rel):
       f"(load average {' '.join(m.get('loadavg', [])) or '?'}) |")
     w("")
 
+    if data.points or data.rss or data.instr:
+        echo_sections(data, w, s, rounds)
+    if data.ps_points or data.ps_rss or data.ps_instr:
+        pubsub_sections(data, w, s, rounds)
+
+
+    if data.failures:
+        w("## Problems during the run\n")
+        for line in data.failures:
+            w(f"- {line}")
+        w("")
+    w("## Reproduce\n")
+    w("```sh\nscripts/bench.sh                                          # full run, about 35 minutes\n"
+      "WSX_BENCH_ROUNDS=1 WSX_BENCH_DURATION=1 scripts/bench.sh  # smoke run, about 2 minutes\n"
+      "WSX_BENCH_ECHO=0 scripts/bench.sh                         # the pub/sub stage alone\n"
+      "```\n")
+    w("Run it on a quiet machine: nothing else compiling, no other benchmark. The raw JSON lines "
+      "stay under `target/wsx-bench/`; `python3 scripts/bench_report.py report FILE` rebuilds "
+      "this page and the chart from them.")
+    return "\n".join(out) + "\n"
+
+
+def echo_sections(data, w, s, rounds):
+    """The echo stage: method, throughput, CPU, ratios, latency, memory, instructions, targets."""
     w("## Method\n")
     server_cpu, client_cpu = s.get("server_cpu", "0"), s.get("client_cpu", "1")
     kind = "binary" if s.get("binary") == "1" else "text"
@@ -576,19 +708,248 @@ def markdown(data, results_path, svg_rel):
 
     targets(data, w)
 
-    if data.failures:
-        w("## Problems during the run\n")
-        for line in data.failures:
-            w(f"- {line}")
+
+# The pub/sub issue's targets, at 20 B on one server core.
+PUBSUB_BEST_PEER = 1.5  # wsx-pubsub ÷ the best peer, at each of these points
+PUBSUB_ONE_SEND = 20  # wsx-pubsub ÷ the one-send-per-message pattern
+PUBSUB_TARGET_POINTS = [(100, 20), (1000, 20)]
+PUBSUB_PEAK = 16 << 10  # most bytes of peak RSS per connection during a run
+PUBSUB_IDLE_EXTRA = 200  # most bytes an idle subscriber may cost beyond a plain idle connection
+
+
+def ps_cell_range(xs, fmt=si):
+    return f"{fmt(min(xs))}–{fmt(max(xs))}" if len(xs) > 1 else ""
+
+
+def round_ratios(data, a, b, p):
+    """wsx ÷ peer within each round (the two runs minutes apart at most)."""
+    by_a, by_b = data.ps_rate_by_round.get((a, p), {}), data.ps_rate_by_round.get((b, p), {})
+    return [by_a[r] / by_b[r] for r in by_a if by_b.get(r)]
+
+
+def best_peer(data, p):
+    rates = [(median(data.ps_rate.get((x, p), [])) or 0, x) for x in PUBSUB_PEERS]
+    rate, name = max(rates) if rates else (0, None)
+    return (name, rate) if rate else (None, None)
+
+
+def pubsub_sections(data, w, s, rounds):
+    servers, points = data.ps_servers, data.ps_points
+    m = data.machine.get("settings", {})
+    w("## Pub/sub: uWebSockets' broadcast_test\n")
+    w("`wsx bench --pubsub`: N connections to `/`, one topic. In each round every connection "
+      "publishes one binary message and every connection must receive all N (its own "
+      "included) before the next round starts: N publishes and N² deliveries per round, closed "
+      "loop. Each payload carries its send time, sender and round, so every delivery's "
+      "publish-to-delivery latency is measured and every round is checked (each connection "
+      "gets each sender's message exactly once). The rates are over the counted rounds' own "
+      "time, warm-up rounds left out.\n")
+    w(f"- Servers, each alone on one thread pinned to CPU {s.get('server_cpu', '0')}; the "
+      f"generator on CPU {s.get('client_cpu', '1')}:")
+    w("  - **wsx serve --pubsub**: `wsx serve --pubsub --threads 1`, every other default "
+      "(keepalive on, deflate offered and not accepted by the generator, 256 KiB per "
+      "subscriber queue). A publish is encoded once; each subscriber writes everything "
+      "pending in one write.")
+    w("  - **tokio-tungstenite + broadcast**: tokio-tungstenite with one "
+      "`tokio::sync::broadcast` channel (4,096 slots); per connection a reading task that "
+      "publishes into it and a writer task. *Send per message*: the writer `send`s (writes and "
+      "flushes) each message, the usual code. *Batching writer*: it feeds everything queued "
+      "(`try_recv` until empty), then flushes once.")
+    w(f"  - **Node ws**: ws {m.get('ws', '?')} on Node {m.get('node', '?')}, "
+      "`wss.clients.forEach(c => c.send(data))` on each message, ws's defaults.")
+    w(f"  - **Python websockets**: websockets {m.get('websockets', '?')} on Python "
+      f"{m.get('python', '?')}, the asyncio server calling `broadcast(server.connections, "
+      "message)` on each message.")
+    w("- The generator (one thread) speaks WebSocket over ws:// with a lean client built from "
+      "wsx-proto's handshake and frame pieces, parsing deliveries in place, so that one core "
+      "of it outpaces the server core it drives; its CPU share over the measurement is in the "
+      "table (**gen**), next to the server's (**CPU**).")
+    w("- Peak RSS per connection: the server's `VmHWM` (from `/proc/PID/status`) after the run "
+      "minus its `VmHWM` before the generator connected, divided by N. Writes per delivery: "
+      "the server's `write`, `writev`, `sendto` and `sendmsg` calls, counted by `perf stat` "
+      "tracepoints over the run (which cost next to nothing), against its delivery rate.")
+    w("")
+
+    w("### Deliveries per second\n")
+    w(f"Median of {rounds} round(s); below it the range over rounds, the server's CPU share, "
+      "the generator's. Higher is better.\n")
+    w("| connections × size | " + " | ".join(LABEL.get(x, x) for x in servers) + " |")
+    w("|---|" + "---:|" * len(servers))
+    for p in points:
+        cells = []
+        for x in servers:
+            xs = data.ps_rate.get((x, p), [])
+            if not xs:
+                cells.append("—")
+                continue
+            med = grouped(median(xs))
+            cell = f"**{med}**" if x == "wsx-pubsub" else med
+            notes = [ps_cell_range(xs)] if len(xs) > 1 else []
+            util, gen = median(data.ps_util.get((x, p), [])), median(data.ps_gen.get((x, p), []))
+            if util is not None:
+                notes.append(f"CPU {util * 100:.0f}%" + ("¹" if util < SATURATED else ""))
+            if gen is not None:
+                notes.append(f"gen {gen * 100:.0f}%")
+            cell += "<br><sub>" + " · ".join(notes) + "</sub>"
+            cells.append(cell)
+        w(f"| {point_label(p)} | " + " | ".join(cells) + " |")
+    w("")
+    if any(median(us) < SATURATED for us in data.ps_util.values() if us):
+        w(f"¹ The server used less than {SATURATED:.0%} of its core. In broadcast_test a server "
+          "also idles at every round's barrier (the last delivery of a round must reach the "
+          "generator before the next round's publishes leave it), so a fast server is not "
+          "saturated even with a generator to spare.\n")
+
+    if "wsx-pubsub" in servers:
+        peers = [x for x in PUBSUB_PEERS if x in servers]
+        w("### wsx serve --pubsub against each peer\n")
+        w("Median rates divided (above 1.00 wsx delivers more); below, the range of the "
+          "ratio within one round, over the rounds.\n")
+        w("| connections × size | " + " | ".join(f"wsx ÷ {LABEL[x]}" for x in peers) + " |")
+        w("|---|" + "---:|" * len(peers))
+        for p in points:
+            wsx = median(data.ps_rate.get(("wsx-pubsub", p), []))
+            cells = []
+            for x in peers:
+                cell = fmt_ratio(ratio(wsx, median(data.ps_rate.get((x, p), []))))
+                per_round = round_ratios(data, "wsx-pubsub", x, p)
+                if len(per_round) > 1:
+                    cell += f"<br><sub>{min(per_round):.2f}–{max(per_round):.2f}</sub>"
+                cells.append(cell)
+            w(f"| {point_label(p)} | " + " | ".join(cells) + " |")
         w("")
-    w("## Reproduce\n")
-    w("```sh\nscripts/bench.sh                                          # full run, about 15 minutes\n"
-      "WSX_BENCH_ROUNDS=1 WSX_BENCH_DURATION=1 scripts/bench.sh  # smoke run, about 1 minute\n"
-      "```\n")
-    w("Run it on a quiet machine: nothing else compiling, no other benchmark. The raw JSON lines "
-      "stay under `target/wsx-bench/`; `python3 scripts/bench_report.py report FILE` rebuilds "
-      "this page and the chart from them.")
-    return "\n".join(out) + "\n"
+
+    w("### Publish-to-delivery latency\n")
+    w("Milliseconds from a message's publish to its delivery at each connection, as "
+      "`p50 / p99 / p99.9`, each the median over rounds of one run's percentile. In this "
+      "closed loop a round's N² deliveries queue behind each other, so latency is about half "
+      "a round's time; lower is better.\n")
+    w("| connections × size | " + " | ".join(LABEL.get(x, x) for x in servers) + " |")
+    w("|---|" + "---:|" * len(servers))
+    for p in points:
+        cells = []
+        for x in servers:
+            lat = data.ps_latency.get((x, p), {})
+            qs = [median(lat.get(q, [])) for q in ("p50", "p99", "p999")]
+            cells.append("—" if qs[0] is None else " / ".join(f"{q / 1000:.2f}" for q in qs))
+        w(f"| {point_label(p)} | " + " | ".join(cells) + " |")
+    w("")
+
+    w("### Server cost per delivery\n")
+    w("Nanoseconds of server CPU (user + system) per delivery, **peak RSS growth per "
+      "connection** in bytes, and, where counted, **deliveries per write** system call "
+      "(and publishes per read), medians over rounds.\n")
+    w("| server | " + " | ".join(f"{point_label(p)}" for p in points) + " |")
+    w("|---|" + "---:|" * len(points))
+    for x in servers:
+        cells = []
+        for p in points:
+            key = (x, p)
+            parts = []
+            cost, peak = median(data.ps_cost.get(key, [])), median(data.ps_peak.get(key, []))
+            per_write, per_read = (median(data.ps_per_write.get(key, [])),
+                                   median(data.ps_per_read.get(key, [])))
+            if cost is not None:
+                parts.append(f"{cost:.0f} ns CPU")
+            if peak is not None:
+                parts.append(f"peak {grouped(peak)} B/conn")
+            if per_write is not None:
+                parts.append(f"{per_write:.1f} deliveries/write")
+            if per_read is not None:
+                parts.append(f"{per_read:.2f} publishes/read")
+            cells.append("<br>".join(parts) or "—")
+        w(f"| {LABEL.get(x, x)} | " + " | ".join(cells) + " |")
+    w("")
+
+    if data.ps_rss:
+        w("### Memory per idle subscriber\n")
+        w(f"{memory_connections_of(data.ps_rss_raw)} idle connections to `/idle` from "
+          "`wsx-bench-idle`, `VmRSS` growth per connection: each one a subscriber of topic "
+          "`idle` under `wsx serve --pubsub`, a plain echo connection under `wsx serve` (both "
+          "`--threads 1`, every other default).\n")
+        w("| server | bytes per connection | range | RSS before → after |")
+        w("|---|---:|---:|---:|")
+        for x in ("wsx-pubsub", "wsx-default"):
+            xs = data.ps_rss.get(x)
+            if not xs:
+                continue
+            before = median([b for b, _, _ in data.ps_rss_raw[x]])
+            after = median([a for _, a, _ in data.ps_rss_raw[x]])
+            spread = f"{grouped(min(xs))}–{grouped(max(xs))}" if len(xs) > 1 else "—"
+            label = "wsx serve --pubsub" if x == "wsx-pubsub" else "wsx serve"
+            w(f"| {label} | {grouped(median(xs))} | {spread} | "
+              f"{before / 1024:.1f} → {after / 1024:.1f} MiB |")
+        w("")
+
+    if data.ps_instr:
+        instr_points = sorted({p for _, p in data.ps_instr})
+        cols = [x for x in PUBSUB_ORDER if any((x, p) in data.ps_instr for p in instr_points)]
+        w("### User-space instructions per delivery\n")
+        w("Counted by callgrind as for the echo servers (a short and a long run, the "
+          "difference over the difference in deliveries). The kernel's share is not in it, "
+          "and, as there, tokio-tungstenite's figures are inflated by the zeroing of its "
+          "128 KiB read buffer before each read, which callgrind counts byte by byte.\n")
+        w("| connections × size | " + " | ".join(LABEL.get(x, x) for x in cols) + " |")
+        w("|---|" + "---:|" * len(cols))
+        for p in instr_points:
+            cells = [("—" if data.ps_instr.get((x, p)) is None else grouped(data.ps_instr[(x, p)]))
+                     for x in cols]
+            w(f"| {point_label(p)} | " + " | ".join(cells) + " |")
+        w("")
+
+    pubsub_targets(data, w)
+
+
+def memory_connections_of(raw):
+    counts = sorted({n for runs in raw.values() for _, _, n in runs})
+    return ", ".join(f"{n:,}" for n in counts) or "10,000"
+
+
+def pubsub_targets(data, w):
+    rows = []
+    wsx = "wsx-pubsub"
+    for p in PUBSUB_TARGET_POINTS:
+        ours = data.ps_rate.get((wsx, p), [])
+        if not ours:
+            continue
+        name, best = best_peer(data, p)
+        if name:
+            r = median(ours) / best
+            per_round = round_ratios(data, wsx, name, p)
+            note = (f"per round {min(per_round):.2f}–{max(per_round):.2f}"
+                    if len(per_round) > 1 else "")
+            rows.append(f"| {point_label(p)} | wsx ≥ {PUBSUB_BEST_PEER} × the best peer "
+                        f"({LABEL[name]}) | {r:.2f} | {verdict(r >= PUBSUB_BEST_PEER)} | {note} |")
+        one = median(data.ps_rate.get((ONE_SEND, p), []))
+        if one:
+            r = median(ours) / one
+            rows.append(f"| {point_label(p)} | wsx ≥ {PUBSUB_ONE_SEND} × {LABEL[ONE_SEND]} | "
+                        f"{r:.1f} | {verdict(r >= PUBSUB_ONE_SEND)} | |")
+        peak = data.ps_peak.get((wsx, p), [])
+        if peak:
+            rows.append(f"| {point_label(p)} | wsx peak RSS ≤ {PUBSUB_PEAK:,} B per connection | "
+                        f"{grouped(max(peak))} B (worst round) | {verdict(max(peak) <= PUBSUB_PEAK)} "
+                        "| |")
+    sub, plain = median(data.ps_rss.get(wsx, [])), median(data.ps_rss.get("wsx-default", []))
+    if sub is not None and plain is not None:
+        extra = sub - plain
+        rows.append(f"| idle | a subscriber ≤ a plain idle connection + {PUBSUB_IDLE_EXTRA} B | "
+                    f"{extra:+,.0f} B ({grouped(sub)} vs {grouped(plain)}) | "
+                    f"{verdict(extra <= PUBSUB_IDLE_EXTRA)} | |")
+    if not rows:
+        return
+    w("### Pub/sub targets\n")
+    w("The pub/sub issue's targets at 20 B on one server core, against this run's medians.\n")
+    w("| point | target | measured | | |")
+    w("|---|---|---:|---|---|")
+    for row in rows:
+        w(row)
+    w("")
+
+
+def verdict(ok):
+    return "met" if ok else "**not met**"
+
 
 
 # The issue's targets: (point, peer, minimum throughput ratio wsx ÷ peer).
@@ -753,10 +1114,29 @@ def svg(data):
     if data.rss:
         rows.append([("idle connection: bytes of RSS",
                       {x: data.rss.get(x, []) for x in data.servers})])
+    if not data.points:
+        rows = []
+    if data.ps_points:
+        rows.append([(f"pub/sub {point_label(p)}: deliveries/s",
+                      {x: data.ps_rate.get((x, p), []) for x in data.ps_servers})
+                     for p in data.ps_points])
+    if not rows:
+        rows = [[("no data", {})]]
     cols = max(len(r) for r in rows)
     pw, ph = 230, 200  # panel size
-    top = 78
-    width, height = max(cols * pw + 20, 720), top + len(rows) * ph + 10
+    width = max(cols * pw + 20, 720)
+    # The legend, wrapped: every server of either stage.
+    legend, lx, ly = [], 10, 50
+    for x in data.servers + [x for x in data.ps_servers if x not in data.servers]:
+        step = 30 + 5.8 * len(LABEL.get(x, x))
+        if lx > 10 and lx + step > width:
+            lx, ly = 10, ly + 18
+        legend.append(f'<rect x="{lx:.0f}" y="{ly}" width="12" height="12" '
+                      f'fill="{COLOR.get(x, "#333")}"/>')
+        legend.append(f'<text x="{lx + 16:.0f}" y="{ly + 10}">{esc(LABEL.get(x, x))}</text>')
+        lx += step
+    top = ly + 28
+    height = top + len(rows) * ph + 10
     out = [
         f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
         f'viewBox="0 0 {width} {height}" font-family="sans-serif" font-size="11">',
@@ -765,22 +1145,19 @@ def svg(data):
     m = data.machine
     rounds = len(data.rounds)
     title = "wsx and its peers, one server core: echo rate, server CPU per message, idle memory"
+    if data.ps_points:
+        title += ", pub/sub deliveries"
     sub = (f"median of {rounds} round(s), whiskers min–max · {m.get('cpu', '?')}, "
            f"{m.get('nproc', '?')} CPUs · {m.get('date', '')}")
     if is_smoke(rounds, m.get("settings", {}).get("duration", "?")):
         sub += " · SMOKE RUN, NOT FOR QUOTING"
     out.append(f'<text x="10" y="20" font-size="15" font-weight="bold">{esc(title)}</text>')
     out.append(f'<text x="10" y="38" fill="#555">{esc(sub)}</text>')
-    lx = 10
-    for x in data.servers:
-        out.append(f'<rect x="{lx:.0f}" y="50" width="12" height="12" '
-                   f'fill="{COLOR.get(x, "#333")}"/>')
-        out.append(f'<text x="{lx + 16:.0f}" y="60">{esc(LABEL.get(x, x))}</text>')
-        lx += 30 + 5.8 * len(LABEL.get(x, x))
+    out.extend(legend)
     for i, row in enumerate(rows):
         for j, (name, series) in enumerate(row):
             ox, oy = 10 + j * pw, top + i * ph
-            out.extend(panel(ox, oy, pw - 14, ph - 14, name, series, data.servers))
+            out.extend(panel(ox, oy, pw - 14, ph - 14, name, series, list(series)))
     out.append("</svg>")
     return "\n".join(out) + "\n"
 

@@ -10,24 +10,30 @@ use futures_util::{StreamExt, TryStreamExt};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-/// Opens `count` WebSocket connections to `addr`, `parallel` handshakes at a time, and returns
-/// them once every one is upgraded.
+/// Opens `count` WebSocket connections to `path` at `addr`, `parallel` handshakes at a time,
+/// and returns them once every one is upgraded.
 ///
 /// Handshakes are throttled so that a single-threaded server's accept backlog never overflows.
-pub async fn open(addr: SocketAddr, count: usize, parallel: usize) -> io::Result<Vec<TcpStream>> {
+pub async fn open(
+    addr: SocketAddr,
+    path: &str,
+    count: usize,
+    parallel: usize,
+) -> io::Result<Vec<TcpStream>> {
     futures_util::stream::iter(0..count)
-        .map(|_| upgrade(addr))
+        .map(|_| upgrade(addr, path))
         .buffer_unordered(parallel.max(1))
         .try_collect()
         .await
 }
 
-/// One upgraded connection. The key is fixed (RFC 6455 §1.3's example); the accept value is
-/// not checked, only the `101` status.
-pub async fn upgrade(addr: SocketAddr) -> io::Result<TcpStream> {
+/// One upgraded connection to `path` (`/` for an echo server; a pub/sub server such as
+/// `wsx serve --pubsub` subscribes it to the topic of the path). The key is fixed (RFC 6455
+/// §1.3's example); the accept value is not checked, only the `101` status.
+pub async fn upgrade(addr: SocketAddr, path: &str) -> io::Result<TcpStream> {
     let mut tcp = TcpStream::connect(addr).await?;
     let request = format!(
-        "GET / HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
          Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
     );
     tcp.write_all(request.as_bytes()).await?;

@@ -38,6 +38,20 @@
 //! Every server sets `TCP_NODELAY`, as `wsx serve` does, and keeps the default 64 MiB message
 //! limit.
 //!
+//! Pub/sub peers, for the pub/sub stage of `scripts/bench.sh` (uWebSockets' broadcast_test:
+//! every data message any connection sends goes to every connection, the sender included), to
+//! compare with `wsx serve --pubsub`:
+//!
+//! - [`Impl::TungsteniteBroadcast`]: tokio-tungstenite and one `tokio::sync::broadcast`
+//!   channel; per connection a task that reads and publishes, and a writer task that `send`s
+//!   (writes and flushes) each message the channel carries: the code chat examples show, one
+//!   write per delivery.
+//! - [`Impl::TungsteniteBatch`]: the same with a writer that feeds everything queued in the
+//!   channel (`try_recv` until empty) and flushes once.
+//! - `peers/ws_broadcast.mjs`: Node's `ws` (pinned in `peers/package-lock.json`),
+//!   `wss.clients.forEach(c => c.send(data))` on each message.
+//! - `peers/python_broadcast.py`: Python websockets' asyncio server with `broadcast()`.
+//!
 //! The crate also holds the idle-connection client used to measure memory per connection
 //! ([`idle`]).
 
@@ -52,6 +66,7 @@ mod fastwebsockets_echo;
 pub mod idle;
 mod raw;
 mod tokio_websockets_echo;
+mod tungstenite_broadcast;
 mod tungstenite_echo;
 mod wsx_hyper_echo;
 
@@ -72,6 +87,12 @@ pub enum Impl {
     WsxAxum,
     /// `wsx::hyper::upgrade` behind a hyper 1 HTTP/1.1 server.
     WsxHyper,
+    /// Pub/sub: `tokio-tungstenite` and a `tokio::sync::broadcast` channel, each connection's
+    /// writer sending (and flushing) one message at a time.
+    TungsteniteBroadcast,
+    /// Pub/sub: the same, each writer feeding everything queued in the channel, then flushing
+    /// once.
+    TungsteniteBatch,
 }
 
 impl Impl {
@@ -85,8 +106,17 @@ impl Impl {
             Self::Axum => "axum",
             Self::WsxAxum => "wsx-axum",
             Self::WsxHyper => "wsx-hyper",
+            Self::TungsteniteBroadcast => "tungstenite-broadcast",
+            Self::TungsteniteBatch => "tungstenite-batch",
         }
     }
+}
+
+/// Whether `implementation` is a pub/sub server (uWebSockets' broadcast_test: every data
+/// message a connection sends goes to every connection, the sender included) rather than an
+/// echo server.
+pub fn is_pubsub(implementation: Impl) -> bool {
+    matches!(implementation, Impl::TungsteniteBroadcast | Impl::TungsteniteBatch)
 }
 
 /// Serves connections forever with `implementation` on the current runtime.
@@ -95,18 +125,38 @@ impl Impl {
 /// failed connection never ends a benchmark run. The axum servers run `axum::serve`'s own
 /// accept loop, which does the same.
 pub async fn serve(implementation: Impl, listener: TcpListener) -> io::Result<()> {
-    let connection: fn(TcpStream) = match implementation {
-        Impl::Axum => return axum_echo::serve_axum(listener).await,
-        Impl::WsxAxum => return axum_echo::serve_wsx(listener).await,
-        Impl::Raw => |tcp| spawn(raw::serve(tcp)),
-        Impl::Tungstenite => |tcp| spawn(tungstenite_echo::serve(tcp)),
-        Impl::Fastwebsockets => |tcp| spawn(fastwebsockets_echo::serve(tcp)),
+    match implementation {
+        Impl::Axum => axum_echo::serve_axum(listener).await,
+        Impl::WsxAxum => axum_echo::serve_wsx(listener).await,
+        Impl::Raw => accept_loop(listener, |tcp| spawn(raw::serve(tcp))).await,
+        Impl::Tungstenite => accept_loop(listener, |tcp| spawn(tungstenite_echo::serve(tcp))).await,
+        Impl::Fastwebsockets => {
+            accept_loop(listener, |tcp| spawn(fastwebsockets_echo::serve(tcp))).await
+        }
         // tokio-websockets' own benchmark server runs each connection unconstrained.
         Impl::TokioWebsockets => {
-            |tcp| spawn(tokio::task::unconstrained(tokio_websockets_echo::serve(tcp)))
+            accept_loop(listener, |tcp| {
+                spawn(tokio::task::unconstrained(tokio_websockets_echo::serve(tcp)))
+            })
+            .await
         }
-        Impl::WsxHyper => |tcp| spawn(wsx_hyper_echo::serve(tcp)),
-    };
+        Impl::WsxHyper => accept_loop(listener, |tcp| spawn(wsx_hyper_echo::serve(tcp))).await,
+        Impl::TungsteniteBroadcast | Impl::TungsteniteBatch => {
+            let writer = match implementation {
+                Impl::TungsteniteBatch => tungstenite_broadcast::Writer::Batch,
+                _ => tungstenite_broadcast::Writer::SendEach,
+            };
+            let topic = tungstenite_broadcast::channel();
+            accept_loop(listener, |tcp| {
+                spawn(tungstenite_broadcast::serve(tcp, topic.clone(), writer))
+            })
+            .await
+        }
+    }
+}
+
+/// Accepts forever, setting `TCP_NODELAY`, and hands each connection to `connection`.
+async fn accept_loop(listener: TcpListener, connection: impl Fn(TcpStream)) -> io::Result<()> {
     loop {
         let tcp = match listener.accept().await {
             Ok((tcp, _)) => tcp,

@@ -16,6 +16,9 @@ struct Args {
     /// Connections to open.
     #[arg(short = 'c', long, default_value_t = 10_000)]
     connections: usize,
+    /// The request path (with --pubsub, `wsx serve` subscribes each connection to its topic).
+    #[arg(long, default_value = "/")]
+    path: String,
     /// Handshakes in progress at once.
     #[arg(long, default_value_t = 64)]
     parallel: usize,
@@ -28,10 +31,11 @@ fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     runtime.block_on(async {
-        let sockets =
-            wsx_bench::idle::open(args.addr, args.connections, args.parallel).await.with_context(
-                || format!("opening {} connections to {}", args.connections, args.addr),
-            )?;
+        let sockets = wsx_bench::idle::open(args.addr, &args.path, args.connections, args.parallel)
+            .await
+            .with_context(|| {
+                format!("opening {} connections to {}{}", args.connections, args.addr, args.path)
+            })?;
         println!("ready {}", sockets.len());
         tokio::time::sleep(Duration::from_secs(args.hold)).await;
         drop(sockets);
