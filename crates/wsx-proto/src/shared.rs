@@ -20,9 +20,9 @@ use crate::message::Message;
 /// ([`Connection::takes_shared_compressed`](crate::Connection::takes_shared_compressed)).
 #[derive(Clone, PartialEq, Eq)]
 pub struct SharedFrame {
+    /// The whole frame; its first byte says whether it is text and compressed. No other
+    /// field: a subscriber's queue holds one of these per message waiting (32 bytes).
     bytes: Bytes,
-    text: bool,
-    compressed: bool,
 }
 
 /// The compressor of [`SharedFrame::compressed`]: no context between messages, 15-bit window.
@@ -86,12 +86,13 @@ impl SharedFrame {
         let mut bytes = Vec::with_capacity(n + payload.len());
         bytes.extend_from_slice(&head[..n]);
         bytes.extend_from_slice(payload);
-        Self { bytes: Bytes::from(bytes), text, compressed }
+        debug_assert_eq!((text, compressed), (bytes[0] & 0x0f == 0x1, bytes[0] & 0x40 != 0));
+        Self { bytes: Bytes::from(bytes) }
     }
 
     /// Whether it is the compressed form (RSV1).
     pub fn is_compressed(&self) -> bool {
-        self.compressed
+        self.bytes[0] & 0x40 != 0
     }
 
     /// The frame as it goes on the wire.
@@ -106,7 +107,7 @@ impl SharedFrame {
 
     /// Whether it is a text message.
     pub fn is_text(&self) -> bool {
-        self.text
+        self.bytes[0] & 0x0f == OpCode::Text.as_u8()
     }
 
     /// The shared buffer (a clone of the handle, not of the bytes).
@@ -119,8 +120,8 @@ impl SharedFrame {
 impl std::fmt::Debug for SharedFrame {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SharedFrame")
-            .field("text", &self.text)
-            .field("compressed", &self.compressed)
+            .field("text", &self.is_text())
+            .field("compressed", &self.is_compressed())
             .field("wire_len", &self.bytes.len())
             .finish()
     }
