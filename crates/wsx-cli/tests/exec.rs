@@ -267,6 +267,8 @@ fn a_child_that_ignores_sigterm_is_killed_after_the_grace_period() {
         assert!(gone_within(pid, Duration::from_secs(10)), "{pid} still runs");
         let after = dropped.elapsed();
         assert!(after >= Duration::from_millis(1400), "killed after {after:?}, before the grace");
+        // SIGKILL at the end of the grace, not some later cleanup.
+        assert!(after < Duration::from_millis(4500), "killed only after {after:?}");
     });
 }
 
@@ -328,4 +330,24 @@ fn a_missing_program_gets_500() {
         let refused = guard(wsx::connect(&url)).await.expect_err("upgraded without a child");
         assert_eq!(refused.status(), Some(wsx::http::StatusCode::INTERNAL_SERVER_ERROR));
     });
+}
+
+#[test]
+fn server_shutdown_ends_the_children() {
+    let mut server = Server::start(&["--sh", "echo $$; exec sleep 100"]);
+    let pid: i32 = block_on(async {
+        let mut ws = connect(&server, "/").await;
+        let pid = next_text(&mut ws).await.parse().unwrap();
+        // Answer the server's 1001 while it shuts down.
+        tokio::spawn(async move { while ws.recv().await.is_some() {} });
+        let server_pid = rustix::process::Pid::from_raw(server.child.id() as i32).unwrap();
+        rustix::process::kill_process(server_pid, rustix::process::Signal::TERM).unwrap();
+        pid
+    });
+    let started = Instant::now();
+    while server.child.try_wait().unwrap().is_none() {
+        assert!(started.elapsed() < HANG_GUARD, "the server did not stop");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(gone_within(pid, Duration::from_secs(5)), "{pid} outlived the server");
 }
