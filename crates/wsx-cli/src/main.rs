@@ -14,6 +14,7 @@ use clap::{Parser, Subcommand};
 
 mod bench;
 mod connect;
+mod exec;
 mod pubsub;
 mod serve;
 
@@ -115,6 +116,29 @@ struct ServeArgs {
     /// message for it (counted in /stats) or `close` its connection with 1013.
     #[arg(long, value_enum, default_value_t = SlowSubscriber::Skip, requires = "pubsub")]
     slow_subscriber: SlowSubscriber,
+    /// Run PROGRAM for every WebSocket (as websocketd does), with the arguments after `--` and no
+    /// shell: each text message is a line on its stdin, each line of its stdout a text message.
+    /// CGI variables (REMOTE_ADDR, PATH_INFO, QUERY_STRING, HTTP_USER_AGENT…) describe the
+    /// request. It gets SIGTERM when the connection ends; its exit closes the connection
+    /// (1000 for status 0, 1011 otherwise).
+    #[arg(long, value_name = "PROGRAM", conflicts_with_all = ["pubsub", "sh"])]
+    exec: Option<std::ffi::OsString>,
+    /// Like --exec, with `sh -c CMD`.
+    #[arg(long, value_name = "CMD", conflicts_with = "pubsub")]
+    sh: Option<std::ffi::OsString>,
+    /// With --exec or --sh: raw chunks both ways, as binary messages, instead of lines.
+    #[arg(long)]
+    binary: bool,
+    /// With --exec or --sh: most child processes at once; further upgrades get 503.
+    #[arg(long, default_value_t = 256)]
+    max_processes: usize,
+    /// With --exec or --sh: seconds between SIGTERM and SIGKILL for a child whose connection
+    /// ended.
+    #[arg(long, default_value_t = 2.0)]
+    kill_grace: f64,
+    /// The arguments of the --exec program.
+    #[arg(last = true, value_name = "ARGS", requires = "exec")]
+    exec_args: Vec<std::ffi::OsString>,
 }
 
 /// `--slow-subscriber`.
@@ -209,8 +233,25 @@ fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
                 publish_token: args.publish_token.clone(),
             }
         }),
+        exec: exec_options(&args)?,
     };
     runtime.block_on(serve::run(options))
+}
+
+/// The settings of `--exec` or `--sh`, if given.
+fn exec_options(args: &ServeArgs) -> anyhow::Result<Option<exec::Options>> {
+    let (program, argv) = match (&args.exec, &args.sh) {
+        (Some(program), _) => (program.clone(), args.exec_args.clone()),
+        (None, Some(cmd)) => ("sh".into(), vec!["-c".into(), cmd.clone()]),
+        (None, None) => {
+            if args.binary {
+                anyhow::bail!("--binary needs --exec or --sh");
+            }
+            return Ok(None);
+        }
+    };
+    let grace = secs(args.kill_grace, "--kill-grace")?;
+    Ok(Some(exec::Options::new(program, argv, args.binary, args.max_processes, grace)))
 }
 
 fn load_tls(

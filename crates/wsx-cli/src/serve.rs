@@ -46,6 +46,8 @@ pub(crate) struct Options {
     pub(crate) tls: Option<Arc<ServerConfig>>,
     /// Pub/sub instead of echo.
     pub(crate) pubsub: Option<crate::pubsub::Options>,
+    /// A child process per connection instead of echo.
+    pub(crate) exec: Option<crate::exec::Options>,
 }
 
 /// Serves until Ctrl-C or SIGTERM, then closes every connection with 1001.
@@ -54,7 +56,12 @@ pub(crate) async fn run(options: Options) -> anyhow::Result<()> {
         listen(options.listen).with_context(|| format!("cannot listen on {}", options.listen))?;
     let addr = listener.local_addr()?;
     let (http, ws) = if options.tls.is_some() { ("https", "wss") } else { ("http", "ws") };
-    if options.pubsub.is_some() {
+    if let Some(exec) = &options.exec {
+        info!(
+            "listening on {http}://{addr}/ ({ws}://{addr}/ runs {:?} per connection)",
+            exec.program
+        );
+    } else if options.pubsub.is_some() {
         info!("listening on {http}://{addr}/ (pub/sub: {ws}://{addr}/TOPIC subscribes to TOPIC)");
     } else {
         info!("listening on {http}://{addr}/ (WebSocket echo on {ws}://{addr}/ at any path)");
@@ -76,7 +83,7 @@ pub(crate) async fn run(options: Options) -> anyhow::Result<()> {
                     let state = state.clone();
                     let echoes = tracker.clone();
                     tracker.spawn(async move {
-                        if let Err(e) = handle(tcp, state, &echoes).await {
+                        if let Err(e) = handle(tcp, peer, state, &echoes).await {
                             debug!(%peer, "connection ended: {e}");
                         }
                     });
@@ -124,7 +131,12 @@ fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
 /// An upgraded connection's echo runs as a task of its own (see [`spawn_echo`]), and this task
 /// ends: the handshake's state, TLS acceptor and parser included, is freed with it instead of
 /// sizing the long-lived task that every idle connection keeps.
-async fn handle(tcp: TcpStream, state: Arc<State>, echoes: &TaskTracker) -> Result<(), wsx::Error> {
+async fn handle(
+    tcp: TcpStream,
+    peer: SocketAddr,
+    state: Arc<State>,
+    echoes: &TaskTracker,
+) -> Result<(), wsx::Error> {
     let options = &state.options;
     tcp.set_nodelay(true)?;
     let deadline = Instant::now() + options.handshake_timeout;
@@ -137,13 +149,13 @@ async fn handle(tcp: TcpStream, state: Arc<State>, echoes: &TaskTracker) -> Resu
                 let tls = timeout_at(deadline, accept).await.map_err(timed_out)??;
                 let read =
                     Incoming::read_with_deadline(tls, options.config.clone(), Some(deadline));
-                serve_requests(read.await?, &state, echoes).await
+                serve_requests(read.await?, peer, &state, echoes).await
             })
             .await?
         }
         None => {
             let read = Incoming::read_with_deadline(tcp, options.config.clone(), Some(deadline));
-            serve_requests(read.await?, &state, echoes).await?;
+            serve_requests(read.await?, peer, &state, echoes).await?;
         }
     }
     Ok(())
@@ -156,6 +168,7 @@ pub(crate) const KEEP_ALIVE_IDLE: Duration = Duration::from_secs(5);
 /// upgraded (its echo then runs as a task of its own) or the connection ends.
 async fn serve_requests<S>(
     mut incoming: Incoming<S>,
+    peer: SocketAddr,
     state: &Arc<State>,
     echoes: &TaskTracker,
 ) -> Result<(), wsx::Error>
@@ -163,9 +176,9 @@ where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     loop {
-        match upgrade(incoming, state).await? {
-            Answered::Upgraded(ws, slot, subscriber) => {
-                spawn_echo(echoes, ws, slot, subscriber);
+        match upgrade(incoming, peer, state).await? {
+            Answered::Upgraded(ws, slot, mode) => {
+                spawn_echo(echoes, ws, slot, mode);
                 return Ok(());
             }
             Answered::Next(next) => incoming = next,
@@ -179,31 +192,35 @@ where
 // allocation per upgrade for nothing.
 #[allow(clippy::large_enum_variant)]
 enum Answered<S> {
-    /// Upgraded: the WebSocket, its place in the connection count, and in pub/sub mode its
-    /// subscription.
-    Upgraded(WebSocket<S>, Slot, Option<Subscriber>),
+    /// Upgraded: the WebSocket, its place in the connection count, and what serves it.
+    Upgraded(WebSocket<S>, Slot, Mode),
     /// Answered with the connection kept alive, and this is its next request.
     Next(Incoming<S>),
     /// Answered, and the connection is over.
     Closed,
 }
 
+/// What serves an upgraded connection.
+enum Mode {
+    Echo,
+    /// Pub/sub, with the connection's subscription.
+    PubSub(Subscriber),
+    /// Exec, with the connection's child process.
+    Exec(Box<crate::exec::Process>),
+}
+
 /// Runs the echo of an upgraded connection as its own task: the state every idle connection
 /// keeps is this task, the echo loop and the socket, nothing more.
-fn spawn_echo<S>(
-    tracker: &TaskTracker,
-    mut ws: WebSocket<S>,
-    slot: Slot,
-    subscriber: Option<Subscriber>,
-) where
+fn spawn_echo<S>(tracker: &TaskTracker, mut ws: WebSocket<S>, slot: Slot, mode: Mode)
+where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     // The block owns the socket and echo borrows it. (An `async fn` taking `mut ws` by value
     // would hold it twice, as argument and as local: 424 more bytes in every connection.)
     // Two kinds of task, each as large as its own loop needs: one task type for both would
     // size every echo connection for the pub/sub loop too.
-    match subscriber {
-        Some(subscriber) => tracker.spawn(async move {
+    match mode {
+        Mode::PubSub(subscriber) => tracker.spawn(async move {
             let state = &slot.0;
             if let Some(options) = &state.options.pubsub {
                 if let Err(e) = crate::pubsub::run(&mut ws, subscriber, options, state).await {
@@ -212,7 +229,16 @@ fn spawn_echo<S>(
             }
             drop(slot);
         }),
-        None => tracker.spawn(async move {
+        Mode::Exec(process) => tracker.spawn(async move {
+            let state = &slot.0;
+            if let Some(options) = &state.options.exec {
+                if let Err(e) = crate::exec::run(&mut ws, *process, options, state).await {
+                    debug!("connection ended: {e}");
+                }
+            }
+            drop(slot);
+        }),
+        Mode::Echo => tracker.spawn(async move {
             if let Err(e) = echo(&mut ws, &slot.0).await {
                 debug!("connection ended: {e}");
             }
@@ -243,7 +269,11 @@ impl Drop for Slot {
 }
 
 /// Answers plain HTTP, applies the Origin policy and the connection limit, and upgrades.
-async fn upgrade<S>(incoming: Incoming<S>, state: &Arc<State>) -> Result<Answered<S>, wsx::Error>
+async fn upgrade<S>(
+    incoming: Incoming<S>,
+    peer: SocketAddr,
+    state: &Arc<State>,
+) -> Result<Answered<S>, wsx::Error>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
@@ -266,9 +296,31 @@ where
     }
     // Subscribed before the 101: what is published from then on reaches the client.
     let path = incoming.request().uri().path();
-    let subscriber = state.options.pubsub.as_ref().map(|p| crate::pubsub::subscribe(p, path));
+    let mode = if let Some(p) = &state.options.pubsub {
+        Mode::PubSub(crate::pubsub::subscribe(p, path))
+    } else if let Some(exec) = &state.options.exec {
+        // Started before the 101, so that a full table or a missing program is an HTTP error.
+        let (local, tls) = (state.options.listen, state.options.tls.is_some());
+        match crate::exec::spawn(exec, incoming.request(), peer, local, tls) {
+            Ok(process) => Mode::Exec(Box::new(process)),
+            Err(refused) => {
+                let status = match refused {
+                    crate::exec::Refused::Busy => StatusCode::SERVICE_UNAVAILABLE,
+                    crate::exec::Refused::Spawn(e) => {
+                        warn!("cannot start {:?}: {e}", exec.program);
+                        StatusCode::INTERNAL_SERVER_ERROR
+                    }
+                };
+                drop(slot);
+                incoming.reject(Reject::status(status)).await?;
+                return Ok(Answered::Closed);
+            }
+        }
+    } else {
+        Mode::Echo
+    };
     let ws = incoming.accept(Accept::default()).await?;
-    Ok(Answered::Upgraded(ws, slot, subscriber))
+    Ok(Answered::Upgraded(ws, slot, mode))
 }
 
 /// The echo loop of one upgraded connection, until it closes or the server shuts down.

@@ -1,0 +1,353 @@
+//! `wsx serve --exec` and `--sh`: real child processes (`sh` scripts, `cat`, `env`) behind
+//! WebSocket connections made with the `wsx` client.
+
+mod common;
+
+use std::collections::HashSet;
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+use common::{Server, HANG_GUARD};
+use wsx::http::{HeaderName, HeaderValue};
+use wsx::{CloseCode, MaybeTlsStream, Message, WebSocket};
+
+type Ws = WebSocket<MaybeTlsStream>;
+
+/// Upper-cases every line, one `tr` per line (a `tr` of the whole stream would buffer).
+const UPPER: &str = r#"while IFS= read -r l; do printf '%s\n' "$l" | tr a-z A-Z; done"#;
+
+fn block_on<F: Future>(f: F) -> F::Output {
+    tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap().block_on(f)
+}
+
+/// Awaits `f`, failing the test after [`HANG_GUARD`].
+async fn guard<F: Future>(f: F) -> F::Output {
+    tokio::time::timeout(HANG_GUARD, f).await.expect("no progress within the hang guard")
+}
+
+async fn connect(server: &Server, path: &str) -> Ws {
+    let url = format!("ws://127.0.0.1:{}{path}", server.port);
+    guard(wsx::connect(&url)).await.unwrap().0
+}
+
+/// The next text or binary message, or the close frame's code (`Err`) when the server closes.
+async fn next(ws: &mut Ws) -> Result<Message, Option<CloseCode>> {
+    loop {
+        match guard(ws.recv()).await {
+            Some(Ok(Message::Close(frame))) => return Err(frame.map(|f| f.code)),
+            Some(Ok(msg)) if msg.is_data() => return Ok(msg),
+            Some(Ok(_)) => {}
+            Some(Err(e)) => panic!("client error: {e}"),
+            None => return Err(None),
+        }
+    }
+}
+
+async fn next_text(ws: &mut Ws) -> String {
+    match next(ws).await {
+        Ok(Message::Text(t)) => t.as_str().to_owned(),
+        other => panic!("expected a text message, got {other:?}"),
+    }
+}
+
+/// Every text message until the server closes, and its close code.
+async fn texts_until_close(ws: &mut Ws) -> (Vec<String>, Option<CloseCode>) {
+    let mut lines = Vec::new();
+    loop {
+        match next(ws).await {
+            Ok(Message::Text(t)) => lines.push(t.as_str().to_owned()),
+            Ok(other) => panic!("unexpected {other:?}"),
+            Err(code) => return (lines, code),
+        }
+    }
+}
+
+/// Whether a process with this pid exists (a zombie counts: the server has not reaped it).
+fn alive(pid: i32) -> bool {
+    rustix::process::test_kill_process(rustix::process::Pid::from_raw(pid).unwrap()).is_ok()
+}
+
+/// Waits up to `limit` for `pid` to be gone; whether it went.
+fn gone_within(pid: i32, limit: Duration) -> bool {
+    let started = Instant::now();
+    while started.elapsed() < limit {
+        if !alive(pid) {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    !alive(pid)
+}
+
+#[test]
+fn text_lines_go_through_the_child_and_back() {
+    // --exec with the arguments after `--`: no shell parses the command line.
+    let server = Server::start(&["--exec", "sh", "--", "-c", UPPER]);
+    block_on(async {
+        let mut ws = connect(&server, "/").await;
+        for line in ["hello", "two words", "ünïcode ok"] {
+            ws.send(Message::text(line)).await.unwrap();
+        }
+        assert_eq!(next_text(&mut ws).await, "HELLO");
+        assert_eq!(next_text(&mut ws).await, "TWO WORDS");
+        // `tr a-z` leaves the non-ASCII letters alone.
+        assert_eq!(next_text(&mut ws).await, "üNïCODE OK");
+        ws.close(None).await.unwrap();
+    });
+}
+
+#[test]
+fn binary_mode_passes_bytes_through_cat_exactly() {
+    let server = Server::start(&["--binary", "--exec", "cat"]);
+    block_on(async {
+        let mut ws = connect(&server, "/").await;
+        // Every byte value, newlines and NULs included, in pieces of assorted sizes.
+        let data: Vec<u8> = (0..300_000u32).map(|i| (i.wrapping_mul(7919) >> 3) as u8).collect();
+        let mut sent = 0;
+        for size in [1, 255, 4096, 65_536, 100_000].iter().cycle() {
+            if sent == data.len() {
+                break;
+            }
+            let end = (sent + size).min(data.len());
+            ws.send(Message::binary(data[sent..end].to_vec())).await.unwrap();
+            sent = end;
+        }
+        let mut got = Vec::new();
+        while got.len() < data.len() {
+            match next(&mut ws).await {
+                Ok(Message::Binary(b)) => got.extend_from_slice(&b),
+                other => panic!("expected binary, got {other:?} after {} bytes", got.len()),
+            }
+        }
+        assert!(got == data, "{} bytes came back, not the ones sent", got.len());
+        ws.close(None).await.unwrap();
+    });
+}
+
+#[test]
+fn the_child_sees_the_cgi_environment() {
+    let server = Server::start(&["--exec", "env"]);
+    block_on(async {
+        let url = format!("ws://127.0.0.1:{}/some/path?x=1&y=two", server.port);
+        let (mut ws, _) = guard(
+            wsx::ClientBuilder::new(url)
+                .header(
+                    HeaderName::from_static("user-agent"),
+                    HeaderValue::from_static("exec-test/1.0"),
+                )
+                .connect(),
+        )
+        .await
+        .unwrap();
+        let (lines, code) = texts_until_close(&mut ws).await;
+        let has = |l: &str| lines.iter().any(|x| x == l);
+        for expected in [
+            "PATH_INFO=/some/path",
+            "QUERY_STRING=x=1&y=two",
+            "HTTP_USER_AGENT=exec-test/1.0",
+            "REMOTE_ADDR=127.0.0.1",
+            "SERVER_NAME=127.0.0.1",
+            &format!("SERVER_PORT={}", server.port),
+        ] {
+            assert!(has(expected), "no {expected} in {lines:#?}");
+        }
+        let port = lines.iter().find_map(|l| l.strip_prefix("REMOTE_PORT=")).unwrap();
+        assert!(port.parse::<u16>().unwrap() > 0, "{port}");
+        // env exits 0.
+        assert_eq!(code, Some(CloseCode::NORMAL));
+    });
+}
+
+#[test]
+fn twenty_connections_get_a_child_each() {
+    let script = r#"echo $$; while IFS= read -r l; do echo "$$:$l"; done"#;
+    let server = Server::start(&["--sh", script]);
+    block_on(async {
+        let mut clients = Vec::new();
+        for _ in 0..20 {
+            clients.push(tokio::spawn({
+                let url = format!("ws://127.0.0.1:{}/", server.port);
+                async move { guard(wsx::connect(&url)).await.unwrap().0 }
+            }));
+        }
+        let mut sockets = Vec::new();
+        for c in clients {
+            sockets.push(c.await.unwrap());
+        }
+        // All 20 open at once, each with its own child.
+        let mut pids = HashSet::new();
+        for ws in &mut sockets {
+            pids.insert(next_text(ws).await.parse::<u32>().unwrap());
+        }
+        assert_eq!(pids.len(), 20, "{pids:?}");
+        let tasks: Vec<_> = sockets
+            .into_iter()
+            .enumerate()
+            .map(|(i, mut ws)| {
+                tokio::spawn(async move {
+                    ws.send(Message::text(format!("client {i}"))).await.unwrap();
+                    let reply = next_text(&mut ws).await;
+                    ws.close(None).await.unwrap();
+                    (i, reply)
+                })
+            })
+            .collect();
+        let mut seen = HashSet::new();
+        for t in tasks {
+            let (i, reply) = guard(t).await.unwrap();
+            let (pid, line) = reply.split_once(':').unwrap();
+            assert_eq!(line, format!("client {i}"));
+            assert!(seen.insert(pid.to_owned()), "{pid} answered twice");
+        }
+        assert_eq!(seen.len(), 20);
+    });
+}
+
+#[test]
+fn past_max_processes_the_upgrade_gets_503() {
+    let server = Server::start(&["--max-processes", "2", "--exec", "cat"]);
+    block_on(async {
+        let mut first = connect(&server, "/").await;
+        let mut second = connect(&server, "/").await;
+        let url = format!("ws://127.0.0.1:{}/", server.port);
+        let refused = guard(wsx::connect(&url)).await.expect_err("a third child was started");
+        assert_eq!(refused.status(), Some(wsx::http::StatusCode::SERVICE_UNAVAILABLE));
+        // The two are still served.
+        for ws in [&mut first, &mut second] {
+            ws.send(Message::text("still here")).await.unwrap();
+            assert_eq!(next_text(ws).await, "still here");
+        }
+        // Once a child is gone its place is free again.
+        first.close(None).await.unwrap();
+        while guard(first.recv()).await.is_some() {}
+        let started = Instant::now();
+        let mut third = loop {
+            match guard(wsx::connect(&url)).await {
+                Ok((ws, _)) => break ws,
+                Err(e) if started.elapsed() < Duration::from_secs(10) => {
+                    assert_eq!(e.status(), Some(wsx::http::StatusCode::SERVICE_UNAVAILABLE));
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                Err(e) => panic!("the place of a closed connection was never freed: {e}"),
+            }
+        };
+        third.send(Message::text("third")).await.unwrap();
+        assert_eq!(next_text(&mut third).await, "third");
+    });
+}
+
+#[test]
+fn exit_status_0_closes_with_1000_and_others_with_1011_after_the_output() {
+    let server = Server::start(&["--sh", r#"read l; seq 1 500; [ "$l" = ok ] || exit 3"#]);
+    block_on(async {
+        for (input, code) in [("ok", CloseCode::NORMAL), ("fail", CloseCode::INTERNAL_ERROR)] {
+            let mut ws = connect(&server, "/").await;
+            ws.send(Message::text(input)).await.unwrap();
+            let (lines, got) = texts_until_close(&mut ws).await;
+            let expected: Vec<String> = (1..=500).map(|i| i.to_string()).collect();
+            assert_eq!(lines, expected, "{input}: all of the output comes before the close");
+            assert_eq!(got, Some(code), "{input}");
+        }
+    });
+}
+
+#[test]
+fn a_child_that_ignores_sigterm_is_killed_after_the_grace_period() {
+    let server =
+        Server::start(&["--kill-grace", "1.5", "--sh", r#"trap "" TERM; echo $$; sleep 100"#]);
+    block_on(async {
+        let mut ws = connect(&server, "/").await;
+        let pid: i32 = next_text(&mut ws).await.parse().unwrap();
+        assert!(alive(pid));
+        // Gone without a close: the TCP connection just ends.
+        drop(ws);
+        let dropped = Instant::now();
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert!(alive(pid), "gone before the grace period was over: SIGTERM was not ignored?");
+        assert!(gone_within(pid, Duration::from_secs(10)), "{pid} still runs");
+        let after = dropped.elapsed();
+        assert!(after >= Duration::from_millis(1400), "killed after {after:?}, before the grace");
+        // SIGKILL at the end of the grace, not some later cleanup.
+        assert!(after < Duration::from_millis(4500), "killed only after {after:?}");
+    });
+}
+
+#[test]
+fn a_child_that_honours_sigterm_ends_when_the_client_closes() {
+    let server = Server::start(&["--kill-grace", "30", "--sh", "echo $$; exec sleep 100"]);
+    block_on(async {
+        let mut ws = connect(&server, "/").await;
+        let pid: i32 = next_text(&mut ws).await.parse().unwrap();
+        ws.close(None).await.unwrap();
+        while guard(ws.recv()).await.is_some() {}
+        // Well within the 30 s grace: SIGTERM did it, not SIGKILL.
+        assert!(gone_within(pid, Duration::from_secs(10)), "{pid} still runs");
+    });
+}
+
+#[test]
+fn a_client_that_disconnects_mid_stream_ends_its_child_and_the_server_goes_on() {
+    // `yes` writes as fast as it can: the server is mid-stream, held by flow control.
+    let server = Server::start(&["--sh", "echo $$; exec yes flood"]);
+    block_on(async {
+        let mut ws = connect(&server, "/").await;
+        let pid: i32 = next_text(&mut ws).await.parse().unwrap();
+        for _ in 0..100 {
+            assert_eq!(next_text(&mut ws).await, "flood");
+        }
+        drop(ws);
+        assert!(gone_within(pid, Duration::from_secs(10)), "{pid} still runs");
+
+        let mut again = connect(&server, "/").await;
+        assert!(next_text(&mut again).await.parse::<i32>().is_ok());
+        assert_eq!(next_text(&mut again).await, "flood");
+    });
+}
+
+#[test]
+fn a_child_that_does_not_read_holds_the_client_back() {
+    let server = Server::start(&["--exec", "sleep", "--", "100"]);
+    block_on(async {
+        let mut ws = connect(&server, "/").await;
+        // 256 MiB would be held if the server kept receiving for a child that does not read;
+        // pipe and socket buffers take a few MiB, then sending must stall.
+        let chunk = vec![b'x'; 1 << 20];
+        let send = async {
+            for _ in 0..256 {
+                ws.send(Message::binary(chunk.clone())).await.unwrap();
+            }
+        };
+        let stalled = tokio::time::timeout(Duration::from_secs(3), send).await.is_err();
+        assert!(stalled, "256 MiB went to a child that reads nothing");
+    });
+}
+
+#[test]
+fn a_missing_program_gets_500() {
+    let server = Server::start(&["--exec", "/nonexistent/wsx-exec-test"]);
+    block_on(async {
+        let url = format!("ws://127.0.0.1:{}/", server.port);
+        let refused = guard(wsx::connect(&url)).await.expect_err("upgraded without a child");
+        assert_eq!(refused.status(), Some(wsx::http::StatusCode::INTERNAL_SERVER_ERROR));
+    });
+}
+
+#[test]
+fn server_shutdown_ends_the_children() {
+    let mut server = Server::start(&["--sh", "echo $$; exec sleep 100"]);
+    let pid: i32 = block_on(async {
+        let mut ws = connect(&server, "/").await;
+        let pid = next_text(&mut ws).await.parse().unwrap();
+        // Answer the server's 1001 while it shuts down.
+        tokio::spawn(async move { while ws.recv().await.is_some() {} });
+        let server_pid = rustix::process::Pid::from_raw(server.child.id() as i32).unwrap();
+        rustix::process::kill_process(server_pid, rustix::process::Signal::TERM).unwrap();
+        pid
+    });
+    let started = Instant::now();
+    while server.child.try_wait().unwrap().is_none() {
+        assert!(started.elapsed() < HANG_GUARD, "the server did not stop");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(gone_within(pid, Duration::from_secs(5)), "{pid} outlived the server");
+}
