@@ -28,7 +28,8 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Run the WebSocket echo server, with a demo page at `/`.
+    /// Run a WebSocket server (echo; pub/sub with --pubsub; a program per connection with
+    /// --exec), with a demo page at `/`.
     Serve(ServeArgs),
     /// Connect to a WebSocket server: stdin is sent (lines, NUL-separated pieces or a byte
     /// stream), messages received are printed.
