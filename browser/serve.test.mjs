@@ -5,20 +5,12 @@
 
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
-import { existsSync, mkdirSync, readFileSync } from 'node:fs';
-import { createServer } from 'node:net';
-import { setTimeout as sleep } from 'node:timers/promises';
+import { mkdirSync, readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { chromium } from 'playwright-core';
+import { CHROMIUM, startWsxServe } from './servers.mjs';
 
-const WSX = fileURLToPath(new URL('../target/release/wsx', import.meta.url));
 const SCREENSHOT = fileURLToPath(new URL('../docs/demo.png', import.meta.url));
-const CHROMIUM = {
-  executablePath: '/usr/bin/chromium',
-  args: ['--headless', '--no-sandbox', '--disable-gpu', '--no-first-run', '--disable-background-networking',
-    '--disable-component-update', '--disable-sync'],
-};
 const TIMEOUT = { timeout: 60_000 };
 
 // Installed in every page: a socket whose echoes can be awaited one by one, and its close event.
@@ -43,7 +35,7 @@ let browser;
 let server;
 
 before(async () => {
-  server = await startServer();
+  server = await startWsxServe();
   browser = await chromium.launch(CHROMIUM);
 });
 
@@ -247,7 +239,7 @@ describe('shutdown', () => {
   // Its own server, which this test terminates.
   let doomed;
   before(async () => {
-    doomed = await startServer();
+    doomed = await startWsxServe();
   });
   after(async () => {
     await doomed?.stop();
@@ -289,62 +281,4 @@ function logEntries(page) {
     verdict: li.classList.contains('verdict'),
     text: li.textContent,
   })));
-}
-
-/** A free port on 127.0.0.1, from the kernel. */
-function freePort() {
-  return new Promise((resolve, reject) => {
-    const probe = createServer();
-    probe.on('error', reject);
-    probe.listen(0, '127.0.0.1', () => {
-      const { port } = probe.address();
-      probe.close(() => resolve(port));
-    });
-  });
-}
-
-/** Starts `wsx serve` on a free port and resolves once it serves the demo page. */
-async function startServer() {
-  assert.ok(existsSync(WSX), `${WSX} is missing: run \`cargo build --release\` in the repository root`);
-  const port = await freePort();
-  const child = spawn(WSX, ['serve', '--listen', `127.0.0.1:${port}`], { stdio: ['ignore', 'pipe', 'pipe'] });
-  let output = '';
-  child.stdout.on('data', (d) => { output += d; });
-  child.stderr.on('data', (d) => { output += d; });
-  let running = true;
-  const exited = new Promise((resolve) => child.once('exit', (code, signal) => {
-    running = false;
-    resolve({ code, signal });
-  }));
-  // Should this process die without running `after`, take the server with it.
-  const killOnExit = () => child.kill('SIGKILL');
-  process.once('exit', killOnExit);
-
-  const stop = async () => {
-    if (running) {
-      child.kill('SIGTERM');
-      const force = setTimeout(() => child.kill('SIGKILL'), 5_000);
-      await exited;
-      clearTimeout(force);
-    }
-    process.removeListener('exit', killOnExit);
-  };
-  const url = `http://127.0.0.1:${port}/`;
-  const deadline = Date.now() + 15_000;
-  for (;;) {
-    if (!running) throw new Error(`wsx serve exited before serving:\n${output}`);
-    try {
-      const response = await fetch(url);
-      await response.arrayBuffer();
-      if (response.ok) break;
-    } catch {
-      // Not listening yet.
-    }
-    if (Date.now() > deadline) {
-      await stop();
-      throw new Error(`wsx serve did not serve ${url} within 15 s:\n${output}`);
-    }
-    await sleep(50);
-  }
-  return { port, url, child, exited, output: () => output, stop };
 }
