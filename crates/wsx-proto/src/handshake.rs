@@ -303,10 +303,50 @@ pub fn http_response_head(
 /// `Connection: keep-alive`; and never after a request with a body (`Transfer-Encoding`, or a
 /// `Content-Length` other than 0), which a server answering heads alone does not read.
 pub fn keeps_alive<B>(req: &Request<B>) -> bool {
+    is_persistent(req) && body_length(req) == BodyLength::Length(0)
+}
+
+/// How a request's body is framed (RFC 9112 §6.3), for a server that reads bodies by length.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum BodyLength {
+    /// `Content-Length` bytes (0 without the field).
+    Length(u64),
+    /// `Transfer-Encoding` (chunked or otherwise): not framed by a length.
+    Chunked,
+    /// Several `Content-Length` fields, or one that is not only decimal digits (RFC 9110
+    /// §8.6): the framing is ambiguous, and the request is to be refused with 400.
+    Invalid,
+}
+
+/// The framing of `req`'s body. `Transfer-Encoding` wins over `Content-Length` (RFC 9112
+/// §6.3): a request with both is [`BodyLength::Chunked`].
+pub fn body_length<B>(req: &Request<B>) -> BodyLength {
     let h = req.headers();
-    let bodyless = !h.contains_key(header::TRANSFER_ENCODING)
-        && h.get_all(header::CONTENT_LENGTH).iter().all(|v| v.as_bytes() == b"0");
-    is_persistent(req) && bodyless
+    if h.contains_key(header::TRANSFER_ENCODING) {
+        return BodyLength::Chunked;
+    }
+    let mut lengths = h.get_all(header::CONTENT_LENGTH).iter();
+    match (lengths.next(), lengths.next()) {
+        (None, _) => BodyLength::Length(0),
+        (Some(v), None) => {
+            let v = v.as_bytes().trim_ascii();
+            let digits = !v.is_empty() && v.iter().all(u8::is_ascii_digit);
+            match std::str::from_utf8(v).ok().filter(|_| digits).and_then(|v| v.parse().ok()) {
+                Some(len) => BodyLength::Length(len),
+                None => BodyLength::Invalid,
+            }
+        }
+        (Some(_), Some(_)) => BodyLength::Invalid,
+    }
+}
+
+/// Whether the client waits for `100 Continue` before it sends the body (`Expect:
+/// 100-continue`, RFC 9110 §10.1.1).
+pub fn expects_continue<B>(req: &Request<B>) -> bool {
+    req.headers()
+        .get(header::EXPECT)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"))
 }
 
 /// Whether the client of `req` lets its connection persist after the answer (RFC 9112 §9.3):

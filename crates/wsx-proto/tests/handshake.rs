@@ -654,3 +654,28 @@ fn responses_never_carry_a_line_break_from_their_arguments() {
     let head = http_response_head(StatusCode::OK, &headers, 5);
     assert_eq!(head, text.as_bytes()[..text.len() - 5]);
 }
+
+#[test]
+fn request_bodies_are_framed_by_one_decimal_content_length_or_not_at_all() {
+    use wsx_proto::handshake::{body_length, expects_continue, keeps_alive, BodyLength};
+    let req = |fields: &[(&str, &str)]| {
+        let mut b = http::Request::post("/");
+        for (k, v) in fields {
+            b = b.header(*k, *v);
+        }
+        b.body(()).unwrap()
+    };
+    assert_eq!(body_length(&req(&[])), BodyLength::Length(0));
+    assert_eq!(body_length(&req(&[("content-length", "42")])), BodyLength::Length(42));
+    for bad in ["+3", "-1", "3 4", "", "0x10", "99999999999999999999999"] {
+        assert_eq!(body_length(&req(&[("content-length", bad)])), BodyLength::Invalid, "{bad:?}");
+    }
+    let twice = req(&[("content-length", "3"), ("content-length", "3")]);
+    assert_eq!(body_length(&twice), BodyLength::Invalid);
+    let both = req(&[("content-length", "3"), ("transfer-encoding", "chunked")]);
+    assert_eq!(body_length(&both), BodyLength::Chunked);
+    assert!(keeps_alive(&req(&[("content-length", "0")])));
+    assert!(!keeps_alive(&req(&[("content-length", "3")])) && !keeps_alive(&both));
+    assert!(expects_continue(&req(&[("expect", "100-Continue")])));
+    assert!(!expects_continue(&req(&[])));
+}

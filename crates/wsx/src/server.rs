@@ -19,7 +19,7 @@ use http::header::{HeaderName, HeaderValue, CONTENT_TYPE};
 use http::{HeaderMap, Method, Request, Response, StatusCode};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::time::{timeout_at, Instant};
-use wsx_proto::handshake::{self, Accepted, HeadScanner, ServerPolicy};
+use wsx_proto::handshake::{self, Accepted, BodyLength, HeadScanner, ServerPolicy};
 use wsx_proto::{Config, HandshakeError};
 
 use crate::{Error, WebSocket};
@@ -308,29 +308,17 @@ where
     /// (within the handshake deadline). Chunked bodies are not read. After a complete body the
     /// connection may persist ([`Incoming::respond_keep_alive`]).
     pub async fn read_body(&mut self, limit: usize) -> Result<RequestBody, Error> {
-        let headers = self.request.headers();
-        if headers.contains_key(http::header::TRANSFER_ENCODING) {
-            return Ok(RequestBody::LengthRequired);
-        }
-        let mut lengths = headers.get_all(http::header::CONTENT_LENGTH).iter();
-        let len = match (lengths.next(), lengths.next()) {
-            (None, _) => 0,
-            (Some(v), None) => match parse_content_length(v.as_bytes()) {
-                Some(len) => len,
-                None => return Ok(RequestBody::InvalidLength),
-            },
-            (Some(_), Some(_)) => return Ok(RequestBody::InvalidLength),
+        let len = match handshake::body_length(&self.request) {
+            BodyLength::Length(len) => len,
+            BodyLength::Chunked => return Ok(RequestBody::LengthRequired),
+            _ => return Ok(RequestBody::InvalidLength),
         };
         if len > limit as u64 {
             return Ok(RequestBody::TooLarge(len));
         }
         // Fits in usize: at most `limit`.
         let len = len as usize;
-        let expects_continue = self
-            .request
-            .headers()
-            .get(http::header::EXPECT)
-            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+        let expects_continue = handshake::expects_continue(&self.request);
         let (io, rest) = (&mut self.io, &mut self.rest);
         within(self.deadline, "reading the request body", async {
             // RFC 9110 §10.1.1: a client waiting to send its body gets the interim answer.
@@ -411,15 +399,6 @@ where
         let head_only = self.request.method() == Method::HEAD;
         refuse(self.io, self.rest, err, head_only, self.deadline).await
     }
-}
-
-/// A `Content-Length` value: decimal digits only (RFC 9110 §8.6; no sign, no spaces inside).
-fn parse_content_length(value: &[u8]) -> Option<u64> {
-    let value = value.trim_ascii();
-    if value.is_empty() || !value.iter().all(u8::is_ascii_digit) {
-        return None;
-    }
-    std::str::from_utf8(value).ok()?.parse().ok()
 }
 
 /// The `Content-Type` of refusals.
