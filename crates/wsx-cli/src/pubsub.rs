@@ -8,7 +8,7 @@ use tracing::debug;
 use wsx::pubsub::{Hub, Subscriber};
 use wsx::{Incoming, Message, RequestBody, Utf8Bytes, WebSocket};
 
-use crate::serve::{next_or_stop, State, KEEP_ALIVE_IDLE};
+use crate::serve::{next_or_stop, text_response, State, KEEP_ALIVE_IDLE};
 
 /// Settings of pub/sub mode.
 #[derive(Debug, Clone)]
@@ -93,7 +93,7 @@ where
         return answer(incoming, StatusCode::NOT_FOUND, "not found\n").await;
     };
     if incoming.request().method() != Method::POST {
-        let mut response = text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n");
+        let mut response = text_response(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n");
         response.headers_mut().insert(http::header::ALLOW, HeaderValue::from_static("POST"));
         return incoming.respond_keep_alive(response, KEEP_ALIVE_IDLE).await;
     }
@@ -101,7 +101,8 @@ where
     let bearer = given.and_then(|v| v.strip_prefix(b"Bearer "));
     match bearer {
         None => {
-            let mut response = text(StatusCode::UNAUTHORIZED, "a bearer token is required\n");
+            let mut response =
+                text_response(StatusCode::UNAUTHORIZED, "a bearer token is required\n");
             response.headers_mut().insert(WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
             return incoming.respond_keep_alive(response, KEEP_ALIVE_IDLE).await;
         }
@@ -180,15 +181,6 @@ fn same_token(given: &[u8], expected: &[u8]) -> bool {
         && given.iter().zip(expected).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
 }
 
-fn text(status: StatusCode, body: &str) -> http::Response<Vec<u8>> {
-    let mut response = http::Response::new(body.as_bytes().to_vec());
-    *response.status_mut() = status;
-    response
-        .headers_mut()
-        .insert(CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
-    response
-}
-
 async fn answer<S>(
     incoming: Incoming<S>,
     status: StatusCode,
@@ -197,7 +189,7 @@ async fn answer<S>(
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    incoming.respond_keep_alive(text(status, body), KEEP_ALIVE_IDLE).await
+    incoming.respond_keep_alive(text_response(status, body), KEEP_ALIVE_IDLE).await
 }
 
 #[cfg(test)]

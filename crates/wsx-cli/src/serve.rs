@@ -508,12 +508,6 @@ where
         }
     }
     let stats;
-    let text = |status: StatusCode, body: &'static [u8]| {
-        let mut response = http::Response::new(body.to_vec());
-        *response.status_mut() = status;
-        response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static(TEXT_PLAIN));
-        response
-    };
     let (content_type, body) = match req.uri().path() {
         "/" | "/index.html" => ("text/html; charset=utf-8", DEMO_PAGE.as_bytes()),
         "/stats" => {
@@ -528,7 +522,7 @@ where
             ("application/json", stats.as_bytes())
         }
         _ => {
-            let response = text(StatusCode::NOT_FOUND, b"not found\n");
+            let response = text_response(StatusCode::NOT_FOUND, "not found\n");
             return incoming.respond_keep_alive(response, KEEP_ALIVE_IDLE).await;
         }
     };
@@ -538,7 +532,7 @@ where
         response
     } else {
         // RFC 9110 §15.5.6: a 405 lists the methods the resource supports.
-        let mut response = text(StatusCode::METHOD_NOT_ALLOWED, b"method not allowed\n");
+        let mut response = text_response(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n");
         response.headers_mut().insert(ALLOW, HeaderValue::from_static("GET, HEAD"));
         response
     };
@@ -547,6 +541,17 @@ where
 
 /// The `Content-Type` of short text answers.
 const TEXT_PLAIN: &str = "text/plain; charset=utf-8";
+
+/// A short plain-text answer.
+pub(crate) fn text_response(
+    status: StatusCode,
+    body: impl Into<Vec<u8>>,
+) -> http::Response<Vec<u8>> {
+    let mut response = http::Response::new(body.into());
+    *response.status_mut() = status;
+    response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static(TEXT_PLAIN));
+    response
+}
 
 /// Resolves on Ctrl-C or SIGTERM, naming the signal.
 async fn shutdown_signal() -> &'static str {
