@@ -10,17 +10,7 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::{Response, Server, HANG_GUARD};
-
-/// The Python with `websockets`: `WSX_PYTHON`, or the workspace's `.venv/bin/python`, which
-/// `scripts/test.sh` sets up.
-fn python() -> PathBuf {
-    let python = std::env::var_os("WSX_PYTHON").map(PathBuf::from).unwrap_or_else(|| {
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../.venv/bin/python")
-    });
-    assert!(python.is_file(), "{} is missing: run scripts/test.sh", python.display());
-    python
-}
+use common::{python, Response, Server, HANG_GUARD};
 
 /// Runs a scenario of tests/pubsub.py against `server`, asserting it prints its `ok` line.
 fn scenario(server: &Server, name: &str) {

@@ -170,3 +170,13 @@ impl std::fmt::Debug for Response {
             .finish()
     }
 }
+
+/// The Python with `websockets`: `WSX_PYTHON`, or the workspace's `.venv/bin/python`, which
+/// `scripts/test.sh` sets up.
+pub(crate) fn python() -> PathBuf {
+    let python = std::env::var_os("WSX_PYTHON").map(PathBuf::from).unwrap_or_else(|| {
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../.venv/bin/python")
+    });
+    assert!(python.is_file(), "{} is missing: run scripts/test.sh", python.display());
+    python
+}
