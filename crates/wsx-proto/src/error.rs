@@ -135,6 +135,20 @@ pub enum HandshakeError {
     /// The request method was not GET.
     #[error("method {0} is not GET")]
     MethodNotGet(String),
+    /// An HTTP/2 WebSocket request's method was not CONNECT (RFC 8441 §4); answered with 405
+    /// and `Allow: CONNECT`.
+    #[error("method {0} is not CONNECT")]
+    MethodNotConnect(String),
+    /// An HTTP/2 CONNECT request without `:protocol websocket` (`None`: no `:protocol` at all,
+    /// a plain CONNECT). Answered with 400.
+    #[error("the CONNECT request's :protocol is {} instead of websocket", .0.as_deref().unwrap_or("missing"))]
+    BadConnectProtocol(Option<String>),
+    /// The peer's HTTP/2 SETTINGS do not enable extended CONNECT (RFC 8441 §3), so a WebSocket
+    /// cannot be opened over that connection.
+    #[error(
+        "the server does not enable extended CONNECT (SETTINGS_ENABLE_CONNECT_PROTOCOL) on HTTP/2"
+    )]
+    ExtendedConnectNotEnabled,
     /// The request was not HTTP/1.1 or later.
     #[error("HTTP version is not 1.1")]
     WrongHttpVersion,
@@ -157,8 +171,8 @@ pub enum HandshakeError {
     /// `Sec-WebSocket-Key` did not decode to 16 bytes.
     #[error("Sec-WebSocket-Key is not 16 base64-encoded bytes")]
     BadKey,
-    /// The server answered with a status other than 101.
-    #[error("server answered {status} instead of 101 Switching Protocols")]
+    /// The server answered with a status other than 101 (200 for an HTTP/2 extended CONNECT).
+    #[error("server answered {status} instead of accepting the WebSocket (101 on HTTP/1.1, 200 on HTTP/2)")]
     UnexpectedStatus {
         /// The status the server sent.
         status: StatusCode,
@@ -185,7 +199,7 @@ impl HandshakeError {
             Self::HeadTooLarge(_) | Self::TooManyHeaders(_) => {
                 StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE
             }
-            Self::MethodNotGet(_) => StatusCode::METHOD_NOT_ALLOWED,
+            Self::MethodNotGet(_) | Self::MethodNotConnect(_) => StatusCode::METHOD_NOT_ALLOWED,
             Self::ForbiddenOrigin(_) => StatusCode::FORBIDDEN,
             Self::UnsupportedVersion => StatusCode::UPGRADE_REQUIRED,
             Self::UnexpectedStatus { status } => *status,

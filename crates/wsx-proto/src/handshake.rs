@@ -180,6 +180,31 @@ impl<'a> RequestHead<'a> {
         }
     }
 
+    /// Whether the request is an HTTP/2 extended CONNECT for a WebSocket (RFC 8441 §4):
+    /// method `CONNECT` with `:protocol` `websocket`. `protocol` is the `:protocol`
+    /// pseudo-header, which [`http::Request`] does not carry: the driver reads it from its
+    /// HTTP/2 library (`h2::ext::Protocol`, `hyper::ext::Protocol`).
+    pub fn is_extended_connect(&self, protocol: Option<&str>) -> bool {
+        *self.method == Method::CONNECT
+            && protocol.is_some_and(|p| p.trim().eq_ignore_ascii_case("websocket"))
+    }
+
+    /// Checks an HTTP/2 extended CONNECT request (RFC 8441 §5): method `CONNECT`, `:protocol`
+    /// `websocket` (see [`RequestHead::is_extended_connect`]) and `Sec-WebSocket-Version: 13`.
+    /// The HTTP/1.1 fields (`Upgrade`, `Connection`, `Sec-WebSocket-Key`) are not used; HTTP/2
+    /// itself forbids the connection-specific ones. `:scheme`, `:path` and `:authority` are
+    /// checked by the HTTP/2 library.
+    pub fn validate_connect(&self, protocol: Option<&str>) -> Result<(), HandshakeError> {
+        if *self.method != Method::CONNECT {
+            return Err(HandshakeError::MethodNotConnect(self.method.to_string()));
+        }
+        match protocol {
+            Some(p) if p.trim().eq_ignore_ascii_case("websocket") => {}
+            other => return Err(HandshakeError::BadConnectProtocol(other.map(str::to_owned))),
+        }
+        check_version(self.headers)
+    }
+
     /// The subprotocols the request offers, in its order of preference.
     pub fn offered_protocols(&self) -> impl Iterator<Item = &'a str> {
         tokens(self.headers, &header::SEC_WEBSOCKET_PROTOCOL)
@@ -418,6 +443,9 @@ pub fn rejection_response(err: &HandshakeError) -> Response<String> {
     match err {
         HandshakeError::MethodNotGet(_) => {
             headers.insert(header::ALLOW, HeaderValue::from_static("GET"));
+        }
+        HandshakeError::MethodNotConnect(_) => {
+            headers.insert(header::ALLOW, HeaderValue::from_static("CONNECT"));
         }
         HandshakeError::UnsupportedVersion => {
             headers.insert(header::SEC_WEBSOCKET_VERSION, HeaderValue::from_static("13"));

@@ -43,6 +43,8 @@
 pub mod axum;
 pub mod client;
 mod error;
+#[cfg(feature = "http2")]
+pub mod h2;
 #[cfg(feature = "hyper")]
 pub mod hyper;
 pub mod pubsub;

@@ -117,6 +117,63 @@ impl ClientOffer {
         Ok(Established { protocol, connection })
     }
 
+    /// The HTTP/2 extended CONNECT request (RFC 8441 §5) for `uri` (`https://host:port/path`,
+    /// the `:scheme`, `:authority` and `:path`), with `extra` headers: method `CONNECT`,
+    /// `Sec-WebSocket-Version: 13` and the offer's [`ClientOffer::headers`]. The driver adds
+    /// `:protocol websocket` the way its HTTP/2 library takes it (`h2::ext::Protocol` in the
+    /// request's extensions). Connection-specific fields in `extra` (`Connection`, `Upgrade`,
+    /// `Keep-Alive`, `Transfer-Encoding`, `Host`, the `Sec-WebSocket-Key`) are dropped: HTTP/2
+    /// forbids the first ones, and `:authority` replaces `Host`.
+    pub fn connect_request(
+        &self,
+        uri: http::Uri,
+        extra: &HeaderMap,
+    ) -> Result<http::Request<()>, HandshakeError> {
+        check_protocols(&self.protocols)?;
+        let mut request = http::Request::new(());
+        *request.method_mut() = http::Method::CONNECT;
+        *request.version_mut() = http::Version::HTTP_2;
+        *request.uri_mut() = uri;
+        let headers = request.headers_mut();
+        for (name, value) in extra {
+            let dropped = [
+                header::CONNECTION,
+                header::UPGRADE,
+                header::TRANSFER_ENCODING,
+                header::HOST,
+                header::SEC_WEBSOCKET_KEY,
+                header::TE,
+                header::HeaderName::from_static("keep-alive"),
+                header::HeaderName::from_static("proxy-connection"),
+            ];
+            if !dropped.contains(name) {
+                headers.append(name.clone(), value.clone());
+            }
+        }
+        headers.insert(header::SEC_WEBSOCKET_VERSION, HeaderValue::from_static("13"));
+        for (name, value) in self.headers() {
+            if let Some(name) = name {
+                headers.insert(name, value);
+            }
+        }
+        Ok(request)
+    }
+
+    /// Checks the server's answer to [`ClientOffer::connect_request`] (RFC 8441 §5): a `200`,
+    /// then [`ClientOffer::negotiate_response`]; returns the client's [`Connection`].
+    pub fn process_connect_response<B>(
+        &self,
+        response: &Response<B>,
+    ) -> Result<Established, HandshakeError> {
+        if response.status() != http::StatusCode::OK {
+            return Err(HandshakeError::UnexpectedStatus { status: response.status() });
+        }
+        let negotiated = self.negotiate_response(response.headers())?;
+        let protocol = negotiated.protocol.clone();
+        let connection = negotiated.into_connection(Role::Client, self.config.clone());
+        Ok(Established { protocol, connection })
+    }
+
     /// The part of the check that does not depend on the HTTP version: the selected
     /// subprotocol and the extensions must be ones that were offered (RFC 6455 §4.1,
     /// RFC 7692 §7.1).

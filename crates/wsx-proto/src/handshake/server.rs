@@ -160,6 +160,48 @@ impl ServerPolicy {
         Ok(Accepted { response, protocol, connection })
     }
 
+    /// The whole HTTP/2 step (RFC 8441 §5): checks an extended CONNECT request
+    /// ([`RequestHead::validate_connect`]: method `CONNECT`, `:protocol` `websocket`, which the
+    /// driver reads from its HTTP/2 library and passes as `protocol`, and
+    /// `Sec-WebSocket-Version: 13`), negotiates ([`ServerPolicy::negotiate`]) and returns the
+    /// `200` response with the negotiated `Sec-WebSocket-Protocol` and
+    /// `Sec-WebSocket-Extensions`, and the server's [`Connection`]. There is no key and no
+    /// `Sec-WebSocket-Accept` over HTTP/2, and the response has no `Content-Length` (a 2xx answer
+    /// to CONNECT has no content; RFC 9110 §9.3.6).
+    ///
+    /// ```
+    /// use wsx_proto::handshake::ServerPolicy;
+    /// use wsx_proto::Config;
+    ///
+    /// let request = http::Request::connect("https://example.com/chat")
+    ///     .version(http::Version::HTTP_2)
+    ///     .header("Sec-WebSocket-Version", "13")
+    ///     .header("Sec-WebSocket-Protocol", "chat")
+    ///     .body(())
+    ///     .unwrap();
+    /// let policy = ServerPolicy::new(Config::default()).protocols(["chat"]);
+    /// let accepted = policy.accept_connect(&request, Some("websocket")).unwrap();
+    /// assert_eq!(accepted.response.status(), 200);
+    /// assert_eq!(accepted.protocol.as_deref(), Some("chat"));
+    /// assert!(policy.accept_connect(&request, None).is_err());
+    /// ```
+    pub fn accept_connect<'a>(
+        &self,
+        request: impl Into<RequestHead<'a>>,
+        protocol: Option<&str>,
+    ) -> Result<Accepted, HandshakeError> {
+        let request = request.into();
+        request.validate_connect(protocol)?;
+        let negotiated = self.negotiate(request)?;
+        let mut response = Response::new(());
+        *response.status_mut() = StatusCode::OK;
+        *response.version_mut() = http::Version::HTTP_2;
+        response.headers_mut().extend(negotiated.response_headers());
+        let protocol = negotiated.protocol.clone();
+        let connection = negotiated.into_connection(Role::Server, self.config.clone());
+        Ok(Accepted { response, protocol, connection })
+    }
+
     /// The part of the step that does not depend on the HTTP version, for HTTP/1.1 and for an
     /// HTTP/2 extended CONNECT (RFC 8441) alike: the `Origin` policy, the subprotocol and
     /// permessage-deflate. The caller checks the version-specific part of the request first.
