@@ -439,3 +439,31 @@ fn bridge_options_are_checked_before_anything_starts() {
     assert_eq!(code, Some(2), "{stderr}");
     assert!(stderr.contains("cannot be used with"), "{stderr}");
 }
+
+#[test]
+fn server_shutdown_closes_bridges_with_1001_and_ends_their_tcp() {
+    let (listener, port) = service();
+    let service = thread::spawn(move || {
+        let mut tcp = accept(&listener);
+        tcp.write_all(b"up").unwrap();
+        // The server's shutdown reaches TCP as its end.
+        let mut got = Vec::new();
+        tcp.read_to_end(&mut got).unwrap();
+        got
+    });
+    let server = bridge_server(port);
+    block_on(async {
+        let (mut ws, _) = guard(wsx::connect(&server.url())).await.unwrap();
+        ws.send(Message::binary(&b"before"[..])).await.unwrap();
+        match guard(ws.recv()).await {
+            Some(Ok(Message::Binary(b))) => assert_eq!(&b[..], b"up"),
+            other => panic!("expected the service's bytes, got {other:?}"),
+        }
+        let pid = rustix::process::Pid::from_raw(server.child.id() as i32).unwrap();
+        rustix::process::kill_process(pid, rustix::process::Signal::TERM).unwrap();
+        let (data, code) = until_close(&mut ws).await;
+        assert!(data.is_empty());
+        assert_eq!(code, Some(CloseCode::GOING_AWAY));
+    });
+    assert_eq!(service.join().unwrap(), b"before");
+}
