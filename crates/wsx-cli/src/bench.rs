@@ -5,6 +5,12 @@
 //! whatever the server does, and latency is measured from the scheduled time, so a stalled
 //! server shows up as latency instead of hiding as fewer samples (coordinated omission).
 //!
+//! Handshakes (`--handshakes`): every connection opens, completes the upgrade, closes and
+//! starts again, as fast as the server allows; the report is handshakes per second and the
+//! latency of each upgrade (TCP connect to the 101 checked).
+//!
+//! Connections are opened [`CONNECT_CONCURRENCY`] at a time before a run starts.
+//!
 //! One thread by default, no allocation per message: the payload is one shared buffer and send
 //! timestamps live in a fixed ring per connection.
 //!
@@ -28,7 +34,7 @@ use std::time::Duration;
 use anyhow::{bail, Context as _};
 use bytes::{BufMut, Bytes, BytesMut};
 use futures_util::future::poll_fn;
-use futures_util::StreamExt as _;
+use futures_util::stream::{self, StreamExt as _, TryStreamExt as _};
 use hdrhistogram::Histogram;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::sync::{watch, Notify};
@@ -61,9 +67,14 @@ pub(crate) struct BenchArgs {
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=4096))]
     in_flight: u64,
     /// Open loop: send this many messages per second in total, spread over the connections
-    /// (with --pubsub: publishes per second).
-    #[arg(long)]
+    /// (with --pubsub: publishes per second), at most 1,000,000 per connection.
+    #[arg(long, conflicts_with = "handshakes")]
     rate: Option<f64>,
+    /// Measure opening handshakes instead of messages: each connection opens, upgrades,
+    /// closes (a clean close handshake) and starts over, for the duration; reports handshakes
+    /// per second and the latency of each upgrade.
+    #[arg(long, conflicts_with = "pubsub")]
+    handshakes: bool,
     /// Pub/sub instead of echo (uWebSockets' broadcast_test): in each round every connection
     /// publishes one binary message to the URL's topic and waits until it has received the
     /// round's message of every connection, its own included.
@@ -101,9 +112,8 @@ pub(crate) fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         bail!("--duration must be positive");
     }
     if let Some(rate) = args.rate {
-        if !(rate.is_finite() && rate > 0.0) {
-            bail!("--rate must be a positive number of messages per second");
-        }
+        // Checked here, once: the schedules below divide by it.
+        period(rate, args.connections)?;
     }
     if args.pubsub && args.size < STAMP_LEN {
         bail!("--size must be at least {STAMP_LEN} with --pubsub: each message carries a stamp");
@@ -123,9 +133,39 @@ pub(crate) fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     };
     if args.pubsub {
         runtime.block_on(pubsub_bench(args, warmup, duration, round_timeout))
+    } else if args.handshakes {
+        runtime.block_on(handshake_bench(args, warmup, duration))
     } else {
         runtime.block_on(bench(args, warmup, duration))
     }
+}
+
+/// The most connections opened at once while a run sets up: enough to hide the round trips
+/// of a thousand handshakes, few enough not to overflow a server's accept backlog.
+const CONNECT_CONCURRENCY: usize = 64;
+
+/// The most messages per second one connection is scheduled to send: beyond it a period is
+/// under a microsecond, which neither the generator nor a timer can keep.
+const MAX_RATE_PER_CONNECTION: f64 = 1e6;
+
+/// The interval between two messages of one connection when `rate` messages per second are
+/// spread over `connections`; a rate that gives no usable interval is refused with a message.
+fn period(rate: f64, connections: u64) -> anyhow::Result<Duration> {
+    if !(rate.is_finite() && rate > 0.0) {
+        bail!("--rate must be a positive number of messages per second");
+    }
+    let per_connection = rate / connections as f64;
+    if per_connection > MAX_RATE_PER_CONNECTION {
+        bail!(
+            "--rate {rate:e} is {per_connection:e} messages per second per connection, above the \
+             {MAX_RATE_PER_CONNECTION:e} a schedule can keep: use more connections (-c), or no \
+             --rate for the closed loop (as fast as the server answers)"
+        );
+    }
+    Duration::try_from_secs_f64(1.0 / per_connection)
+        .ok()
+        .filter(|p| !p.is_zero())
+        .ok_or_else(|| anyhow::anyhow!("--rate {rate:e} is too low to schedule"))
 }
 
 /// The client configuration and builder of a run.
@@ -142,21 +182,24 @@ fn client(args: &BenchArgs, high_water: usize) -> anyhow::Result<ClientBuilder> 
     Ok(builder)
 }
 
-/// Connects everyone first, one at a time, so the measurement sees a steady state.
+/// Connects everyone first, [`CONNECT_CONCURRENCY`] at a time, so the measurement sees a
+/// steady state.
 async fn connect_all(
     args: &BenchArgs,
     builder: &ClientBuilder,
 ) -> anyhow::Result<Vec<wsx::WebSocket<wsx::MaybeTlsStream>>> {
-    let mut sockets = Vec::with_capacity(args.connections as usize);
-    for _ in 0..args.connections {
-        let (ws, _) = builder
-            .clone()
-            .connect()
-            .await
-            .with_context(|| format!("cannot connect to {}", args.url))?;
-        sockets.push(ws);
-    }
-    Ok(sockets)
+    stream::iter(0..args.connections)
+        .map(|_| {
+            let connecting = builder.clone().connect();
+            async move {
+                let (ws, _) =
+                    connecting.await.with_context(|| format!("cannot connect to {}", args.url))?;
+                anyhow::Ok(ws)
+            }
+        })
+        .buffer_unordered(CONNECT_CONCURRENCY)
+        .try_collect()
+        .await
 }
 
 async fn bench(args: BenchArgs, warmup: Duration, duration: Duration) -> anyhow::Result<ExitCode> {
@@ -173,14 +216,14 @@ async fn bench(args: BenchArgs, warmup: Duration, duration: Duration) -> anyhow:
     let measure_until = measure_from + duration;
     let live = Arc::new(AtomicU64::new(0));
     let errors = Arc::new(AtomicU64::new(0));
-    let per_conn_rate = args.rate.map(|r| r / args.connections as f64);
+    let per_conn_period = args.rate.map(|r| period(r, args.connections)).transpose()?;
 
     let mut tasks = tokio::task::JoinSet::new();
     for ws in sockets {
         let job = Job {
             payload: payload.clone(),
             in_flight: args.in_flight as usize,
-            rate: per_conn_rate,
+            period: per_conn_period,
             start,
             measure_from,
             measure_until,
@@ -240,15 +283,130 @@ async fn bench(args: BenchArgs, warmup: Duration, duration: Duration) -> anyhow:
         latency: &latency,
         errors,
         pubsub: None,
+        handshakes: false,
     };
     Ok(report.print(args.json))
+}
+
+/// `--handshakes`: `-c` loops, each opening a connection, closing it cleanly and starting
+/// over until the measurement ends. A handshake counts when its close completes inside the
+/// measured window; its latency is from the TCP connect to the checked 101.
+async fn handshake_bench(
+    args: BenchArgs,
+    warmup: Duration,
+    duration: Duration,
+) -> anyhow::Result<ExitCode> {
+    let builder = client(&args, 128 << 10)?;
+    let start = Instant::now() + Duration::from_millis(10);
+    let measure_from = start + warmup;
+    let measure_until = measure_from + duration;
+    let live = Arc::new(AtomicU64::new(0));
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..args.connections {
+        let builder = builder.clone();
+        let live = live.clone();
+        tasks.spawn(async move {
+            let mut tally =
+                HandshakeTally { done: 0, errors: 0, attempts: 0, latency: histogram() };
+            sleep_until(start).await;
+            while Instant::now() < measure_until {
+                tally.attempts += 1;
+                let began = Instant::now();
+                let mut ws = match builder.clone().connect().await {
+                    Ok((ws, _)) => ws,
+                    Err(e) => {
+                        tally.errors += 1;
+                        tracing::debug!("handshake failed: {e}");
+                        // A refused connection fails at once: do not spin on it.
+                        sleep_until(Instant::now() + Duration::from_millis(1)).await;
+                        continue;
+                    }
+                };
+                let upgraded = Instant::now();
+                // A clean close: ours, the server's reply, the server ending TCP (so the
+                // TIME_WAIT is the server's, and the generator's ports are not used up).
+                let closed = async {
+                    ws.close(None).await?;
+                    while ws.recv().await.transpose()?.is_some() {}
+                    Ok::<_, wsx::Error>(())
+                };
+                if let Err(e) = closed.await {
+                    tally.errors += 1;
+                    tracing::debug!("close failed: {e}");
+                    continue;
+                }
+                live.fetch_add(1, Ordering::Relaxed);
+                let now = Instant::now();
+                if began >= measure_from && now < measure_until {
+                    tally.done += 1;
+                    let nanos = upgraded.duration_since(began).as_nanos().max(1) as u64;
+                    tally.latency.saturating_record(nanos);
+                }
+            }
+            tally
+        });
+    }
+
+    let progress = progress_bar(!args.json, warmup + duration);
+    let ticker = {
+        let live = live.clone();
+        let progress = progress.clone();
+        tokio::spawn(async move {
+            let mut last = 0;
+            let mut tick = tokio::time::interval(Duration::from_millis(500));
+            loop {
+                tick.tick().await;
+                let now = live.load(Ordering::Relaxed);
+                progress.set_position(start.elapsed().as_millis() as u64);
+                progress.set_message(format!("{:.0} handshakes/s", (now - last) as f64 * 2.0));
+                last = now;
+            }
+        })
+    };
+    let mut total = HandshakeTally { done: 0, errors: 0, attempts: 0, latency: histogram() };
+    while let Some(joined) = tasks.join_next().await {
+        let tally = joined?;
+        total.done += tally.done;
+        total.errors += tally.errors;
+        total.attempts += tally.attempts;
+        total.latency.add(&tally.latency)?;
+    }
+    ticker.abort();
+    progress.finish_and_clear();
+    if total.errors == total.attempts {
+        bail!("every handshake failed ({} attempts); see RUST_LOG=debug", total.attempts);
+    }
+    let report = Report {
+        url: &args.url,
+        connections: args.connections,
+        size: 0,
+        secs: duration.as_secs_f64(),
+        messages: total.done,
+        latency: &total.latency,
+        errors: total.errors,
+        pubsub: None,
+        handshakes: true,
+    };
+    Ok(report.print(args.json))
+}
+
+/// What one `--handshakes` loop counted.
+struct HandshakeTally {
+    /// Handshakes (and closes) completed in the measured window.
+    done: u64,
+    /// Attempts that failed, to connect or to close.
+    errors: u64,
+    attempts: u64,
+    /// Of each counted upgrade, in nanoseconds.
+    latency: Histogram<u64>,
 }
 
 /// One connection's schedule.
 struct Job {
     payload: Message,
     in_flight: usize,
-    rate: Option<f64>,
+    /// Open loop: the interval between two messages.
+    period: Option<Duration>,
     start: Instant,
     measure_from: Instant,
     measure_until: Instant,
@@ -265,7 +423,10 @@ impl Job {
         tokio::time::sleep_until(self.start).await;
         // Send times of the messages in flight, oldest first: echoes come back in order.
         let mut sent: VecDeque<Instant> = VecDeque::with_capacity(self.in_flight.max(64));
-        match self.rate {
+        // Bytes of the echo being received: kept out here, across calls, since the open loop
+        // drops a `receive` that a tick interrupts mid-message.
+        let mut received = 0;
+        match self.period {
             None => {
                 for _ in 0..self.in_flight {
                     ws.feed(self.payload.clone()).await?;
@@ -273,13 +434,12 @@ impl Job {
                 }
                 // Not flushed: the receive loop writes while it reads.
                 while Instant::now() < self.measure_until {
-                    self.receive(&mut ws, &mut sent, &mut tally).await?;
+                    self.receive(&mut ws, &mut sent, &mut received, &mut tally).await?;
                     ws.feed(self.payload.clone()).await?;
                     sent.push_back(Instant::now());
                 }
             }
-            Some(rate) => {
-                let period = Duration::from_secs_f64(1.0 / rate);
+            Some(period) => {
                 let mut tick = interval_at(self.start, period);
                 tick.set_missed_tick_behavior(MissedTickBehavior::Burst);
                 loop {
@@ -291,7 +451,8 @@ impl Job {
                             ws.send(self.payload.clone()).await?;
                             sent.push_back(at);
                         }
-                        r = self.receive(&mut ws, &mut sent, &mut tally), if !sent.is_empty() => r?,
+                        r = self.receive(&mut ws, &mut sent, &mut received, &mut tally),
+                            if !sent.is_empty() => r?,
                     }
                 }
             }
@@ -301,24 +462,25 @@ impl Job {
         Ok(tally)
     }
 
-    /// Waits for one echo and records it.
+    /// Waits for one echo and records it. Cancel-safe: `received` counts the bytes of the
+    /// echo in progress across calls (0 between echoes), and `recv_event` loses nothing.
     async fn receive(
         &self,
         ws: &mut wsx::WebSocket<wsx::MaybeTlsStream>,
         sent: &mut VecDeque<Instant>,
+        received: &mut usize,
         tally: &mut Tally,
     ) -> Result<(), wsx::Error> {
         // Large echoes are taken as chunks and only counted: the generator never holds or
         // reassembles a whole message, so it stays light at 1 MiB whatever the server's framing.
-        let mut received = 0;
         loop {
             match ws.recv_event().await {
                 Some(Ok(Event::Message(msg))) if msg.is_data() => {
-                    received += msg.len();
+                    *received += msg.len();
                     break;
                 }
                 Some(Ok(Event::Chunk(chunk))) => {
-                    received += chunk.len();
+                    *received += chunk.len();
                     if chunk.is_last() {
                         break;
                     }
@@ -328,6 +490,7 @@ impl Job {
                 None => return Err(wsx::Error::Closed),
             }
         }
+        let received = std::mem::take(received);
         if received != self.payload.len() {
             return Err(wsx::Error::Io(std::io::Error::other(format!(
                 "an echo of {received} bytes for a message of {}",
@@ -422,7 +585,7 @@ async fn pubsub_bench(
         latency: Mutex::new(histogram()),
     });
     let (go, go_rx) = watch::channel(Go::Round { number: 0, counted: false });
-    let period = args.rate.map(|r| Duration::from_secs_f64(n as f64 / r));
+    let period = args.rate.map(|r| period(r, n)).transpose()?;
     let mut tasks = tokio::task::JoinSet::new();
     for (id, ws) in (0..n32).zip(sockets) {
         let mut publisher = Publisher {
@@ -550,6 +713,7 @@ async fn pubsub_bench(
         messages: total.messages,
         latency: &latency,
         errors,
+        handshakes: false,
         pubsub: Some(PubsubFigures {
             rounds,
             published: total.published,
@@ -744,28 +908,25 @@ enum Link {
     Full(Box<Full>),
 }
 
-/// Opens the pub/sub connections, one at a time.
+/// Opens the pub/sub connections, [`CONNECT_CONCURRENCY`] at a time.
 async fn connect_links(args: &BenchArgs, round_bytes: usize) -> anyhow::Result<Vec<Link>> {
     let lean = args.url.starts_with("ws://") && !args.deflate;
     let builder = client(args, round_bytes.saturating_add(128 << 10))?;
-    let mut links = Vec::with_capacity(args.connections as usize);
-    for id in 0..args.connections {
-        let link = if lean {
-            let lean = Lean::connect(&args.url, id)
-                .await
-                .with_context(|| format!("cannot connect to {}", args.url))?;
-            Link::Lean(lean)
-        } else {
-            let (ws, _) = builder
-                .clone()
-                .connect()
-                .await
-                .with_context(|| format!("cannot connect to {}", args.url))?;
-            Link::Full(Box::new(Full { ws, now: Instant::now(), clock_uses: CLOCK_REUSE }))
-        };
-        links.push(link);
-    }
-    Ok(links)
+    let builder = &builder;
+    stream::iter(0..args.connections)
+        .map(|id| async move {
+            let link = if lean {
+                Link::Lean(Lean::connect(&args.url, id).await?)
+            } else {
+                let (ws, _) = builder.clone().connect().await?;
+                Link::Full(Box::new(Full { ws, now: Instant::now(), clock_uses: CLOCK_REUSE }))
+            };
+            anyhow::Ok(link)
+        })
+        .buffered(CONNECT_CONCURRENCY)
+        .map(|link| link.with_context(|| format!("cannot connect to {}", args.url)))
+        .try_collect()
+        .await
 }
 
 /// What a delivery carries, and when it arrived.
@@ -1077,6 +1238,8 @@ struct Report<'a> {
     errors: u64,
     /// What only pub/sub runs have.
     pubsub: Option<PubsubFigures>,
+    /// A `--handshakes` run: `messages` counts handshakes.
+    handshakes: bool,
 }
 
 struct PubsubFigures {
@@ -1123,6 +1286,17 @@ impl Report<'_> {
 
     fn json(&self) -> String {
         let Self { url, connections, size, secs, messages, errors, .. } = self;
+        if self.handshakes {
+            let per_sec = self.per_sec(*messages);
+            let [p50, p90, p99, p999, max] = self.percentiles();
+            return format!(
+                "{{\"url\":{url:?},\"mode\":\"handshakes\",\"connections\":{connections},\
+                 \"duration_secs\":{secs},\"handshakes\":{messages},\
+                 \"handshakes_per_sec\":{per_sec:.1},\"latency_us\":{{\"p50\":{p50:.1},\
+                 \"p90\":{p90:.1},\"p99\":{p99:.1},\"p999\":{p999:.1},\"max\":{max:.1}}},\
+                 \"errors\":{errors}}}"
+            );
+        }
         let msgs_per_sec = self.per_sec(*messages);
         let mb_per_sec = msgs_per_sec * *size as f64 / 1e6;
         let [p50, p90, p99, p999, max] = self.percentiles();
@@ -1158,6 +1332,15 @@ impl Report<'_> {
             "p50 {p50:.1} µs · p90 {p90:.1} µs · p99 {p99:.1} µs · p99.9 {p999:.1} µs \
              · max {max:.1} µs"
         );
+        if self.handshakes {
+            return format!(
+                "{url} — handshakes, {connections} connections at a time for {secs:.1} s\n\
+                 handshakes {messages} ({msgs_per_sec:.0} connections/s, each opened, upgraded \
+                 and closed)\n\
+                 latency    {latency} (connect to 101)\n\
+                 errors     {errors}\n"
+            );
+        }
         let Some(PubsubFigures { rounds, published, open_loop, generator_cpu }) = &self.pubsub
         else {
             return format!(

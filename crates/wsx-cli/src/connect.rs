@@ -115,6 +115,21 @@ pub(crate) struct ConnectArgs {
     /// The longest wait between reconnect attempts.
     #[arg(long, value_name = "SECS", value_parser = parse_secs, default_value = "30")]
     reconnect_max: Duration,
+    /// Forward TCP instead of stdin and stdout (the client side of `wsx serve --to`): listen on
+    /// HOST:PORT (port 0 picks a free one; the address is printed on stderr) and carry every
+    /// connection accepted there over a WebSocket of its own to URL, as binary messages both
+    /// ways. Runs until interrupted. The WebSocket options (-H, --protocol, --origin, TLS and
+    /// ping options, -v) apply to each connection; compression is not offered.
+    #[arg(
+        long,
+        value_name = "tcp://HOST:PORT",
+        value_parser = crate::bridge::parse_target,
+        conflicts_with_all = [
+            "binary", "whole", "null", "binary_raw", "count", "timeout", "jsonl", "close_code",
+            "close_reason", "reconnect",
+        ]
+    )]
+    listen: Option<crate::bridge::Target>,
 }
 
 /// Runs a `wsx connect` session on its own single-threaded runtime.
@@ -124,11 +139,79 @@ pub(crate) struct ConnectArgs {
 /// back as `Ok(ExitCode::FAILURE)`.
 pub(crate) fn run(args: ConnectArgs) -> anyhow::Result<ExitCode> {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    if let Some(listen) = args.listen.clone() {
+        return runtime.block_on(forward(args, listen));
+    }
     let result = runtime.block_on(session(args));
     // Tokio reads stdin with a blocking read on another thread that cannot be cancelled; at a
     // terminal, dropping the runtime normally would wait for the user to press Enter.
     runtime.shutdown_background();
     result
+}
+
+/// `--listen`: accepts TCP connections on `listen` and bridges each to a WebSocket of its own,
+/// until Ctrl-C or SIGTERM. A connection whose WebSocket cannot be opened is closed, with one
+/// line on stderr saying why.
+async fn forward(args: ConnectArgs, listen: crate::bridge::Target) -> anyhow::Result<ExitCode> {
+    let builder = builder(&args)?;
+    let listener = tokio::net::TcpListener::bind((listen.host.as_str(), listen.port))
+        .await
+        .with_context(|| format!("cannot listen on {listen}"))?;
+    let local = listener.local_addr()?;
+    eprintln!("wsx: listening on tcp://{local}, forwarding each connection to {}", args.url);
+    let url: std::sync::Arc<str> = args.url.as_str().into();
+    let verbose = args.verbose;
+    let stop = stop_signal();
+    tokio::pin!(stop);
+    loop {
+        let (tcp, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                // Out of file descriptors and the like: keep serving the others.
+                Err(e) => {
+                    eprintln!("wsx: accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut stop => return Ok(ExitCode::SUCCESS),
+        };
+        let connecting = builder.clone().connect();
+        let url = url.clone();
+        tokio::spawn(async move {
+            let _ = tcp.set_nodelay(true);
+            let mut ws = match connecting.await {
+                Ok((ws, response)) => {
+                    if verbose {
+                        eprint!("{}", describe_response(&response));
+                    }
+                    ws
+                }
+                Err(e) => {
+                    eprintln!("wsx: {peer}: {}", connect_error(&url, e));
+                    return;
+                }
+            };
+            tracing::debug!(%peer, "forwarding to {url}");
+            if let Err(e) = crate::bridge::run(&mut ws, tcp, None).await {
+                tracing::debug!(%peer, "bridge ended: {e}");
+            }
+        });
+    }
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+async fn stop_signal() {
+    #[cfg(unix)]
+    if let Ok(mut term) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+    {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+        return;
+    }
+    let _ = tokio::signal::ctrl_c().await;
 }
 
 /// Why this side started the closing handshake.
@@ -455,7 +538,9 @@ fn builder(args: &ConnectArgs) -> anyhow::Result<ClientBuilder> {
     if let Some(timeout) = args.ping_timeout {
         config = config.ping_timeout(Some(timeout).filter(|d| !d.is_zero()));
     }
-    let config = config.deflate((!args.no_deflate).then(DeflateConfig::default));
+    // Not for a TCP bridge: see `--to` in main.rs.
+    let deflate = !args.no_deflate && args.listen.is_none();
+    let config = config.deflate(deflate.then(DeflateConfig::default));
     let mut builder = ClientBuilder::new(args.url.clone()).config(config);
     for raw in &args.headers {
         let (name, value) = parse_header(raw).map_err(|e| anyhow!("invalid -H {raw:?}: {e}"))?;

@@ -48,6 +48,8 @@ pub(crate) struct Options {
     pub(crate) pubsub: Option<crate::pubsub::Options>,
     /// A child process per connection instead of echo.
     pub(crate) exec: Option<crate::exec::Options>,
+    /// A TCP connection per WebSocket to this target instead of echo (`--to`).
+    pub(crate) to: Option<crate::bridge::Target>,
 }
 
 /// Serves until Ctrl-C or SIGTERM, then closes every connection with 1001.
@@ -56,7 +58,9 @@ pub(crate) async fn run(options: Options) -> anyhow::Result<()> {
         listen(options.listen).with_context(|| format!("cannot listen on {}", options.listen))?;
     let addr = listener.local_addr()?;
     let (http, ws) = if options.tls.is_some() { ("https", "wss") } else { ("http", "ws") };
-    if let Some(exec) = &options.exec {
+    if let Some(target) = &options.to {
+        info!("listening on {http}://{addr}/ ({ws}://{addr}/ bridges each WebSocket to {target})");
+    } else if let Some(exec) = &options.exec {
         info!(
             "listening on {http}://{addr}/ ({ws}://{addr}/ runs {:?} per connection)",
             exec.program
@@ -207,6 +211,8 @@ enum Mode {
     PubSub(Subscriber),
     /// Exec, with the connection's child process.
     Exec(Box<crate::exec::Process>),
+    /// A bridge, with the connection's TCP connection to the target.
+    Bridge(TcpStream),
 }
 
 /// Runs the echo of an upgraded connection as its own task: the state every idle connection
@@ -235,6 +241,12 @@ where
                 if let Err(e) = crate::exec::run(&mut ws, *process, options, state).await {
                     debug!("connection ended: {e}");
                 }
+            }
+            drop(slot);
+        }),
+        Mode::Bridge(tcp) => tracker.spawn(async move {
+            if let Err(e) = crate::bridge::run(&mut ws, tcp, Some(&slot.0)).await {
+                debug!("connection ended: {e}");
             }
             drop(slot);
         }),
@@ -313,6 +325,18 @@ where
                 };
                 drop(slot);
                 incoming.reject(Reject::status(status)).await?;
+                return Ok(Answered::Closed);
+            }
+        }
+    } else if let Some(target) = &state.options.to {
+        // Connected before the 101, so that an unreachable target is a 502. Half the handshake
+        // timeout, so that the 502 still goes out within it.
+        match target.connect(state.options.handshake_timeout / 2).await {
+            Ok(tcp) => Mode::Bridge(tcp),
+            Err(e) => {
+                warn!("cannot connect to {target}: {e}");
+                drop(slot);
+                incoming.reject(Reject::status(StatusCode::BAD_GATEWAY)).await?;
                 return Ok(Answered::Closed);
             }
         }

@@ -1,0 +1,393 @@
+//! TCP over WebSocket, both ends: `wsx serve --to tcp://HOST:PORT` (websockify: each WebSocket
+//! gets a TCP connection of its own to HOST:PORT) and `wsx connect --listen tcp://HOST:PORT URL`
+//! (each accepted TCP connection gets a WebSocket of its own to URL). One loop, [`run`], moves
+//! the bytes of one pair.
+//!
+//! Bytes from TCP go out as binary messages, one per read (at most [`READ_CHUNK`]); every data
+//! message received (text too, as its UTF-8 bytes; large ones piece by piece as they arrive)
+//! is written to TCP as it is.
+//!
+//! Flow control both ways, with nothing unbounded in between:
+//! - TCP is read only while the WebSocket's send queue is under its high-water mark, so a
+//!   WebSocket peer that does not read holds the TCP sender back through TCP;
+//! - the WebSocket is read only while at most one received piece waits for TCP: one is being
+//!   written and, while it is, one more may be received (so that a close or ping behind it is
+//!   seen while TCP drains); then reading stops and the WebSocket peer is held back through
+//!   TCP. Keepalive and the close timer run whenever the WebSocket is read or waits to write;
+//!   while reading is stopped they do not, since the peer's frames (its pongs included) sit
+//!   unread behind the data: a pause of the TCP reader is not taken for a dead WebSocket peer.
+//!
+//! Endings: TCP end of stream closes the WebSocket with 1000, a TCP error with 1011; the
+//! WebSocket's close (or end) shuts TCP's write side down once the pieces received before it
+//! are written, then TCP is closed. When the WebSocket ends abnormally (a close code other
+//! than 1000 or 1001, a protocol error, a connection lost without a close) the TCP connection
+//! is reset instead, so that its peer sees an error rather than a clean end of a stream that
+//! may be cut short.
+
+use std::fmt;
+use std::future::{poll_fn, Future};
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::{Buf, Bytes, BytesMut};
+use futures_util::Sink;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt as _};
+use tokio::net::TcpStream;
+use tokio::sync::Notify;
+use tokio_util::io::poll_read_buf;
+use tracing::debug;
+use wsx::{CloseCode, CloseFrame, Event, Message, WebSocket};
+
+use crate::serve::{next_or_stop, State};
+
+/// The most bytes read from TCP at once: the largest message the bridge sends.
+pub(crate) const READ_CHUNK: usize = 64 << 10;
+
+/// How long the pieces still waiting for TCP get to be written once the WebSocket is over.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The longest close reason that fits a close frame (125 bytes, 2 of them the code).
+const MAX_REASON: usize = 123;
+
+/// A TCP endpoint, `tcp://HOST:PORT`: where `wsx serve --to` connects, where
+/// `wsx connect --listen` listens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Target {
+    /// A name or an address (an IPv6 one without its brackets).
+    pub(crate) host: String,
+    pub(crate) port: u16,
+}
+
+impl Target {
+    /// Connects, within `limit`, with `TCP_NODELAY` (interactive protocols are the usual cargo).
+    pub(crate) async fn connect(&self, limit: Duration) -> io::Result<TcpStream> {
+        let connecting = TcpStream::connect((self.host.as_str(), self.port));
+        let tcp = tokio::time::timeout(limit, connecting)
+            .await
+            .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "connect timed out"))??;
+        tcp.set_nodelay(true)?;
+        Ok(tcp)
+    }
+}
+
+impl fmt::Display for Target {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.host.contains(':') {
+            write!(f, "tcp://[{}]:{}", self.host, self.port)
+        } else {
+            write!(f, "tcp://{}:{}", self.host, self.port)
+        }
+    }
+}
+
+/// Parses `tcp://HOST:PORT` (clap's value parser for `--to` and `--listen`).
+pub(crate) fn parse_target(raw: &str) -> Result<Target, String> {
+    let expected = || format!("expected tcp://HOST:PORT, got {raw:?}");
+    let rest = raw.strip_prefix("tcp://").ok_or_else(expected)?;
+    let authority: http::uri::Authority = rest.parse().map_err(|_| expected())?;
+    if authority.as_str() != rest || rest.contains('@') {
+        return Err(expected());
+    }
+    let port = authority.port_u16().ok_or_else(|| format!("{raw:?} has no port"))?;
+    let host = authority.host().trim_start_matches('[').trim_end_matches(']');
+    if host.is_empty() {
+        return Err(expected());
+    }
+    Ok(Target { host: host.to_owned(), port })
+}
+
+/// Moves bytes between `ws` and `tcp` until both are done (see the module's documentation).
+/// With `state` (`wsx serve`), server shutdown ends it with a 1001 close.
+pub(crate) async fn run<S>(
+    ws: &mut WebSocket<S>,
+    tcp: TcpStream,
+    state: Option<&State>,
+) -> Result<(), wsx::Error>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let mut pipe = Pipe {
+        tcp,
+        to_tcp: Bytes::new(),
+        parked: None,
+        from_tcp: BytesMut::new(),
+        tcp_reading: true,
+        tcp_writing: true,
+        tcp_first: false,
+    };
+    // Without a server there is no shutdown to wait for: a notification nobody sends.
+    let never = Notify::new();
+    let stop = state.map_or(&never, |s| &s.stop).notified();
+    tokio::pin!(stop);
+    let mut registered = false;
+    // Whether the WebSocket ended other than with a normal close.
+    let mut abnormal = false;
+    loop {
+        let step = {
+            let turn = poll_fn(|cx| pipe.poll_turn(ws, cx));
+            tokio::pin!(turn);
+            match state {
+                Some(state) => next_or_stop(turn, state, stop.as_mut(), &mut registered).await,
+                None => Some(turn.await),
+            }
+        };
+        let Some(step) = step else {
+            // Server shutdown: the client is told, then TCP ends after what it was sent.
+            let closed = Box::pin(crate::serve::going_away(ws)).await;
+            pipe.finish(false).await;
+            return closed;
+        };
+        match step {
+            Step::Ws(None) => break,
+            Step::WsFailed(e) => {
+                debug!("WebSocket failed: {e}");
+                abnormal = true;
+                break;
+            }
+            Step::Ws(Some(Ok(event))) => match event {
+                Event::Message(Message::Binary(data)) => pipe.queue(data),
+                Event::Message(Message::Text(text)) => pipe.queue(text.into_bytes()),
+                Event::Chunk(chunk) => pipe.queue(chunk.into_data()),
+                Event::Message(Message::Close(frame)) => {
+                    let code = frame.as_ref().map(|f| f.code);
+                    debug!(?code, "WebSocket closed by the peer");
+                    abnormal |=
+                        !matches!(code, None | Some(CloseCode::NORMAL | CloseCode::GOING_AWAY));
+                }
+                // Pings are answered by the library; pongs need nothing.
+                Event::Message(_) => {}
+            },
+            // The library has sent the close for it (or the transport is gone); receiving goes
+            // on until the end.
+            Step::Ws(Some(Err(e))) => {
+                debug!("WebSocket failed: {e}");
+                abnormal = true;
+            }
+            Step::TcpRead(Ok(0)) => {
+                debug!("TCP end of stream: closing with 1000");
+                pipe.tcp_reading = false;
+                close(ws, CloseFrame::new(CloseCode::NORMAL, ""));
+            }
+            Step::TcpRead(Ok(_)) => {
+                let data = pipe.from_tcp.split().freeze();
+                // `poll_turn` read only after `poll_ready` said there is room.
+                if Pin::new(&mut *ws).start_send(Message::Binary(data)).is_err() {
+                    pipe.tcp_reading = false;
+                }
+            }
+            Step::TcpRead(Err(e)) | Step::TcpFailed(e) => {
+                debug!("TCP failed: {e}: closing with 1011");
+                pipe.tcp_reading = false;
+                pipe.tcp_writing = false;
+                pipe.to_tcp = Bytes::new();
+                pipe.parked = None;
+                close(ws, CloseFrame::new(CloseCode::INTERNAL_ERROR, reason(&format!("TCP: {e}"))));
+            }
+            // Closing (either way): nothing more can be sent, so TCP is no longer read.
+            Step::SendClosed => pipe.tcp_reading = false,
+        }
+    }
+    pipe.finish(abnormal).await;
+    Ok(())
+}
+
+/// Queues a close frame if the WebSocket is still open (written by the loop's next turn).
+fn close<S>(ws: &mut WebSocket<S>, frame: CloseFrame)
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    // Not open any more (the peer closed first): its close is being answered already.
+    let _ = Pin::new(ws).start_send(Message::Close(Some(frame)));
+}
+
+/// `text` cut to fit a close frame, on a character boundary.
+fn reason(text: &str) -> String {
+    let mut end = text.len().min(MAX_REASON);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text[..end].to_owned()
+}
+
+/// What one turn of the loop saw.
+enum Step {
+    /// From the WebSocket (`None`: it is over).
+    Ws(Option<Result<Event, wsx::Error>>),
+    /// Writing to the WebSocket failed: it is over.
+    WsFailed(wsx::Error),
+    /// Bytes read from TCP into `from_tcp` (0: end of stream).
+    TcpRead(io::Result<usize>),
+    /// Writing to TCP failed.
+    TcpFailed(io::Error),
+    /// The WebSocket takes no more messages: a close went one way or the other.
+    SendClosed,
+}
+
+/// The TCP side of one bridge and the bytes in flight.
+struct Pipe {
+    tcp: TcpStream,
+    /// What the WebSocket sent, being written to TCP.
+    to_tcp: Bytes,
+    /// The next piece, received while `to_tcp` was being written; the WebSocket is not read
+    /// again until it moves up.
+    parked: Option<Bytes>,
+    /// What was read from TCP, not yet a message.
+    from_tcp: BytesMut,
+    /// TCP is read (not after its end of stream, or once the WebSocket takes no more).
+    tcp_reading: bool,
+    /// TCP is written (not after it failed).
+    tcp_writing: bool,
+    /// Alternates which side is polled first, so that neither direction starves the other.
+    tcp_first: bool,
+}
+
+impl Pipe {
+    /// One turn: write to TCP what is waiting, then (in alternating order) receive from the
+    /// WebSocket and read from TCP as flow control allows, and keep the WebSocket's queued
+    /// bytes moving.
+    fn poll_turn<S>(&mut self, ws: &mut WebSocket<S>, cx: &mut Context<'_>) -> Poll<Step>
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
+        if let Poll::Ready(Err(e)) = self.poll_write_tcp(cx) {
+            return Poll::Ready(Step::TcpFailed(e));
+        }
+        self.tcp_first = !self.tcp_first;
+        if self.tcp_first {
+            if let Poll::Ready(step) = self.poll_read_tcp(ws, cx) {
+                return Poll::Ready(step);
+            }
+        }
+        if self.parked.is_none() {
+            let recv = ws.recv_event();
+            tokio::pin!(recv);
+            if let Poll::Ready(event) = recv.poll(cx) {
+                return Poll::Ready(Step::Ws(event));
+            }
+        }
+        if !self.tcp_first {
+            if let Poll::Ready(step) = self.poll_read_tcp(ws, cx) {
+                return Poll::Ready(step);
+            }
+        }
+        // What was queued without waiting (a message, a close) goes out even while the
+        // WebSocket is not read.
+        if let Poll::Ready(Err(e)) = Pin::new(&mut *ws).poll_flush(cx) {
+            return Poll::Ready(Step::WsFailed(e));
+        }
+        Poll::Pending
+    }
+
+    /// Writes `to_tcp`, then the parked piece, until done or TCP is full.
+    fn poll_write_tcp(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        while self.tcp_writing && !self.to_tcp.is_empty() {
+            let n = std::task::ready!(Pin::new(&mut self.tcp).poll_write(cx, &self.to_tcp))?;
+            if n == 0 {
+                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+            }
+            self.to_tcp.advance(n);
+            if self.to_tcp.is_empty() {
+                self.to_tcp = self.parked.take().unwrap_or_default();
+            }
+        }
+        Poll::Ready(Ok(()))
+    }
+
+    /// Reads from TCP if the WebSocket's send queue has room.
+    fn poll_read_tcp<S>(&mut self, ws: &mut WebSocket<S>, cx: &mut Context<'_>) -> Poll<Step>
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
+        if !self.tcp_reading {
+            return Poll::Pending;
+        }
+        match Pin::new(&mut *ws).poll_ready(cx) {
+            Poll::Ready(Ok(())) => {}
+            Poll::Ready(Err(_)) => return Poll::Ready(Step::SendClosed),
+            Poll::Pending => return Poll::Pending,
+        }
+        if self.from_tcp.capacity() < READ_CHUNK / 4 {
+            self.from_tcp = BytesMut::with_capacity(READ_CHUNK);
+        }
+        poll_read_buf(Pin::new(&mut self.tcp), cx, &mut self.from_tcp).map(Step::TcpRead)
+    }
+
+    /// A piece the WebSocket sent, for TCP (dropped once TCP has failed).
+    fn queue(&mut self, data: Bytes) {
+        if data.is_empty() || !self.tcp_writing {
+            return;
+        }
+        if self.to_tcp.is_empty() {
+            self.to_tcp = data;
+        } else {
+            // `poll_turn` receives only while nothing is parked.
+            debug_assert!(self.parked.is_none());
+            self.parked = Some(data);
+        }
+    }
+
+    /// The WebSocket is over: write what is left and shut TCP's write side down (within
+    /// [`DRAIN_TIMEOUT`]), or, after an abnormal end, reset the connection.
+    async fn finish(mut self, reset: bool) {
+        if reset || !self.tcp_writing {
+            // SO_LINGER 0: dropping the socket sends a reset. Failing that, it is closed.
+            let _ = self.tcp.set_zero_linger();
+            return;
+        }
+        let drain = async {
+            let parked = self.parked.take();
+            self.tcp.write_all(&self.to_tcp).await?;
+            if let Some(parked) = parked {
+                self.tcp.write_all(&parked).await?;
+            }
+            self.tcp.shutdown().await
+        };
+        match tokio::time::timeout(DRAIN_TIMEOUT, drain).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => debug!("TCP failed while draining: {e}"),
+            Err(_) => debug!("TCP did not take the last bytes in {DRAIN_TIMEOUT:?}"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn targets_parse() {
+        let ok = |raw: &str, host: &str, port| {
+            assert_eq!(parse_target(raw), Ok(Target { host: host.to_owned(), port }), "{raw}");
+        };
+        ok("tcp://127.0.0.1:5900", "127.0.0.1", 5900);
+        ok("tcp://localhost:22", "localhost", 22);
+        ok("tcp://[::1]:8080", "::1", 8080);
+        ok("tcp://127.0.0.1:0", "127.0.0.1", 0);
+        for bad in [
+            "127.0.0.1:80",
+            "ws://127.0.0.1:80",
+            "tcp://127.0.0.1",
+            "tcp://127.0.0.1:80/path",
+            "tcp://user@host:80",
+            "tcp://:80",
+            "tcp://host:99999",
+            "tcp://",
+        ] {
+            assert!(parse_target(bad).is_err(), "{bad}");
+        }
+        let v6 = parse_target("tcp://[::1]:80").unwrap();
+        assert_eq!(v6.to_string(), "tcp://[::1]:80");
+        assert_eq!(parse_target("tcp://h:1").unwrap().to_string(), "tcp://h:1");
+    }
+
+    #[test]
+    fn reasons_fit_a_close_frame() {
+        assert_eq!(reason("short"), "short");
+        assert_eq!(reason(&"x".repeat(200)).len(), MAX_REASON);
+        // 'é' is two bytes: the cut backs off to a boundary.
+        let cut = reason(&"é".repeat(100));
+        assert!(cut.len() <= MAX_REASON && cut.chars().all(|c| c == 'é'));
+    }
+}
