@@ -208,7 +208,13 @@ impl<F> WebSocketUpgrade<F> {
         F: OnFailedUpgrade,
     {
         let policy = self.policy.clone().config(self.config.clone());
-        let accepted = match policy.accept(self.head()) {
+        // An HTTP/2 request got here only as an extended CONNECT for `websocket`.
+        let accepted = if self.version == Version::HTTP_2 {
+            policy.accept_connect(self.head(), Some("websocket"))
+        } else {
+            policy.accept(self.head())
+        };
+        let accepted = match accepted {
             Ok(accepted) => accepted,
             Err(e) => return WebSocketUpgradeRejection::Handshake(e).into_response(),
         };
@@ -236,7 +242,13 @@ impl<S: Send + Sync> FromRequestParts<S> for WebSocketUpgrade<DefaultOnFailedUpg
     type Rejection = WebSocketUpgradeRejection;
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
-        RequestHead::from(&*parts).validate()?;
+        if parts.version == Version::HTTP_2 {
+            // Checked again in `on_upgrade`; refused here so that a handler never runs for a
+            // request that cannot be upgraded.
+            crate::hyper::validate_h2(RequestHead::from(&*parts), &parts.extensions)?;
+        } else {
+            RequestHead::from(&*parts).validate()?;
+        }
         let on_upgrade = parts
             .extensions
             .remove::<OnUpgrade>()
@@ -274,7 +286,7 @@ impl<S: Send + Sync> OptionalFromRequestParts<S> for WebSocketUpgrade<DefaultOnF
         parts: &mut Parts,
         state: &S,
     ) -> Result<Option<Self>, Self::Rejection> {
-        if !RequestHead::from(&*parts).is_upgrade() {
+        if !crate::hyper::asks_for_websocket(RequestHead::from(&*parts), &parts.extensions) {
             return Ok(None);
         }
         <Self as FromRequestParts<S>>::from_request_parts(parts, state).await.map(Some)

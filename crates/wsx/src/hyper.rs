@@ -57,19 +57,22 @@ use crate::Error;
 /// A WebSocket over an upgraded hyper connection.
 pub type WebSocket = crate::WebSocket<TokioIo<Upgraded>>;
 
-/// Whether `req` asks for a WebSocket upgrade (`Upgrade: websocket`), as opposed to being a
+/// Whether `req` asks for a WebSocket (`Upgrade: websocket` on HTTP/1.1; with the `http2`
+/// feature, an extended CONNECT with `:protocol websocket` on HTTP/2), as opposed to being a
 /// plain HTTP request for the service to answer itself.
 pub fn is_upgrade_request<B>(req: &Request<B>) -> bool {
-    RequestHead::from(req).is_upgrade()
+    asks_for_websocket(RequestHead::from(req), req.extensions())
 }
 
 /// Accepts the upgrade `req` asks for under `policy`: the `101 Switching Protocols` response
-/// to answer with, and the future of the [`WebSocket`], which completes once hyper has sent
-/// the response and handed over the connection.
+/// to answer with (`200` for an HTTP/2 extended CONNECT, RFC 8441, with the `http2` feature),
+/// and the future of the [`WebSocket`], which completes once hyper has sent the response and
+/// handed over the connection (over HTTP/2: the request's stream).
 ///
 /// Refused: an invalid upgrade request, an `Origin` or subprotocol choice the policy refuses
 /// (see [`ServerPolicy::accept`]), and a request whose connection hyper cannot upgrade
-/// ([`Refusal::NotUpgradable`]: HTTP/2, or a connection not served `with_upgrades()`). Answer
+/// ([`Refusal::NotUpgradable`]: HTTP/2 without the `http2` feature, or a connection not served
+/// `with_upgrades()`). Answer
 /// a refusal with [`Refusal::response`]. The request's body is not touched.
 ///
 /// Answer with the returned response and no other: hyper hands the connection over after
@@ -79,10 +82,59 @@ pub fn upgrade<B>(
     req: &mut Request<B>,
     policy: &ServerPolicy,
 ) -> Result<(Response<Empty<Bytes>>, UpgradeFut), Refusal> {
-    let accepted = policy.accept(&*req)?;
+    let accepted = if req.version() == http::Version::HTTP_2 {
+        accept_h2(req, policy)?
+    } else {
+        policy.accept(&*req)?
+    };
     let on_upgrade = req.extensions_mut().remove::<OnUpgrade>().ok_or(Refusal::NotUpgradable)?;
     let (response, upgrade) = finish(accepted, on_upgrade);
     Ok((response.map(|()| Empty::new()), upgrade))
+}
+
+/// The HTTP/2 step: an extended CONNECT (RFC 8441) with hyper's `:protocol`.
+#[cfg(feature = "http2")]
+pub(crate) fn accept_h2<B>(req: &Request<B>, policy: &ServerPolicy) -> Result<Accepted, Refusal> {
+    Ok(policy.accept_connect(req, protocol_of(req.extensions()))?)
+}
+
+/// Checks an HTTP/2 request for [`accept_h2`] without negotiating.
+pub(crate) fn validate_h2(
+    head: RequestHead<'_>,
+    #[allow(unused_variables)] extensions: &http::Extensions,
+) -> Result<(), Refusal> {
+    #[cfg(feature = "http2")]
+    return Ok(head.validate_connect(protocol_of(extensions))?);
+    #[cfg(not(feature = "http2"))]
+    {
+        let _ = head;
+        Err(Refusal::NotUpgradable)
+    }
+}
+
+/// Without the `http2` feature an HTTP/2 request cannot carry a WebSocket.
+#[cfg(not(feature = "http2"))]
+pub(crate) fn accept_h2<B>(_req: &Request<B>, _policy: &ServerPolicy) -> Result<Accepted, Refusal> {
+    Err(Refusal::NotUpgradable)
+}
+
+/// The `:protocol` hyper read from an HTTP/2 request.
+#[cfg(feature = "http2")]
+pub(crate) fn protocol_of(extensions: &http::Extensions) -> Option<&str> {
+    extensions.get::<hyper::ext::Protocol>().map(hyper::ext::Protocol::as_str)
+}
+
+/// Whether `req` asks for a WebSocket at all: an HTTP/1.1 upgrade, or (with the `http2`
+/// feature) an HTTP/2 extended CONNECT with `:protocol websocket`.
+pub(crate) fn asks_for_websocket(
+    head: RequestHead<'_>,
+    #[allow(unused_variables)] extensions: &http::Extensions,
+) -> bool {
+    #[cfg(feature = "http2")]
+    if head.version == http::Version::HTTP_2 {
+        return head.is_extended_connect(protocol_of(extensions));
+    }
+    head.is_upgrade()
 }
 
 /// The response and the upgrade future for an accepted request, for the extractors built on
@@ -164,8 +216,9 @@ pub enum Refusal {
     /// `Sec-WebSocket-Version: 13`).
     #[error(transparent)]
     Handshake(#[from] HandshakeError),
-    /// hyper cannot upgrade this request's connection: it is HTTP/2 (extended CONNECT is not
-    /// served yet) or the connection is not served `with_upgrades()`. Answered with 426.
+    /// hyper cannot upgrade this request's connection: it is HTTP/2 and wsx was built without
+    /// the `http2` feature, or the connection is not served `with_upgrades()`. Answered with
+    /// 426.
     #[error("this connection cannot be upgraded to a WebSocket")]
     NotUpgradable,
 }
