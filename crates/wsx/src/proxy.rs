@@ -227,14 +227,18 @@ impl Proxy {
             }
             return Ok(());
         }
-        let reason = match (status, &self.credentials) {
-            (StatusCode::PROXY_AUTHENTICATION_REQUIRED, None) => {
-                format!("requires authentication ({})", status.as_u16())
-            }
-            (StatusCode::PROXY_AUTHENTICATION_REQUIRED, Some(c)) => {
+        // 407 is the proxy's status for credentials (RFC 9110 §15.5.8); some proxies
+        // (tinyproxy) answer wrong ones with 401.
+        let auth =
+            matches!(status, StatusCode::PROXY_AUTHENTICATION_REQUIRED | StatusCode::UNAUTHORIZED);
+        let reason = match &self.credentials {
+            None if auth => format!("requires authentication ({})", status.as_u16()),
+            Some(c) if auth => {
                 format!("refused the credentials of user {:?} ({})", c.user, status.as_u16())
             }
-            (StatusCode::FORBIDDEN, _) => format!("refused the tunnel to {target} ({status})"),
+            _ if status == StatusCode::FORBIDDEN => {
+                format!("refused the tunnel to {target} ({status})")
+            }
             _ => format!("answered CONNECT {target} with {status}"),
         };
         Err(Error::Proxy { proxy: self.addr(), reason, status: Some(status) })
