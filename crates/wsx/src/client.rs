@@ -243,7 +243,7 @@ impl ClientBuilder {
             Handshake::Done(ws, response) => Ok((ws, response)),
             Handshake::Redirect { status, location } => Err(Error::Redirect {
                 status,
-                location,
+                location: target.url.join(&location).map_or(location, |u| shown(&u)),
                 reason: "connect_on cannot open the new connection a redirect needs".to_owned(),
             }),
         }
