@@ -375,6 +375,9 @@ impl ClientBuilder {
 }
 
 /// How one handshake ended, short of an error.
+// Lives for one return and is matched at once: boxing the connection would cost an allocation
+// per connection for nothing.
+#[allow(clippy::large_enum_variant)]
 enum Handshake<S> {
     Done(WebSocket<S>, Response<()>),
     Redirect { status: StatusCode, location: String },

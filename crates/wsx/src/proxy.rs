@@ -412,13 +412,16 @@ impl fmt::Debug for Proxy {
     }
 }
 
+/// Reads an environment variable.
+pub(crate) type EnvLookup = Arc<dyn Fn(&str) -> Option<String> + Send + Sync>;
+
 /// Where to find the proxy for a connection.
 #[derive(Clone, Default)]
 pub(crate) enum ProxySetting {
     /// From the environment: `std::env::var`, or a lookup function given in tests.
     #[default]
     Environment,
-    EnvironmentFrom(Arc<dyn Fn(&str) -> Option<String> + Send + Sync>),
+    EnvironmentFrom(EnvLookup),
     /// Always connect directly.
     Direct,
     /// Always this proxy.
