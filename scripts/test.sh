@@ -2,8 +2,8 @@
 # The one test command (CI runs it through .ci/run). It installs what it
 # needs, idempotently, then runs every check; any failure fails the script.
 #
-#   1. tools: .venv with kosoku + websockets; chromium and browser/node_modules
-#      when browser/ has tests
+#   1. tools: .venv with kosoku + websockets; tinyproxy and microsocks (apt);
+#      chromium and browser/node_modules when browser/ has tests
 #   2. cargo fmt --check, clippy -D warnings, build --release, test --release
 #   3. Autobahn server conformance, all 517 cases, against `wsx serve` and the axum_echo
 #      example (conformance/run_server.sh)
@@ -120,7 +120,23 @@ ensure_browser_tools() {
     fi
 }
 
+# The real proxies of the client's proxy tests (crates/wsx/tests/proxy.rs,
+# crates/wsx-cli/tests/proxy.rs); they fail without them when CI is set.
+ensure_proxy_tools() {
+    local missing=()
+    [[ -x /usr/bin/tinyproxy ]] || missing+=(tinyproxy)
+    [[ -x /usr/bin/microsocks ]] || missing+=(microsocks)
+    if [[ ${#missing[@]} -eq 0 ]]; then
+        echo "tinyproxy and microsocks already installed"
+        return
+    fi
+    $SUDO apt-get update
+    # The tests start their own instances on free ports, whatever services the packages start.
+    $SUDO apt-get install -y "${missing[@]}"
+}
+
 step "python tools" ensure_python_tools
+step "proxy tools" ensure_proxy_tools
 if [[ -f browser/package.json ]]; then
     step "browser tools" ensure_browser_tools
 else

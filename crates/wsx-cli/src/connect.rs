@@ -96,9 +96,23 @@ pub(crate) struct ConnectArgs {
     /// ping (default 20; 0 waits forever).
     #[arg(long, value_name = "SECS", value_parser = parse_secs_or_zero)]
     ping_timeout: Option<Duration>,
-    /// Print the server's response (status line and headers) on stderr after the handshake.
+    /// Print each redirect followed and the server's response (status line and headers) on
+    /// stderr after the handshake.
     #[arg(short, long)]
     verbose: bool,
+    /// Connect through this proxy: http://[USER:PASS@]HOST[:PORT] (HTTP CONNECT),
+    /// socks5://… (the server's name resolved here) or socks5h://… (resolved by the proxy).
+    /// Without it the proxy comes from the environment as for curl: wss_proxy or https_proxy
+    /// for wss://, ws_proxy or http_proxy for ws://, then all_proxy; no_proxy lists the hosts
+    /// reached directly.
+    #[arg(long, value_name = "URL", conflicts_with = "no_proxy")]
+    proxy: Option<String>,
+    /// Connect directly, ignoring the proxy variables of the environment.
+    #[arg(long)]
+    no_proxy: bool,
+    /// Follow at most N redirects (301, 302, 303, 307, 308); 0 makes a redirect an error.
+    #[arg(long, value_name = "N", default_value_t = 10)]
+    max_redirects: usize,
     /// The status code of the close sent at the end of stdin (default 1000): 1000-1003,
     /// 1007-1014 or 3000-4999.
     // A string, checked by `end_close`: clap's error for a bad number spans several lines.
@@ -573,6 +587,29 @@ fn builder(args: &ConnectArgs) -> anyhow::Result<ClientBuilder> {
     if args.insecure {
         eprintln!("wsx: warning: --insecure: TLS certificates are NOT verified; testing only");
         builder = builder.danger_accept_invalid_certs(true);
+    }
+    if let Some(raw) = &args.proxy {
+        builder = builder.proxy_url(raw).map_err(|e| match e {
+            wsx::Error::Url(m) => {
+                anyhow!("invalid --proxy: {}", m.strip_prefix("proxy URL ").unwrap_or(&m))
+            }
+            other => anyhow!("invalid --proxy: {other}"),
+        })?;
+    }
+    if args.no_proxy {
+        builder = builder.no_proxy();
+    }
+    builder = builder.max_redirects(args.max_redirects);
+    if args.verbose {
+        builder = builder.on_redirect(|r: &wsx::Redirect| {
+            eprintln!(
+                "redirect {} {}: {} -> {}",
+                r.status.as_str(),
+                r.status.canonical_reason().unwrap_or(""),
+                r.from,
+                r.to
+            );
+        });
     }
     Ok(builder)
 }

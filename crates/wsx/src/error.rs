@@ -42,17 +42,43 @@ pub enum Error {
         #[source]
         error: rustls::Error,
     },
+    /// A proxy could not be reached, refused the tunnel or failed (client side). The message
+    /// names the proxy (never its credentials) and says why: `proxy 127.0.0.1:8888 requires
+    /// authentication (407)`, `proxy 127.0.0.1:1080 could not connect to 10.0.0.1:80:
+    /// connection refused (SOCKS5 reply 5)`.
+    #[error("proxy {proxy} {reason}")]
+    Proxy {
+        /// The proxy's `host:port`.
+        proxy: String,
+        /// What went wrong, as the end of a sentence that starts with the proxy's name.
+        reason: String,
+        /// The HTTP proxy's answer to `CONNECT`, when it refused with one.
+        status: Option<http::StatusCode>,
+    },
+    /// The server answered with a redirect that was not followed: redirects are off, there were
+    /// too many, the `Location` is not a WebSocket or HTTP URL, or it leaves TLS (`wss://` to
+    /// `ws://`).
+    #[error("redirect {status} to {location} not followed: {reason}")]
+    Redirect {
+        /// The redirect's status (301, 302, 303, 307 or 308).
+        status: http::StatusCode,
+        /// The `Location` header as sent (resolved against the request's URL when it could be).
+        location: String,
+        /// Why it was not followed.
+        reason: String,
+    },
     /// An operation did not finish in its configured time.
     #[error("timed out: {0}")]
     Timeout(&'static str),
 }
 
 impl Error {
-    /// The HTTP status of a refused upgrade ([`Error::Rejected`]) or of a handshake this side
-    /// refused ([`Error::Handshake`]).
+    /// The HTTP status of a refused upgrade ([`Error::Rejected`]), of a redirect not followed
+    /// ([`Error::Redirect`]) or of a handshake this side refused ([`Error::Handshake`]).
     pub fn status(&self) -> Option<http::StatusCode> {
         match self {
             Self::Rejected(r) => Some(r.status()),
+            Self::Redirect { status, .. } => Some(*status),
             Self::Handshake(e) => Some(e.status()),
             _ => None,
         }

@@ -47,6 +47,7 @@ mod error;
 pub mod h2;
 #[cfg(feature = "hyper")]
 pub mod hyper;
+pub mod proxy;
 pub mod pubsub;
 pub mod server;
 mod socket;
@@ -54,8 +55,9 @@ mod split;
 #[cfg(feature = "tls")]
 pub mod tls;
 
-pub use client::{connect, ClientBuilder, MaybeTlsStream};
+pub use client::{connect, ClientBuilder, MaybeTlsStream, Redirect};
 pub use error::Error;
+pub use proxy::Proxy;
 pub use server::{accept, accept_with, Accept, Incoming, Reject, RequestBody};
 pub use socket::WebSocket;
 pub use split::{ReadHalf, WriteHalf};

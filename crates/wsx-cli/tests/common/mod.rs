@@ -17,6 +17,11 @@ use std::time::{Duration, Instant};
 #[path = "../../../wsx/tests/common/pki.rs"]
 mod pki;
 
+// The real proxies (tinyproxy, microsocks) the client tests go through, started the same way for
+// both crates.
+#[path = "../../../wsx/tests/common/proxies.rs"]
+pub(crate) mod proxies;
+
 use pki::Pki;
 
 /// The binary under test.

@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 use wsx::Message;
 
 pub(crate) mod pki;
+pub(crate) mod proxies;
 pub(crate) mod raw;
 
 // ---------------------------------------------------------------------------------------------
