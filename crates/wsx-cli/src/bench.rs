@@ -87,6 +87,10 @@ pub(crate) struct BenchArgs {
     /// Offer permessage-deflate (off by default: it measures zlib, not the transport).
     #[arg(long)]
     deflate: bool,
+    /// wss:// over HTTP/2 (RFC 8441): every connection is a stream of one HTTP/2 connection
+    /// (the run fails if the server does not offer WebSockets over HTTP/2).
+    #[arg(long)]
+    http2: bool,
     /// Also trust the PEM certificates in FILE for wss://.
     #[arg(long, value_name = "FILE")]
     cacert: Option<std::path::PathBuf>,
@@ -174,7 +178,7 @@ fn client(args: &BenchArgs, high_water: usize) -> anyhow::Result<ClientBuilder> 
     if args.deflate {
         config = config.deflate(Some(Default::default()));
     }
-    let mut builder = ClientBuilder::new(args.url.clone()).config(config);
+    let mut builder = ClientBuilder::new(args.url.clone()).config(config).http2(args.http2);
     if let Some(path) = &args.cacert {
         let pem = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
         builder = builder.add_root_certificates_pem(&pem)?;
@@ -194,6 +198,9 @@ async fn connect_all(
             async move {
                 let (ws, _) =
                     connecting.await.with_context(|| format!("cannot connect to {}", args.url))?;
+                if args.http2 && !matches!(ws.get_ref(), wsx::MaybeTlsStream::Http2(_)) {
+                    anyhow::bail!("{} did not accept a WebSocket over HTTP/2 (--http2)", args.url);
+                }
                 anyhow::Ok(ws)
             }
         })

@@ -84,6 +84,11 @@ pub(crate) struct ConnectArgs {
     /// Do not offer permessage-deflate compression (offered by default).
     #[arg(long)]
     no_deflate: bool,
+    /// Open wss:// WebSockets over HTTP/2 (RFC 8441) when the server offers it (ALPN h2 and
+    /// extended CONNECT), HTTP/1.1 otherwise; with --listen, every forwarded connection is a
+    /// stream of one HTTP/2 connection. -v shows which was used.
+    #[arg(long)]
+    http2: bool,
     /// Print each message received as one JSON line, so that message boundaries stay clear:
     /// {"type":"text","data":"…"} or {"type":"binary","base64":"…"}.
     #[arg(long, conflicts_with = "binary_raw")]
@@ -555,7 +560,7 @@ fn builder(args: &ConnectArgs) -> anyhow::Result<ClientBuilder> {
     // Not for a TCP bridge: see `--to` in main.rs.
     let deflate = !args.no_deflate && args.listen.is_none();
     let config = config.deflate(deflate.then(DeflateConfig::default));
-    let mut builder = ClientBuilder::new(args.url.clone()).config(config);
+    let mut builder = ClientBuilder::new(args.url.clone()).config(config).http2(args.http2);
     for raw in &args.headers {
         let (name, value) = parse_header(raw).map_err(|e| anyhow!("invalid -H {raw:?}: {e}"))?;
         builder = builder.header(name, value);

@@ -16,6 +16,7 @@ mod bench;
 mod bridge;
 mod connect;
 mod exec;
+mod http2;
 mod pubsub;
 mod serve;
 
@@ -279,8 +280,13 @@ fn load_tls(
     let read = |p: &std::path::Path| {
         std::fs::read(p).with_context(|| format!("cannot read {}", p.display()))
     };
-    wsx::tls::server_config(&read(cert)?, &read(key)?)
-        .with_context(|| format!("TLS setup from {} and {}", cert.display(), key.display()))
+    let config = wsx::tls::server_config(&read(cert)?, &read(key)?)
+        .with_context(|| format!("TLS setup from {} and {}", cert.display(), key.display()))?;
+    // HTTP/2 first: browsers then open their WebSockets as streams of the connection that
+    // loaded the page (RFC 8441), which `wsx serve` serves on every path.
+    let mut config = std::sync::Arc::unwrap_or_clone(config);
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(std::sync::Arc::new(config))
 }
 
 /// Seconds where 0 means "off".

@@ -76,6 +76,9 @@ pub(crate) async fn run(options: Options) -> anyhow::Result<()> {
         active: AtomicUsize::new(0),
         stopping: AtomicBool::new(false),
         stop: Notify::new(),
+        http1: Counts::default(),
+        http2: Counts::default(),
+        http2_connections: AtomicUsize::new(0),
     });
     let tracker = TaskTracker::new();
     let stop = shutdown_signal();
@@ -151,6 +154,9 @@ async fn handle(
             Box::pin(async {
                 let accept = TlsAcceptor::from(config.clone()).accept(tcp);
                 let tls = timeout_at(deadline, accept).await.map_err(timed_out)??;
+                if tls.get_ref().1.alpn_protocol() == Some(b"h2") {
+                    return crate::http2::serve(tls, peer, &state, echoes, deadline).await;
+                }
                 let read =
                     Incoming::read_with_deadline(tls, options.config.clone(), Some(deadline));
                 serve_requests(read.await?, peer, &state, echoes).await
@@ -205,7 +211,7 @@ enum Answered<S> {
 }
 
 /// What serves an upgraded connection.
-enum Mode {
+pub(crate) enum Mode {
     Echo,
     /// Pub/sub, with the connection's subscription.
     PubSub(Subscriber),
@@ -217,7 +223,7 @@ enum Mode {
 
 /// Runs the echo of an upgraded connection as its own task: the state every idle connection
 /// keeps is this task, the echo loop and the socket, nothing more.
-fn spawn_echo<S>(tracker: &TaskTracker, mut ws: WebSocket<S>, slot: Slot, mode: Mode)
+pub(crate) fn spawn_echo<S>(tracker: &TaskTracker, mut ws: WebSocket<S>, slot: Slot, mode: Mode)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -259,6 +265,51 @@ where
     };
 }
 
+/// The answer to a plain HTTP request for `path` (HTTP/1.1 or HTTP/2): the demo page, the
+/// statistics, 404 or 405.
+pub(crate) fn page(state: &State, method: &Method, path: &str) -> http::Response<Vec<u8>> {
+    let stats;
+    let (content_type, body) = match path {
+        "/" | "/index.html" => ("text/html; charset=utf-8", DEMO_PAGE.as_bytes()),
+        "/stats" => {
+            stats = stats_json(state);
+            ("application/json", stats.as_bytes())
+        }
+        _ => return text_response(StatusCode::NOT_FOUND, "not found\n"),
+    };
+    if matches!(*method, Method::GET | Method::HEAD) {
+        let mut response = http::Response::new(body.to_vec());
+        response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+        response
+    } else {
+        // RFC 9110 §15.5.6: a 405 lists the methods the resource supports.
+        let mut response = text_response(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n");
+        response.headers_mut().insert(ALLOW, HeaderValue::from_static("GET, HEAD"));
+        response
+    }
+}
+
+/// `GET /stats`: open WebSockets, by HTTP version (open and accepted since the start), the
+/// open HTTP/2 connections, and the pub/sub hub's figures.
+fn stats_json(state: &State) -> String {
+    let active = state.active.load(Ordering::Relaxed);
+    let counts = |c: &Counts| {
+        let (a, t) = (c.active.load(Ordering::Relaxed), c.total.load(Ordering::Relaxed));
+        format!("{{\"active\":{a},\"total\":{t}}}")
+    };
+    let (h1, h2) = (counts(&state.http1), counts(&state.http2));
+    let h2_conns = state.http2_connections.load(Ordering::Relaxed);
+    let mut out = format!(
+        "{{\"connections\":{active},\"http1\":{h1},\"http2\":{h2},\"http2_connections\":{h2_conns}"
+    );
+    if let Some(pubsub) = &state.options.pubsub {
+        out.push_str(",\"pubsub\":");
+        out.push_str(&crate::pubsub::stats_json(pubsub));
+    }
+    out.push_str("}\n");
+    out
+}
+
 /// The server's shared state.
 #[derive(Debug)]
 pub(crate) struct State {
@@ -266,18 +317,45 @@ pub(crate) struct State {
     /// Open WebSocket connections.
     active: AtomicUsize,
     /// Set at shutdown, before `stop` is notified.
-    stopping: AtomicBool,
+    pub(crate) stopping: AtomicBool,
     /// Wakes every echo task at shutdown.
     pub(crate) stop: Notify,
+    /// WebSockets over HTTP/1.1 and over HTTP/2.
+    pub(crate) http1: Counts,
+    pub(crate) http2: Counts,
+    /// Open HTTP/2 connections.
+    pub(crate) http2_connections: AtomicUsize,
 }
 
 /// Counts one open WebSocket connection while alive.
-struct Slot(Arc<State>);
+///
+/// `active` is counted up by the caller (it compares the old count with the limit), and the
+/// total per HTTP version once the WebSocket is admitted.
+pub(crate) struct Slot(Arc<State>, bool);
+
+impl Slot {
+    fn new(state: &Arc<State>, http2: bool) -> Self {
+        let counts = if http2 { &state.http2 } else { &state.http1 };
+        counts.active.fetch_add(1, Ordering::Relaxed);
+        Self(state.clone(), http2)
+    }
+}
 
 impl Drop for Slot {
     fn drop(&mut self) {
         self.0.active.fetch_sub(1, Ordering::Relaxed);
+        let counts = if self.1 { &self.0.http2 } else { &self.0.http1 };
+        counts.active.fetch_sub(1, Ordering::Relaxed);
     }
+}
+
+/// WebSockets over one HTTP version, for `/stats`.
+#[derive(Debug, Default)]
+pub(crate) struct Counts {
+    /// Open now.
+    pub(crate) active: AtomicUsize,
+    /// Accepted since the start.
+    pub(crate) total: AtomicUsize,
 }
 
 /// Answers plain HTTP, applies the Origin policy and the connection limit, and upgrades.
@@ -295,37 +373,49 @@ where
             None => Answered::Closed,
         });
     }
-    if !origin_allowed(incoming.request(), &state.options.allowed_origins) {
-        debug!("refused Origin {:?}", incoming.request().headers().get(ORIGIN));
-        incoming.reject(Reject::status(StatusCode::FORBIDDEN)).await?;
-        return Ok(Answered::Closed);
+    match admit(incoming.request(), peer, state, false).await {
+        Ok((slot, mode)) => {
+            let ws = incoming.accept(Accept::default()).await?;
+            Ok(Answered::Upgraded(ws, slot, mode))
+        }
+        Err(status) => {
+            incoming.reject(Reject::status(status)).await?;
+            Ok(Answered::Closed)
+        }
     }
-    let slot = Slot(state.clone());
+}
+
+/// Everything decided before a WebSocket is accepted, over HTTP/1.1 and HTTP/2 alike: the
+/// Origin policy, the connection limit, and what will serve it (subscribed, its process
+/// started or its TCP target connected before the answer, so that a failure is an HTTP
+/// status). `Err` is the status to refuse with.
+pub(crate) async fn admit(
+    request: &http::Request<()>,
+    peer: SocketAddr,
+    state: &Arc<State>,
+    http2: bool,
+) -> Result<(Slot, Mode), StatusCode> {
+    if !origin_allowed(request, &state.options.allowed_origins) {
+        debug!("refused Origin {:?}", request.headers().get(ORIGIN));
+        return Err(StatusCode::FORBIDDEN);
+    }
+    let slot = Slot::new(state, http2);
     if state.active.fetch_add(1, Ordering::Relaxed) >= state.options.max_connections {
-        drop(slot);
-        incoming.reject(Reject::status(StatusCode::SERVICE_UNAVAILABLE)).await?;
-        return Ok(Answered::Closed);
+        return Err(StatusCode::SERVICE_UNAVAILABLE);
     }
     // Subscribed before the 101: what is published from then on reaches the client.
-    let path = incoming.request().uri().path();
+    let path = request.uri().path();
     let mode = if let Some(p) = &state.options.pubsub {
         Mode::PubSub(crate::pubsub::subscribe(p, path))
     } else if let Some(exec) = &state.options.exec {
         // Started before the 101, so that a full table or a missing program is an HTTP error.
         let (local, tls) = (state.options.listen, state.options.tls.is_some());
-        match crate::exec::spawn(exec, incoming.request(), peer, local, tls) {
+        match crate::exec::spawn(exec, request, peer, local, tls) {
             Ok(process) => Mode::Exec(Box::new(process)),
-            Err(refused) => {
-                let status = match refused {
-                    crate::exec::Refused::Busy => StatusCode::SERVICE_UNAVAILABLE,
-                    crate::exec::Refused::Spawn(e) => {
-                        warn!("cannot start {:?}: {e}", exec.program);
-                        StatusCode::INTERNAL_SERVER_ERROR
-                    }
-                };
-                drop(slot);
-                incoming.reject(Reject::status(status)).await?;
-                return Ok(Answered::Closed);
+            Err(crate::exec::Refused::Busy) => return Err(StatusCode::SERVICE_UNAVAILABLE),
+            Err(crate::exec::Refused::Spawn(e)) => {
+                warn!("cannot start {:?}: {e}", exec.program);
+                return Err(StatusCode::INTERNAL_SERVER_ERROR);
             }
         }
     } else if let Some(target) = &state.options.to {
@@ -335,16 +425,15 @@ where
             Ok(tcp) => Mode::Bridge(tcp),
             Err(e) => {
                 warn!("cannot connect to {target}: {e}");
-                drop(slot);
-                incoming.reject(Reject::status(StatusCode::BAD_GATEWAY)).await?;
-                return Ok(Answered::Closed);
+                return Err(StatusCode::BAD_GATEWAY);
             }
         }
     } else {
         Mode::Echo
     };
-    let ws = incoming.accept(Accept::default()).await?;
-    Ok(Answered::Upgraded(ws, slot, mode))
+    let counts = if http2 { &state.http2 } else { &state.http1 };
+    counts.total.fetch_add(1, Ordering::Relaxed);
+    Ok((slot, mode))
 }
 
 /// The echo loop of one upgraded connection, until it closes or the server shuts down.
@@ -531,35 +620,7 @@ where
             return crate::pubsub::http_publish(incoming, pubsub, state, &topic).await;
         }
     }
-    let stats;
-    let (content_type, body) = match req.uri().path() {
-        "/" | "/index.html" => ("text/html; charset=utf-8", DEMO_PAGE.as_bytes()),
-        "/stats" => {
-            let active = state.active.load(Ordering::Relaxed);
-            stats = match &state.options.pubsub {
-                Some(pubsub) => {
-                    let pubsub = crate::pubsub::stats_json(pubsub);
-                    format!("{{\"connections\":{active},\"pubsub\":{pubsub}}}\n")
-                }
-                None => format!("{{\"connections\":{active}}}\n"),
-            };
-            ("application/json", stats.as_bytes())
-        }
-        _ => {
-            let response = text_response(StatusCode::NOT_FOUND, "not found\n");
-            return incoming.respond_keep_alive(response, KEEP_ALIVE_IDLE).await;
-        }
-    };
-    let response = if matches!(*req.method(), Method::GET | Method::HEAD) {
-        let mut response = http::Response::new(body.to_vec());
-        response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
-        response
-    } else {
-        // RFC 9110 §15.5.6: a 405 lists the methods the resource supports.
-        let mut response = text_response(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n");
-        response.headers_mut().insert(ALLOW, HeaderValue::from_static("GET, HEAD"));
-        response
-    };
+    let response = page(state, req.method(), req.uri().path());
     incoming.respond_keep_alive(response, KEEP_ALIVE_IDLE).await
 }
 

@@ -50,6 +50,9 @@ pub struct ClientBuilder {
     on_redirect: Option<RedirectHook>,
     #[cfg(feature = "tls")]
     tls: crate::tls::ClientTls,
+    /// WebSockets over HTTP/2 for `wss://`, sharing these connections.
+    #[cfg(all(feature = "http2", feature = "tls"))]
+    http2: Option<crate::h2::Http2Pool>,
 }
 
 /// A redirect the client is following, as [`ClientBuilder::on_redirect`] sees it.
@@ -88,7 +91,32 @@ impl ClientBuilder {
             on_redirect: None,
             #[cfg(feature = "tls")]
             tls: Default::default(),
+            #[cfg(all(feature = "http2", feature = "tls"))]
+            http2: None,
         }
+    }
+
+    /// Opens `wss://` WebSockets over HTTP/2 (RFC 8441) when the server offers it: TLS offers
+    /// ALPN `h2` and `http/1.1`; a server that picks `h2` and enables extended CONNECT in its
+    /// SETTINGS gets the WebSocket as a stream, any other over HTTP/1.1 (on the connection
+    /// already open when it picked `http/1.1`, on a new one otherwise). The WebSocket and its
+    /// [`Config`] are the same either way; [`MaybeTlsStream::Http2`] is the transport.
+    ///
+    /// This builder and its clones share one HTTP/2 connection per origin, so WebSockets
+    /// opened with them are streams of one connection; [`Self::http2_pool`] shares one pool
+    /// between builders. `ws://` URLs are not affected (no h2c). Needs the `http2` feature.
+    #[cfg(all(feature = "http2", feature = "tls"))]
+    pub fn http2(mut self, on: bool) -> Self {
+        self.http2 = on.then(crate::h2::Http2Pool::new);
+        self
+    }
+
+    /// [`Self::http2`], sharing the HTTP/2 connections of `pool` (with every builder given a
+    /// clone of it).
+    #[cfg(all(feature = "http2", feature = "tls"))]
+    pub fn http2_pool(mut self, pool: crate::h2::Http2Pool) -> Self {
+        self.http2 = Some(pool);
+        self
     }
 
     /// Connects through `proxy` (HTTP `CONNECT` or SOCKS5), whatever the environment says.
@@ -260,15 +288,27 @@ impl ClientBuilder {
         let mut deadline = None;
         let mut followed = 0;
         loop {
-            let stream = self.open_transport(&target).await?;
+            let request_headers = with_basic_auth(&headers, auth.as_ref());
+            let h1 = match self.try_http2(&target, &request_headers).await? {
+                Http2Attempt::Done(answer) => Ok(answer),
+                Http2Attempt::Http1(stream) => Err(stream),
+            };
             let deadline = *deadline
                 .get_or_insert_with(|| self.config.handshake_timeout.map(|t| Instant::now() + t));
-            let request_headers = with_basic_auth(&headers, auth.as_ref());
-            let (status, location) =
-                match within(deadline, self.handshake(stream, &target, &request_headers)).await? {
-                    Handshake::Done(ws, response) => return Ok((ws, response)),
-                    Handshake::Redirect { status, location } => (status, location),
-                };
+            let answer = match h1 {
+                Ok(answer) => answer,
+                Err(stream) => {
+                    let stream = match stream {
+                        Some(stream) => stream,
+                        None => self.open_transport(&target).await?,
+                    };
+                    within(deadline, self.handshake(stream, &target, &request_headers)).await?
+                }
+            };
+            let (status, location) = match answer {
+                Handshake::Done(ws, response) => return Ok((ws, response)),
+                Handshake::Redirect { status, location } => (status, location),
+            };
             if followed >= self.max_redirects {
                 let reason = match self.max_redirects {
                     0 => "redirects are off".to_owned(),
@@ -295,15 +335,94 @@ impl ClientBuilder {
         }
     }
 
-    /// Opens the transport to `target`: TCP, directly or through the proxy that applies, then
-    /// TLS for `wss://`.
-    async fn open_transport(&self, target: &Target) -> Result<MaybeTlsStream, Error> {
+    /// The WebSocket over HTTP/2 when [`Self::http2`] is on, the server offers it and the URL
+    /// is `wss://`; otherwise `Http1`, with the TLS connection already open when the server
+    /// answered ALPN with `http/1.1`. The whole attempt is bounded by the handshake timeout.
+    #[cfg(all(feature = "http2", feature = "tls"))]
+    async fn try_http2(&self, target: &Target, headers: &HeaderMap) -> Result<Http2Attempt, Error> {
+        let Some(pool) = self.http2.as_ref().filter(|_| target.tls) else {
+            return Ok(Http2Attempt::Http1(None));
+        };
+        let attempt = async {
+            let origin = format!("{}:{}", target.connect_host, target.port);
+            let mut entry = pool.lock(&origin).await;
+            let conn = match entry.as_ref() {
+                Some(crate::h2::Pooled::Http1) => return Ok(Http2Attempt::Http1(None)),
+                Some(crate::h2::Pooled::Live(conn)) if conn.is_open() => conn.clone(),
+                _ => {
+                    let tcp = self.open_tcp(target).await?;
+                    let tls = self.tls_stream_alpn(tcp, target, true).await?;
+                    if tls.get_ref().1.alpn_protocol() != Some(b"h2") {
+                        *entry = Some(crate::h2::Pooled::Http1);
+                        return Ok(Http2Attempt::Http1(Some(MaybeTlsStream::Tls(Box::new(tls)))));
+                    }
+                    let conn =
+                        crate::h2::Http2Connection::handshake(tls, &target.host_header, true)
+                            .await?;
+                    if !conn.supports_websockets() {
+                        *entry = Some(crate::h2::Pooled::Http1);
+                        return Ok(Http2Attempt::Http1(None));
+                    }
+                    *entry = Some(crate::h2::Pooled::Live(conn.clone()));
+                    conn
+                }
+            };
+            drop(entry);
+            let answer =
+                conn.open(&target.path, self.config.clone(), &self.protocols, headers).await?;
+            Ok(Http2Attempt::Done(match answer {
+                crate::h2::Answer::Accepted { stream, established, response } => {
+                    let Established { protocol, connection, .. } = established;
+                    let stream = MaybeTlsStream::Http2(Box::new(stream));
+                    Handshake::Done(
+                        WebSocket::from_connection(stream, connection, protocol),
+                        response,
+                    )
+                }
+                crate::h2::Answer::Refused(response) => {
+                    let (parts, body) = response.into_parts();
+                    let head = Response::from_parts(parts, ());
+                    if let Some(location) = redirect_location(&head) {
+                        Handshake::Redirect { status: head.status(), location }
+                    } else {
+                        let (parts, ()) = head.into_parts();
+                        return Err(Error::Rejected(Box::new(Response::from_parts(parts, body))));
+                    }
+                }
+            }))
+        };
+        match self.config.handshake_timeout {
+            Some(limit) => tokio::time::timeout(limit, attempt)
+                .await
+                .map_err(|_| Error::Timeout("opening the WebSocket over HTTP/2"))?,
+            None => attempt.await,
+        }
+    }
+
+    #[cfg(not(all(feature = "http2", feature = "tls")))]
+    async fn try_http2(
+        &self,
+        _target: &Target,
+        _headers: &HeaderMap,
+    ) -> Result<Http2Attempt, Error> {
+        Ok(Http2Attempt::Http1(None))
+    }
+
+    /// TCP to `target`, directly or through the proxy that applies.
+    async fn open_tcp(&self, target: &Target) -> Result<TcpStream, Error> {
         let host = target.connect_host.as_str();
         let tcp = match self.proxy.for_target(target.tls, host, target.port)? {
             Some(proxy) => proxy.connect(host, target.port).await?,
             None => TcpStream::connect((host, target.port)).await?,
         };
         tcp.set_nodelay(true)?;
+        Ok(tcp)
+    }
+
+    /// Opens the transport to `target`: TCP, directly or through the proxy that applies, then
+    /// TLS for `wss://`.
+    async fn open_transport(&self, target: &Target) -> Result<MaybeTlsStream, Error> {
+        let tcp = self.open_tcp(target).await?;
         if target.tls {
             self.tls_stream(tcp, target).await
         } else {
@@ -313,13 +432,31 @@ impl ClientBuilder {
 
     #[cfg(feature = "tls")]
     async fn tls_stream(&self, tcp: TcpStream, target: &Target) -> Result<MaybeTlsStream, Error> {
-        let connector = crate::tls::TlsConnector::from(self.tls.client_config()?);
+        let tls = self.tls_stream_alpn(tcp, target, false).await?;
+        Ok(MaybeTlsStream::Tls(Box::new(tls)))
+    }
+
+    /// TLS to `target`, offering ALPN `h2` before `http/1.1` when `h2` is set.
+    #[cfg(feature = "tls")]
+    async fn tls_stream_alpn(
+        &self,
+        tcp: TcpStream,
+        target: &Target,
+        h2: bool,
+    ) -> Result<tokio_rustls::client::TlsStream<TcpStream>, Error> {
+        let mut config = self.tls.client_config()?;
+        if h2 {
+            let mut with_h2 = (*config).clone();
+            with_h2.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+            config = Arc::new(with_h2);
+        }
+        let connector = crate::tls::TlsConnector::from(config);
         let name = crate::tls::server_name(&target.connect_host)?;
         let tls = connector
             .connect(name, tcp)
             .await
             .map_err(|e| crate::tls::handshake_error(e, &target.connect_host))?;
-        Ok(MaybeTlsStream::Tls(Box::new(tls)))
+        Ok(tls)
     }
 
     #[cfg(not(feature = "tls"))]
@@ -372,6 +509,17 @@ impl ClientBuilder {
         conn.handle_input(&rest.split());
         Ok(Handshake::Done(WebSocket::from_connection(io, conn, protocol), response))
     }
+}
+
+/// What [`ClientBuilder::try_http2`] found.
+// As `Handshake`: matched at once.
+#[allow(clippy::large_enum_variant)]
+#[cfg_attr(not(all(feature = "http2", feature = "tls")), allow(dead_code))]
+enum Http2Attempt {
+    /// The WebSocket over HTTP/2, or a redirect.
+    Done(Handshake<MaybeTlsStream>),
+    /// Use HTTP/1.1, on this TLS connection if the server chose it by ALPN.
+    Http1(Option<MaybeTlsStream>),
 }
 
 /// How one handshake ended, short of an error.
@@ -562,6 +710,9 @@ pub enum MaybeTlsStream {
     /// TLS over TCP (`wss://`).
     #[cfg(feature = "tls")]
     Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+    /// A stream of an HTTP/2 connection over TLS (`wss://` with [`ClientBuilder::http2`]).
+    #[cfg(feature = "http2")]
+    Http2(Box<crate::h2::H2Stream>),
 }
 
 impl AsyncRead for MaybeTlsStream {
@@ -574,6 +725,8 @@ impl AsyncRead for MaybeTlsStream {
             Self::Plain(s) => Pin::new(s).poll_read(cx, buf),
             #[cfg(feature = "tls")]
             Self::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+            #[cfg(feature = "http2")]
+            Self::Http2(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
         }
     }
 }
@@ -588,6 +741,8 @@ impl AsyncWrite for MaybeTlsStream {
             Self::Plain(s) => Pin::new(s).poll_write(cx, buf),
             #[cfg(feature = "tls")]
             Self::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+            #[cfg(feature = "http2")]
+            Self::Http2(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
         }
     }
 
@@ -600,6 +755,8 @@ impl AsyncWrite for MaybeTlsStream {
             Self::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
             #[cfg(feature = "tls")]
             Self::Tls(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
+            #[cfg(feature = "http2")]
+            Self::Http2(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
         }
     }
 
@@ -608,6 +765,8 @@ impl AsyncWrite for MaybeTlsStream {
             Self::Plain(s) => s.is_write_vectored(),
             #[cfg(feature = "tls")]
             Self::Tls(s) => s.is_write_vectored(),
+            #[cfg(feature = "http2")]
+            Self::Http2(s) => s.is_write_vectored(),
         }
     }
 
@@ -616,6 +775,8 @@ impl AsyncWrite for MaybeTlsStream {
             Self::Plain(s) => Pin::new(s).poll_flush(cx),
             #[cfg(feature = "tls")]
             Self::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+            #[cfg(feature = "http2")]
+            Self::Http2(s) => Pin::new(s.as_mut()).poll_flush(cx),
         }
     }
 
@@ -624,6 +785,8 @@ impl AsyncWrite for MaybeTlsStream {
             Self::Plain(s) => Pin::new(s).poll_shutdown(cx),
             #[cfg(feature = "tls")]
             Self::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+            #[cfg(feature = "http2")]
+            Self::Http2(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
         }
     }
 }

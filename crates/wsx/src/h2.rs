@@ -412,6 +412,23 @@ impl Http2Connection {
         protocols: &[String],
         headers: &HeaderMap,
     ) -> Result<(WebSocket<H2Stream>, Response<()>), Error> {
+        match self.open(path_and_query, config, protocols, headers).await? {
+            Answer::Accepted { stream, established, response } => {
+                let Established { protocol, connection, .. } = established;
+                Ok((WebSocket::from_connection(stream, connection, protocol), response))
+            }
+            Answer::Refused(response) => Err(Error::Rejected(Box::new(response))),
+        }
+    }
+
+    /// [`Http2Connection::websocket`] up to the answer, for drivers that wrap the stream.
+    pub(crate) async fn open(
+        &self,
+        path_and_query: &str,
+        config: impl Into<std::sync::Arc<Config>>,
+        protocols: &[String],
+        headers: &HeaderMap,
+    ) -> Result<Answer, Error> {
         if !self.extended_connect {
             return Err(HandshakeError::ExtendedConnectNotEnabled.into());
         }
@@ -433,11 +450,70 @@ impl Http2Connection {
         if head.status() != StatusCode::OK {
             let body = read_refusal(&mut body).await;
             let (parts, ()) = head.into_parts();
-            return Err(Error::Rejected(Box::new(Response::from_parts(parts, body))));
+            return Ok(Answer::Refused(Response::from_parts(parts, body)));
         }
-        let Established { protocol, connection, .. } = offer.process_connect_response(&head)?;
-        let ws = WebSocket::from_connection(H2Stream::new(stream, body), connection, protocol);
-        Ok((ws, head))
+        let established = offer.process_connect_response(&head)?;
+        Ok(Answer::Accepted { stream: H2Stream::new(stream, body), established, response: head })
+    }
+}
+
+/// The server's answer to an extended CONNECT.
+// Matched at once by the caller: boxing would cost an allocation per WebSocket.
+#[allow(clippy::large_enum_variant)]
+pub(crate) enum Answer {
+    /// `200`, checked: the stream and the client's connection.
+    Accepted { stream: H2Stream, established: Established, response: Response<()> },
+    /// Any other status, with the start of its body.
+    Refused(Response<Bytes>),
+}
+
+/// HTTP/2 connections shared by clients ([`crate::ClientBuilder::http2_pool`]): at most one per
+/// origin (host and port), opened on the first WebSocket to it, reused by the next ones while
+/// it is open. An origin whose server does not speak `h2` or does not enable extended CONNECT
+/// is remembered, and its WebSockets use HTTP/1.1. Clones share the connections.
+#[derive(Debug, Clone, Default)]
+pub struct Http2Pool {
+    origins: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, Origin>>>,
+}
+
+/// One origin's entry: a lock, so that WebSockets opened at once share the one connection the
+/// first of them opens instead of racing to open their own.
+type Origin = std::sync::Arc<tokio::sync::Mutex<Option<Pooled>>>;
+
+/// What is known of an origin.
+#[derive(Debug, Clone)]
+#[cfg_attr(not(feature = "tls"), allow(dead_code))]
+pub(crate) enum Pooled {
+    /// Open, with extended CONNECT enabled.
+    Live(Http2Connection),
+    /// No WebSockets over HTTP/2 there: HTTP/1.1.
+    Http1,
+}
+
+impl Http2Pool {
+    /// An empty pool.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Open HTTP/2 connections that can carry WebSockets.
+    pub fn connections(&self) -> usize {
+        let origins = self.origins.lock().unwrap_or_else(|e| e.into_inner());
+        origins
+            .values()
+            .filter(|o| matches!(o.try_lock().as_deref(), Ok(Some(Pooled::Live(c))) if c.is_open()))
+            .count()
+    }
+
+    /// The entry of `origin`, locked: the caller reuses what it holds or opens a connection
+    /// and stores it.
+    #[cfg_attr(not(feature = "tls"), allow(dead_code))]
+    pub(crate) async fn lock(&self, origin: &str) -> tokio::sync::OwnedMutexGuard<Option<Pooled>> {
+        let entry = {
+            let mut origins = self.origins.lock().unwrap_or_else(|e| e.into_inner());
+            origins.entry(origin.to_owned()).or_default().clone()
+        };
+        entry.lock_owned().await
     }
 }
 
