@@ -17,7 +17,13 @@ use tokio_util::task::TaskTracker;
 use tracing::debug;
 use wsx::proto::handshake::ServerPolicy;
 
-use crate::serve::{admit, page, spawn_echo, text_response, State, KEEP_ALIVE_IDLE};
+use crate::serve::{admit, page, spawn_echo, text_response, State};
+
+/// How long an HTTP/2 connection may stay without streams. Longer than HTTP/1.1's keep-alive:
+/// a browser opens its WebSockets over HTTP/2 only on a connection it already holds (the one
+/// that loaded the page), and falls back to HTTP/1.1 once that one is gone; browsers keep idle
+/// HTTP/2 connections for minutes (nginx's default idle timeout is 75 s).
+pub(crate) const HTTP2_IDLE: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// Counts one open HTTP/2 connection while alive.
 struct Open<'a>(&'a State);
@@ -29,7 +35,7 @@ impl Drop for Open<'_> {
 }
 
 /// Serves one HTTP/2 connection until the client ends it, it stays without streams for
-/// [`KEEP_ALIVE_IDLE`], or the server shuts down (GOAWAY, then the open WebSockets close with
+/// [`HTTP2_IDLE`], or the server shuts down (GOAWAY, then the open WebSockets close with
 /// 1001 as everywhere). The HTTP/2 preface and SETTINGS exchange must finish by `deadline`.
 pub(crate) async fn serve<S>(
     io: S,
@@ -55,7 +61,7 @@ where
             going_away = true;
             conn.graceful_shutdown();
         }
-        let idle = sleep(KEEP_ALIVE_IDLE);
+        let idle = sleep(HTTP2_IDLE);
         let stop = state.stop.notified();
         tokio::select! {
             next = conn.accept() => match next {
@@ -73,7 +79,7 @@ where
                 }
                 None => break,
             },
-            // Checked every KEEP_ALIVE_IDLE: a connection whose last stream ended goes away
+            // Checked every HTTP2_IDLE: a connection whose last stream ended goes away
             // at the next check.
             () = idle, if !going_away => {
                 if !conn.has_streams() {
