@@ -106,6 +106,11 @@ ensure_browser_tools() {
     else
         echo "chromium already installed"
     fi
+    # browser/http2.test.mjs makes its test CA with openssl.
+    if ! command -v openssl >/dev/null; then
+        $SUDO apt-get update
+        $SUDO apt-get install -y openssl
+    fi
     # Install when node_modules is missing or older than the lockfile.
     if [[ ! -d browser/node_modules ]] ||
         { [[ -f browser/package-lock.json ]] &&

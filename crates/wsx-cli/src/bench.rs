@@ -75,6 +75,11 @@ pub(crate) struct BenchArgs {
     /// per second and the latency of each upgrade.
     #[arg(long, conflicts_with = "pubsub")]
     handshakes: bool,
+    /// Memory measurement aid: open -c connections, print `ready N` on stdout, then hold them
+    /// idle (reading, so pings are answered) for --duration seconds. With --http2, 250
+    /// WebSockets share each HTTP/2 connection (below servers' usual stream limits).
+    #[arg(long, conflicts_with_all = ["pubsub", "handshakes", "rate"])]
+    idle: bool,
     /// Pub/sub instead of echo (uWebSockets' broadcast_test): in each round every connection
     /// publishes one binary message to the URL's topic and waits until it has received the
     /// round's message of every connection, its own included.
@@ -139,6 +144,8 @@ pub(crate) fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         runtime.block_on(pubsub_bench(args, warmup, duration, round_timeout))
     } else if args.handshakes {
         runtime.block_on(handshake_bench(args, warmup, duration))
+    } else if args.idle {
+        runtime.block_on(idle(args, duration))
     } else {
         runtime.block_on(bench(args, warmup, duration))
     }
@@ -184,6 +191,50 @@ fn client(args: &BenchArgs, high_water: usize) -> anyhow::Result<ClientBuilder> 
         builder = builder.add_root_certificates_pem(&pem)?;
     }
     Ok(builder)
+}
+
+/// WebSockets per HTTP/2 connection with `--idle --http2`.
+const IDLE_STREAMS_PER_CONNECTION: u64 = 250;
+
+/// `--idle`: opens the connections, says `ready N`, holds them for `duration`.
+async fn idle(args: BenchArgs, duration: Duration) -> anyhow::Result<ExitCode> {
+    let builder = client(&args, 128 << 10)?;
+    let mut pool = wsx::h2::Http2Pool::new();
+    let builders: Vec<ClientBuilder> = (0..args.connections)
+        .map(|i| {
+            if args.http2 && i > 0 && i % IDLE_STREAMS_PER_CONNECTION == 0 {
+                pool = wsx::h2::Http2Pool::new();
+            }
+            if args.http2 {
+                builder.clone().http2_pool(pool.clone())
+            } else {
+                builder.clone()
+            }
+        })
+        .collect();
+    // The pool's lock per origin makes a pool's WebSockets wait for the one connection the
+    // first of them opens.
+    let args = &args;
+    let sockets: Vec<_> = stream::iter(builders)
+        .map(|b| async move {
+            let (ws, _) =
+                b.connect().await.with_context(|| format!("cannot connect to {}", args.url))?;
+            if args.http2 && !matches!(ws.get_ref(), wsx::MaybeTlsStream::Http2(_)) {
+                anyhow::bail!("{} did not accept a WebSocket over HTTP/2 (--http2)", args.url);
+            }
+            anyhow::Ok(ws)
+        })
+        .buffer_unordered(CONNECT_CONCURRENCY)
+        .try_collect()
+        .await?;
+    println!("ready {}", sockets.len());
+    let mut tasks = tokio::task::JoinSet::new();
+    for mut ws in sockets {
+        tasks.spawn(async move { while let Some(Ok(_)) = ws.recv().await {} });
+    }
+    tokio::time::sleep(duration).await;
+    tasks.abort_all();
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Connects everyone first, [`CONNECT_CONCURRENCY`] at a time, so the measurement sees a
