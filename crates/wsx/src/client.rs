@@ -26,7 +26,7 @@ use crate::proxy::ProxySetting;
 use crate::{Error, Proxy, WebSocket};
 
 /// The most body bytes kept from a refused upgrade, for the error message.
-const MAX_REJECTION_BODY: usize = 4096;
+pub(crate) const MAX_REJECTION_BODY: usize = 4096;
 
 /// Redirects followed by default.
 const DEFAULT_MAX_REDIRECTS: usize = 10;

@@ -59,8 +59,10 @@ use wsx_proto::HandshakeError;
 use crate::{Config, Error, WebSocket};
 
 /// Most streams one HTTP/2 connection may have open at once (`SETTINGS_MAX_CONCURRENT_STREAMS`
-/// of [`server_builder`]); a client opening more gets RST_STREAM(REFUSED_STREAM) for the extra
-/// ones, the others are not touched. Chromium opens at most 100 per connection of its own.
+/// of [`server_builder`]). A client opening more gets RST_STREAM(REFUSED_STREAM) for the extra
+/// ones while the open ones go on, up to `h2`'s budget of 1,024 refused streams per
+/// connection; past it the connection gets GOAWAY(ENHANCE_YOUR_CALM), which ends its open
+/// streams too (other connections are not touched). Chromium opens at most 100 per connection.
 pub const MAX_CONCURRENT_STREAMS: u32 = 256;
 
 /// Largest request header list [`server_builder`] accepts (`SETTINGS_MAX_HEADER_LIST_SIZE`),
@@ -517,9 +519,9 @@ impl Http2Pool {
     }
 }
 
-/// The start of a refusal's body: at most 4 KiB, within a second.
+/// The start of a refusal's body: at most as much as over HTTP/1.1, within a second.
 async fn read_refusal(body: &mut RecvStream) -> Bytes {
-    const MAX: usize = 4096;
+    const MAX: usize = crate::client::MAX_REJECTION_BODY;
     let mut out = BytesMut::new();
     let read = async {
         while out.len() < MAX {

@@ -8,8 +8,8 @@ mod common;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use common::guard;
 use common::proxies::{microsocks, tinyproxy};
+use common::{connect_error, echo_and_close, guard};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use wsx::{ClientBuilder, Error, Message};
@@ -45,13 +45,13 @@ async fn wss_runs_tls_end_to_end_inside_the_tunnel() {
 }
 
 #[tokio::test]
-async fn tinyproxy_basic_auth_accepted_and_refused() {
+async fn tinyproxy_basic_auth_accepted_and_connect_error() {
     let server = EchoServer::start().await;
     let Some(proxy) = tinyproxy(&[server.port()], Some((USER, PASS))) else { return };
     let with = |auth| ClientBuilder::new(server.url()).proxy_url(&proxy.url("http", auth)).unwrap();
     echo(with(Some((USER, PASS)))).await;
 
-    let e = refused(with(None)).await;
+    let e = connect_error(with(None)).await;
     assert_eq!(
         e.to_string(),
         format!("proxy 127.0.0.1:{} requires authentication (407)", proxy.port)
@@ -59,7 +59,7 @@ async fn tinyproxy_basic_auth_accepted_and_refused() {
     assert!(matches!(e, Error::Proxy { status: Some(s), .. } if s.as_u16() == 407), "{e:?}");
 
     // tinyproxy answers wrong credentials with 401, not 407.
-    let e = refused(with(Some((USER, "wrong")))).await;
+    let e = connect_error(with(Some((USER, "wrong")))).await;
     assert!(!e.to_string().contains("wrong") && !format!("{e:?}").contains("wrong"));
     let Error::Proxy { status: Some(status), .. } = e else { panic!("{e:?}") };
     assert!(matches!(status.as_u16(), 401 | 407), "{e}");
@@ -79,7 +79,7 @@ async fn tinyproxy_refusing_the_port_is_a_clear_error() {
     // Tunnels allowed to another port only.
     let Some(proxy) = tinyproxy(&[server.port().wrapping_add(1)], None) else { return };
     let builder = ClientBuilder::new(server.url()).proxy_url(&proxy.url("http", None)).unwrap();
-    let e = refused(builder).await;
+    let e = connect_error(builder).await;
     let Error::Proxy { proxy: name, status, .. } = &e else { panic!("{e:?}") };
     assert_eq!(name, &format!("127.0.0.1:{}", proxy.port));
     assert_eq!(status.map(|s| s.as_u16()), Some(403), "{e}");
@@ -112,14 +112,14 @@ async fn echo_through_microsocks_socks5_resolves_here_socks5h_at_the_proxy() {
 }
 
 #[tokio::test]
-async fn microsocks_username_password_accepted_and_refused() {
+async fn microsocks_username_password_accepted_and_connect_error() {
     let server = EchoServer::start().await;
     let Some(proxy) = microsocks(Some((USER, PASS))) else { return };
     let with =
         |auth| ClientBuilder::new(server.url()).proxy_url(&proxy.url("socks5", auth)).unwrap();
     echo(with(Some((USER, PASS)))).await;
 
-    let e = refused(with(None)).await;
+    let e = connect_error(with(None)).await;
     assert_eq!(
         e.to_string(),
         format!(
@@ -127,7 +127,7 @@ async fn microsocks_username_password_accepted_and_refused() {
             proxy.port
         )
     );
-    let e = refused(with(Some((USER, "wrong")))).await;
+    let e = connect_error(with(Some((USER, "wrong")))).await;
     let expected = format!(
         "proxy 127.0.0.1:{} refused the username and password of user \"{USER}\"",
         proxy.port
@@ -140,7 +140,8 @@ async fn socks5_failure_to_reach_the_server_says_what_the_reply_means() {
     let Some(proxy) = microsocks(None) else { return };
     let closed = common::free_addr();
     let url = format!("ws://{closed}/");
-    let e = refused(ClientBuilder::new(url).proxy_url(&proxy.url("socks5", None)).unwrap()).await;
+    let e =
+        connect_error(ClientBuilder::new(url).proxy_url(&proxy.url("socks5", None)).unwrap()).await;
     let text = e.to_string();
     let prefix = format!("proxy 127.0.0.1:{} could not connect to {closed}: ", proxy.port);
     assert!(text.starts_with(&prefix) && text.contains("(SOCKS5 reply "), "{text}");
@@ -153,7 +154,7 @@ async fn an_unreachable_proxy_is_named() {
     for scheme in ["http", "socks5"] {
         let builder =
             ClientBuilder::new(server.url()).proxy_url(&format!("{scheme}://{nowhere}")).unwrap();
-        let e = refused(builder).await;
+        let e = connect_error(builder).await;
         assert!(e.to_string().starts_with(&format!("proxy {nowhere} is unreachable: ")), "{e}");
     }
 }
@@ -174,7 +175,7 @@ async fn the_connect_timeout_covers_the_proxy_handshake() {
             .proxy_url(&format!("{scheme}://{addr}"))
             .unwrap()
             .connect_timeout(Some(Duration::from_millis(300)));
-        let e = refused(builder).await;
+        let e = connect_error(builder).await;
         assert!(matches!(e, Error::Timeout(_)), "{scheme}: {e:?}");
     }
 }
@@ -218,7 +219,7 @@ async fn no_proxy_both_ways() {
         echo(proxied(direct)).await;
     }
     for through in ["example.com", "127.0.0.2", "127.0.0.1:1", ""] {
-        let e = refused(proxied(through)).await;
+        let e = connect_error(proxied(through)).await;
         assert!(
             e.to_string().starts_with(&format!("proxy {nowhere} is unreachable")),
             "no_proxy={through:?}: {e}"
@@ -238,21 +239,8 @@ fn env(vars: &[(&str, String)]) -> impl Fn(&str) -> Option<String> + Send + Sync
 /// Connects with `builder`, checks two echoes and closes.
 async fn echo(builder: ClientBuilder) {
     let (mut ws, _) = guard("connecting", builder.connect()).await.unwrap();
-    for msg in [Message::text("through the proxy"), Message::binary(vec![7u8; 100_000])] {
-        ws.send(msg.clone()).await.unwrap();
-        let got = guard("an echo", ws.recv()).await.expect("stream ended").unwrap();
-        assert_eq!(got, msg);
-    }
-    ws.close(None).await.unwrap();
-    while let Some(Ok(_)) = guard("the close", ws.recv()).await {}
-}
-
-/// The error connecting with `builder` fails with.
-async fn refused(builder: ClientBuilder) -> Error {
-    match guard("connecting", builder.connect()).await {
-        Ok(_) => panic!("connected, but it should have failed"),
-        Err(e) => e,
-    }
+    let msgs = [Message::text("through the proxy"), Message::binary(vec![7u8; 100_000])];
+    echo_and_close(&mut ws, &msgs).await;
 }
 
 /// A wsx echo server on 127.0.0.1 (plain or TLS), stopped when dropped.

@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::guard;
+use common::{connect_error, echo_and_close, guard};
 use http::header::{AUTHORIZATION, COOKIE, LOCATION};
 use http::{HeaderMap, HeaderValue, StatusCode};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -65,7 +65,7 @@ async fn a_redirect_loop_ends_at_the_limit_with_an_error_naming_status_and_locat
         if let Some(n) = limit {
             builder = builder.max_redirects(n);
         }
-        let e = refused(builder).await;
+        let e = connect_error(builder).await;
         let reason = match limit {
             Some(0) => "redirects are off".to_owned(),
             n => format!("more than {} redirects", n.unwrap_or(10)),
@@ -80,18 +80,18 @@ async fn a_redirect_loop_ends_at_the_limit_with_an_error_naming_status_and_locat
 }
 
 #[tokio::test]
-async fn locations_that_are_not_websocket_urls_are_refused() {
+async fn locations_that_are_not_websocket_urls_are_connect_error() {
     let server = HopServer::start(|path| match path {
         "/ftp" => Answer::Redirect(301, "ftp://127.0.0.1/file".into()),
         _ => Answer::Redirect(301, "http://[::1".into()),
     })
     .await;
-    let e = refused(ClientBuilder::new(server.url("/ftp"))).await;
+    let e = connect_error(ClientBuilder::new(server.url("/ftp"))).await;
     assert!(
         e.to_string().ends_with("not followed: scheme ftp is not ws, wss, http or https"),
         "{e}"
     );
-    let e = refused(ClientBuilder::new(server.url("/bad"))).await;
+    let e = connect_error(ClientBuilder::new(server.url("/bad"))).await;
     assert!(e.to_string().contains("not followed: Location is not a valid URL"), "{e}");
 }
 
@@ -115,7 +115,7 @@ async fn wss_never_redirects_to_ws_but_https_locations_stay_on_tls() {
             .unwrap()
     };
     for path in ["/down", "/down-http"] {
-        let e = refused(client(path)).await;
+        let e = connect_error(client(path)).await;
         assert!(e.to_string().ends_with("not followed: it leaves TLS (wss:// to ws://)"), "{e}");
     }
     assert!(plain.paths().is_empty(), "the plain server was reached: {:?}", plain.paths());
@@ -203,7 +203,7 @@ async fn the_handshake_timeout_bounds_the_whole_chain() {
     let builder = ClientBuilder::new(format!("ws://{}/", slow.0))
         .max_redirects(100)
         .config(Config::default().handshake_timeout(Some(Duration::from_secs(1))));
-    let e = refused(builder).await;
+    let e = connect_error(builder).await;
     assert!(matches!(e, Error::Timeout(_)), "{e:?}");
 }
 
@@ -225,20 +225,8 @@ async fn echo<S>(ws: &mut wsx::WebSocket<S>)
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
-    for msg in [Message::text("after the redirects"), Message::binary(vec![1u8; 70_000])] {
-        ws.send(msg.clone()).await.unwrap();
-        let got = guard("an echo", ws.recv()).await.expect("stream ended").unwrap();
-        assert_eq!(got, msg);
-    }
-    ws.close(None).await.unwrap();
-    while let Some(Ok(_)) = guard("the close", ws.recv()).await {}
-}
-
-async fn refused(builder: ClientBuilder) -> Error {
-    match guard("connecting", builder.connect()).await {
-        Ok(_) => panic!("connected, but it should have failed"),
-        Err(e) => e,
-    }
+    let msgs = [Message::text("after the redirects"), Message::binary(vec![1u8; 70_000])];
+    echo_and_close(ws, &msgs).await;
 }
 
 /// What a hop server answers a path (with its query) with. `{self}` in a location is replaced

@@ -37,6 +37,31 @@ pub(crate) async fn guard<F: Future>(what: &str, f: F) -> F::Output {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Client round trips
+
+/// Sends each of `msgs`, checks its echo, then closes and reads until the stream ends.
+pub(crate) async fn echo_and_close<S>(ws: &mut wsx::WebSocket<S>, msgs: &[Message])
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    for msg in msgs {
+        ws.send(msg.clone()).await.unwrap();
+        let got = guard("an echo", ws.recv()).await.expect("stream ended").unwrap();
+        assert_eq!(&got, msg);
+    }
+    ws.close(None).await.unwrap();
+    while let Some(Ok(_)) = guard("the close", ws.recv()).await {}
+}
+
+/// The error connecting with `builder` fails with; panics if it connects.
+pub(crate) async fn connect_error(builder: wsx::ClientBuilder) -> wsx::Error {
+    match guard("connecting", builder.connect()).await {
+        Ok(_) => panic!("connected, but it should have failed"),
+        Err(e) => e,
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
 // Processes
 
 /// Kills and reaps the child when dropped (also when a test panics).
