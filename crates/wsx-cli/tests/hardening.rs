@@ -908,7 +908,9 @@ fn connections(port: u16) -> usize {
     let response = Response::parse(&read_to_end(&mut tcp));
     assert_eq!(response.status, 200, "{response:?}");
     let body = String::from_utf8(response.body).unwrap();
-    let count = body.trim().strip_prefix("{\"connections\":").and_then(|s| s.strip_suffix('}'));
+    // `{"connections":N,...}`: the total comes first, the per-version counts after it.
+    let rest = body.trim().strip_prefix("{\"connections\":");
+    let count = rest.map(|r| r.split([',', '}']).next().unwrap_or(""));
     count.and_then(|c| c.parse().ok()).unwrap_or_else(|| panic!("unexpected /stats: {body}"))
 }
 
