@@ -104,16 +104,14 @@ async fn stream(
     policy: &ServerPolicy,
 ) {
     if !wsx::h2::is_websocket_request(&request) {
-        let path = request.uri().path();
-        let response = if state.options.pubsub.is_some() && path.starts_with("/publish/") {
-            text_response(
-                StatusCode::HTTP_VERSION_NOT_SUPPORTED,
-                "POST /publish/TOPIC is served over HTTP/1.1 only\n",
-            )
-        } else {
-            page(state, request.method(), path)
-        };
         let head_only = request.method() == http::Method::HEAD;
+        let publish = request.uri().path().strip_prefix("/publish/").map(str::to_owned);
+        let response = match (&state.options.pubsub, publish) {
+            (Some(pubsub), Some(topic)) => {
+                crate::pubsub::h2_publish(request, pubsub, state, &topic).await
+            }
+            _ => page(state, request.method(), request.uri().path()),
+        };
         let (parts, body) = response.into_parts();
         let body = if head_only { Bytes::new() } else { Bytes::from(body) };
         wsx::h2::respond_with(respond, http::Response::from_parts(parts, body));

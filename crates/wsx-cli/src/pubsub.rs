@@ -89,51 +89,116 @@ pub(crate) async fn http_publish<S>(
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    let Some(token) = &options.publish_token else {
-        return answer(incoming, StatusCode::NOT_FOUND, "not found\n").await;
-    };
-    if incoming.request().method() != Method::POST {
-        let mut response = text_response(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n");
-        response.headers_mut().insert(http::header::ALLOW, HeaderValue::from_static("POST"));
-        return incoming.respond_keep_alive(response, KEEP_ALIVE_IDLE).await;
-    }
-    let given = incoming.request().headers().get(AUTHORIZATION).map(|v| v.as_bytes());
-    let bearer = given.and_then(|v| v.strip_prefix(b"Bearer "));
-    match bearer {
-        None => {
-            let mut response =
-                text_response(StatusCode::UNAUTHORIZED, "a bearer token is required\n");
-            response.headers_mut().insert(WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-            return incoming.respond_keep_alive(response, KEEP_ALIVE_IDLE).await;
-        }
-        Some(given) if !same_token(given, token.as_bytes()) => {
-            return answer(incoming, StatusCode::FORBIDDEN, "wrong token\n").await;
-        }
-        Some(_) => {}
+    if let Err(refusal) = authorize(options, incoming.request()) {
+        return incoming.respond_keep_alive(refusal, KEEP_ALIVE_IDLE).await;
     }
     let limit = state.options.config.max_message_size;
     let body = match incoming.read_body(limit).await? {
         RequestBody::Complete(body) => body,
         RequestBody::TooLarge(len) => {
-            let reason = format!("a body of {len} bytes exceeds the limit of {limit}\n");
-            return answer(incoming, StatusCode::PAYLOAD_TOO_LARGE, &reason).await;
+            return answer(incoming, too_large(len, limit)).await;
         }
         RequestBody::InvalidLength => {
             let reason = "Content-Length is not one decimal number\n";
-            return answer(incoming, StatusCode::BAD_REQUEST, reason).await;
+            return answer(incoming, text_response(StatusCode::BAD_REQUEST, reason)).await;
         }
         _ => {
             let reason = "a body with a Content-Length is required\n";
-            return answer(incoming, StatusCode::LENGTH_REQUIRED, reason).await;
+            return answer(incoming, text_response(StatusCode::LENGTH_REQUIRED, reason)).await;
         }
     };
-    let content_type = incoming.request().headers().get(CONTENT_TYPE);
+    let response = publish_body(options, incoming.request(), topic, body);
+    answer(incoming, response).await
+}
+
+/// `POST /publish/P` over HTTP/2: the same rules and answers as [`http_publish`], but the body
+/// needs no `Content-Length` (HTTP/2 frames it); it is read up to the message size limit (a
+/// longer one gets 413 as soon as it passes the limit) within the handshake timeout (408).
+pub(crate) async fn h2_publish(
+    request: http::Request<h2::RecvStream>,
+    options: &Options,
+    state: &State,
+    topic: &str,
+) -> http::Response<Vec<u8>> {
+    let (parts, mut recv) = request.into_parts();
+    let head = http::Request::from_parts(parts, ());
+    if let Err(refusal) = authorize(options, &head) {
+        return refusal;
+    }
+    let limit = state.options.config.max_message_size;
+    let read = async {
+        let mut body = bytes::BytesMut::new();
+        while let Some(chunk) = recv.data().await {
+            let chunk = chunk.map_err(|e| {
+                debug!("HTTP/2 publish body: {e}");
+                text_response(StatusCode::BAD_REQUEST, "the request body was cut off\n")
+            })?;
+            let _ = recv.flow_control().release_capacity(chunk.len());
+            if body.len() + chunk.len() > limit {
+                return Err(too_large(body.len() + chunk.len(), limit));
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok(body.freeze())
+    };
+    // As over HTTP/1.1, the body must arrive within the handshake timeout.
+    match tokio::time::timeout(state.options.handshake_timeout, read).await {
+        Ok(Ok(body)) => publish_body(options, &head, topic, body),
+        Ok(Err(refusal)) => refusal,
+        Err(_) => text_response(StatusCode::REQUEST_TIMEOUT, "the request body took too long\n"),
+    }
+}
+
+/// The checks before the body is read: 404 when HTTP publishing is off, 405 for a method other
+/// than POST, 401 without a bearer token, 403 with a wrong one.
+fn authorize<B>(
+    options: &Options,
+    request: &http::Request<B>,
+) -> Result<(), http::Response<Vec<u8>>> {
+    let Some(token) = &options.publish_token else {
+        return Err(text_response(StatusCode::NOT_FOUND, "not found\n"));
+    };
+    if request.method() != Method::POST {
+        let mut response = text_response(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n");
+        response.headers_mut().insert(http::header::ALLOW, HeaderValue::from_static("POST"));
+        return Err(response);
+    }
+    let given = request.headers().get(AUTHORIZATION).map(|v| v.as_bytes());
+    match given.and_then(|v| v.strip_prefix(b"Bearer ")) {
+        None => {
+            let mut response =
+                text_response(StatusCode::UNAUTHORIZED, "a bearer token is required\n");
+            response.headers_mut().insert(WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            Err(response)
+        }
+        Some(given) if !same_token(given, token.as_bytes()) => {
+            Err(text_response(StatusCode::FORBIDDEN, "wrong token\n"))
+        }
+        Some(_) => Ok(()),
+    }
+}
+
+/// 413 for a body of `len` bytes (or more) over `limit`.
+fn too_large(len: usize, limit: usize) -> http::Response<Vec<u8>> {
+    let reason = format!("a body of {len} bytes exceeds the limit of {limit}\n");
+    text_response(StatusCode::PAYLOAD_TOO_LARGE, reason)
+}
+
+/// Publishes a whole, authorized body to `topic`: text when the content type says so (400 if
+/// it is not UTF-8), binary otherwise; 200 with the subscribers reached as JSON.
+fn publish_body<B>(
+    options: &Options,
+    request: &http::Request<B>,
+    topic: &str,
+    body: bytes::Bytes,
+) -> http::Response<Vec<u8>> {
+    let content_type = request.headers().get(CONTENT_TYPE);
     let message = if content_type.is_some_and(|v| is_text(v.as_bytes())) {
         match Utf8Bytes::try_from(body) {
             Ok(text) => Message::Text(text),
             Err(_) => {
                 let reason = "a text content type with a body that is not UTF-8\n";
-                return answer(incoming, StatusCode::BAD_REQUEST, reason).await;
+                return text_response(StatusCode::BAD_REQUEST, reason);
             }
         }
     } else {
@@ -144,7 +209,7 @@ where
         format!("{{\"delivered\":{},\"skipped\":{}}}\n", published.delivered, published.skipped);
     let mut response = http::Response::new(body.into_bytes());
     response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    incoming.respond_keep_alive(response, KEEP_ALIVE_IDLE).await
+    response
 }
 
 /// The pub/sub part of `/stats`, a JSON object.
@@ -183,13 +248,12 @@ fn same_token(given: &[u8], expected: &[u8]) -> bool {
 
 async fn answer<S>(
     incoming: Incoming<S>,
-    status: StatusCode,
-    body: &str,
+    response: http::Response<Vec<u8>>,
 ) -> Result<Option<Incoming<S>>, wsx::Error>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    incoming.respond_keep_alive(text_response(status, body), KEEP_ALIVE_IDLE).await
+    incoming.respond_keep_alive(response, KEEP_ALIVE_IDLE).await
 }
 
 #[cfg(test)]

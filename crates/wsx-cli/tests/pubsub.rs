@@ -178,3 +178,96 @@ fn http_publishing_needs_the_token_and_publishes_text_or_binary() {
     let off = publish(closed.port, Some("Bearer s3cret"), "text/plain", "nope");
     assert_eq!(off.status, 404, "{off:?}");
 }
+
+/// `curl ARGS… URL` against a TLS server of the test CA in `dir`: (status, HTTP version, body).
+fn curl(dir: &std::path::Path, args: &[&str], url: &str) -> (u16, String, String) {
+    let out = Command::new("curl")
+        .args(["-sS", "--max-time", "20", "--cacert"])
+        .arg(dir.join("ca.pem"))
+        .args(args)
+        .args(["-w", "\n%{http_code} %{http_version}", url])
+        .stdin(Stdio::null())
+        .output()
+        .expect("curl (scripts/test.sh installs it)");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, tail) = text.rsplit_once('\n').unwrap_or(("", &text));
+    let (status, version) = tail.split_once(' ').unwrap_or((tail, ""));
+    (status.parse().unwrap_or(0), version.to_owned(), body.to_owned())
+}
+
+#[test]
+fn http_publishing_works_over_http2_with_the_same_rules() {
+    let dir = common::tls_fixtures();
+    let (cert, key) = (dir.join("leaf.pem"), dir.join("leaf.key"));
+    let server = Server::start(&[
+        "--pubsub",
+        "--publish-token",
+        "s3cret",
+        "--max-message-size",
+        "1024",
+        "--tls-cert",
+        cert.to_str().unwrap(),
+        "--tls-key",
+        key.to_str().unwrap(),
+    ]);
+    let base = format!("https://localhost:{}", server.port);
+    // The subscriber: `wsx connect` to the topic, over its own TLS connection.
+    let mut sub = Command::new(common::WSX)
+        .args(["connect", "--cacert"])
+        .arg(dir.join("ca.pem"))
+        .arg(format!("wss://localhost:{}/news", server.port))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let started = std::time::Instant::now();
+    loop {
+        let (_, _, stats) = curl(&dir, &["--http2"], &format!("{base}/stats"));
+        if stats.contains("\"subscriptions\":1") {
+            break;
+        }
+        assert!(started.elapsed() < HANG_GUARD, "never subscribed: {stats}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let publish = format!("{base}/publish/news");
+    let bearer = "Authorization: Bearer s3cret";
+    let text = ["--http2", "-H", "Content-Type: text/plain"];
+    // Refusals first: they publish nothing.
+    let none = curl(&dir, &[&text[..], &["--data-binary", "nope"]].concat(), &publish);
+    assert_eq!((none.0, none.1.as_str()), (401, "2"), "{none:?}");
+    let wrong = ["-H", "Authorization: Bearer s3cre7", "--data-binary", "nope"];
+    let wrong = curl(&dir, &[&text[..], &wrong].concat(), &publish);
+    assert_eq!(wrong.0, 403, "{wrong:?}");
+    let big = "x".repeat(2000);
+    let large = curl(&dir, &[&text[..], &["-H", bearer, "--data-binary", &big]].concat(), &publish);
+    assert_eq!(large.0, 413, "{large:?}");
+    let get = curl(&dir, &["--http2", "-H", bearer], &publish);
+    assert_eq!(get.0, 405, "{get:?}");
+    // The authorized one is delivered, and answers as over HTTP/1.1.
+    let ok = curl(&dir, &[&text[..], &["-H", bearer, "--data-binary", "over h2"]].concat(), &publish);
+    assert_eq!((ok.0, ok.1.as_str()), (200, "2"), "{ok:?}");
+    assert_eq!(ok.2, "{\"delivered\":1,\"skipped\":0}", "{ok:?}");
+    // And the same over HTTP/1.1 on the same port, after it.
+    let h1 = ["--http1.1", "-H", "Content-Type: text/plain", "-H", bearer];
+    let h1 = curl(&dir, &[&h1[..], &["--data-binary", "over h1"]].concat(), &publish);
+    assert_eq!((h1.0, h1.1.as_str()), (200, "1.1"), "{h1:?}");
+
+    // Read on a thread of its own, so that a missing message fails the test instead of hanging it.
+    let mut out = std::io::BufReader::new(sub.stdout.take().unwrap());
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut lines = Vec::new();
+        for _ in 0..2 {
+            let mut line = String::new();
+            let _ = std::io::BufRead::read_line(&mut out, &mut line);
+            lines.push(line);
+        }
+        let _ = tx.send(lines);
+    });
+    let lines = rx.recv_timeout(HANG_GUARD);
+    let _ = sub.kill();
+    let lines = lines.expect("the subscriber got both messages");
+    assert_eq!(lines, ["over h2\n", "over h1\n"], "only the authorized publishes, in order");
+    let _ = sub.wait();
+}
