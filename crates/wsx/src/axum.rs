@@ -27,6 +27,13 @@
 //! # }
 //! ```
 //!
+//! **HTTP/2** (RFC 8441, with the `http2` feature and a server that enables extended CONNECT,
+//! as `axum::serve` does with axum's `http2` feature): the request of a WebSocket over HTTP/2
+//! has the method `CONNECT`, not `GET`, so route the handler with
+//! [`any`](https://docs.rs/axum/0.8/axum/routing/method_routing/fn.any.html) (or
+//! `on(MethodFilter::GET.or(MethodFilter::CONNECT), …)`). A `get` route still upgrades
+//! HTTP/1.1 but answers an HTTP/2 WebSocket with 405 before the extractor runs.
+//!
 //! One route can serve a page and upgrade: extract `Option<WebSocketUpgrade>`, which is `None`
 //! for a request without `Upgrade: websocket` (and still a rejection for a broken upgrade).
 //!
