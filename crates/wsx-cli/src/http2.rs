@@ -10,7 +10,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use h2::server::SendResponse;
 use h2::RecvStream;
-use http::{Request, StatusCode};
+use http::Request;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::{sleep, timeout_at, Instant};
 use tokio_util::task::TaskTracker;

@@ -135,7 +135,7 @@ pub(crate) async fn h2_publish(
             })?;
             let _ = recv.flow_control().release_capacity(chunk.len());
             if body.len() + chunk.len() > limit {
-                return Err(too_large(body.len() + chunk.len(), limit));
+                return Err(too_large((body.len() + chunk.len()) as u64, limit));
             }
             body.extend_from_slice(&chunk);
         }
@@ -179,7 +179,7 @@ fn authorize<B>(
 }
 
 /// 413 for a body of `len` bytes (or more) over `limit`.
-fn too_large(len: usize, limit: usize) -> http::Response<Vec<u8>> {
+fn too_large(len: u64, limit: usize) -> http::Response<Vec<u8>> {
     let reason = format!("a body of {len} bytes exceeds the limit of {limit}\n");
     text_response(StatusCode::PAYLOAD_TOO_LARGE, reason)
 }

@@ -25,10 +25,7 @@ struct TlsServer {
 }
 
 fn serve_tls() -> TlsServer {
-    // One set per process: `tls_fixtures` writes to one directory per process, and tests run
-    // in parallel would overwrite each other's CA and leaf.
-    static FIXTURES: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
-    let dir = FIXTURES.get_or_init(common::tls_fixtures);
+    let dir = common::tls_fixtures();
     let (cert, key) = (dir.join("leaf.pem"), dir.join("leaf.key"));
     let server = Server::start(&["--tls-cert", path_str(&cert), "--tls-key", path_str(&key)]);
     TlsServer { server, ca: dir.join("ca.pem") }

@@ -102,18 +102,24 @@ pub(crate) fn free_port() -> u16 {
     TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap().local_addr().unwrap().port()
 }
 
-/// Generates the TLS test fixtures in a fresh directory and returns it: a CA (`ca.pem`) and a
-/// certificate for localhost and 127.0.0.1 signed by it (`leaf.pem`, `leaf.key`). Keys are made
-/// anew on every run; none is stored in the repository.
+/// The TLS test fixtures, generated once per test process into a directory of its own: a CA
+/// (`ca.pem`) and a certificate for localhost and 127.0.0.1 signed by it (`leaf.pem`,
+/// `leaf.key`). Once per process because tests run in parallel: a second set written to the
+/// same directory would pair one test's leaf with another's CA. Keys are made anew on every
+/// run; none is stored in the repository.
 pub(crate) fn tls_fixtures() -> PathBuf {
-    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
-        .join(format!("wsx-connect-tls-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let pki = Pki::generate();
-    std::fs::write(dir.join("ca.pem"), pki.ca_pem).unwrap();
-    std::fs::write(dir.join("leaf.pem"), pki.leaf_pem).unwrap();
-    std::fs::write(dir.join("leaf.key"), pki.leaf_key_pem).unwrap();
-    dir
+    static DIR: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    DIR.get_or_init(|| {
+        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+            .join(format!("wsx-connect-tls-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let pki = Pki::generate();
+        std::fs::write(dir.join("ca.pem"), pki.ca_pem).unwrap();
+        std::fs::write(dir.join("leaf.pem"), pki.leaf_pem).unwrap();
+        std::fs::write(dir.join("leaf.key"), pki.leaf_key_pem).unwrap();
+        dir
+    })
+    .clone()
 }
 
 /// An HTTP response from the server.
