@@ -12,6 +12,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 
+mod backlog;
 mod bench;
 mod bridge;
 mod connect;
