@@ -46,7 +46,11 @@ impl Backlog {
     }
 
     /// Writes what is waiting until it is all written or `out` is full.
-    pub(crate) fn poll_write<W>(&mut self, mut out: Pin<&mut W>, cx: &mut Context<'_>) -> Poll<io::Result<()>>
+    pub(crate) fn poll_write<W>(
+        &mut self,
+        mut out: Pin<&mut W>,
+        cx: &mut Context<'_>,
+    ) -> Poll<io::Result<()>>
     where
         W: AsyncWrite + ?Sized,
     {
