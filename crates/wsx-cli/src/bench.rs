@@ -43,32 +43,49 @@ use wsx::proto::frame::{FrameHeader, OpCode, MAX_HEADER_LEN};
 use wsx::proto::mask::apply_mask;
 use wsx::{ClientBuilder, Config, Event, Message, Utf8Bytes};
 
+/// `wsx bench --help`: one line per mode.
+pub(crate) const EXAMPLES: &str = "\
+Examples:
+  wsx bench -c 100 -s 20 -d 10 ws://127.0.0.1:8080/   closed loop: msg/s, MB/s, latency
+  wsx bench -c 10 --rate 20000 ws://127.0.0.1:8080/   open loop at 20,000 msg/s in total
+  wsx bench -c 10 -s 1024 --json ws://127.0.0.1:8080/ one JSON object for scripts
+  wsx bench --handshakes -c 32 ws://127.0.0.1:8080/   connections per second
+  wsx bench --pubsub -c 1000 ws://127.0.0.1:8080/room against wsx serve --pubsub
+  wsx bench --http2 -c 100 wss://localhost:8443/      100 WebSockets as streams of one
+                                                      HTTP/2 connection";
+
 /// Options of `wsx bench`.
 #[derive(Debug, clap::Args)]
 pub(crate) struct BenchArgs {
     /// The echo server's URL (ws:// or wss://); with --pubsub, the topic's.
     url: String,
     /// Concurrent connections.
-    #[arg(short = 'c', long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(short = 'c', long, value_name = "N", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
     connections: u64,
     /// Message size in bytes (at least 16 with --pubsub: the stamp).
-    #[arg(short = 's', long, default_value_t = 20)]
+    #[arg(short = 's', long, value_name = "BYTES", default_value_t = 20)]
     size: usize,
     /// Seconds to measure.
-    #[arg(short = 'd', long, default_value_t = 10.0)]
+    #[arg(short = 'd', long, value_name = "SECS", default_value_t = 10.0)]
     duration: f64,
     /// Seconds to run before measuring.
-    #[arg(long, default_value_t = 1.0)]
+    #[arg(long, value_name = "SECS", default_value_t = 1.0)]
     warmup: f64,
     /// Send binary messages instead of text.
     #[arg(long)]
     binary: bool,
     /// Messages outstanding per connection (closed loop).
-    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=4096))]
+    #[arg(
+        long,
+        value_name = "N",
+        default_value_t = 1,
+        value_parser = clap::value_parser!(u64).range(1..=4096)
+    )]
     in_flight: u64,
     /// Open loop: send this many messages per second in total, spread over the connections
-    /// (with --pubsub: publishes per second), at most 1,000,000 per connection.
-    #[arg(long, conflicts_with = "handshakes")]
+    /// (with --pubsub: publishes per second), at most 1,000,000 per connection [default:
+    /// closed loop, as fast as the echoes come back].
+    #[arg(long, value_name = "MSG_PER_SEC", conflicts_with = "handshakes")]
     rate: Option<f64>,
     /// Measure opening handshakes instead of messages: each connection opens, upgrades,
     /// closes (a clean close handshake) and starts over, for the duration; reports handshakes
@@ -87,7 +104,7 @@ pub(crate) struct BenchArgs {
     pubsub: bool,
     /// With --pubsub: seconds a round may take before the run is given up as failed (a server
     /// that drops deliveries never completes one).
-    #[arg(long, default_value_t = 60.0, requires = "pubsub")]
+    #[arg(long, value_name = "SECS", default_value_t = 60.0, requires = "pubsub")]
     round_timeout: f64,
     /// Offer permessage-deflate (off by default: it measures zlib, not the transport).
     #[arg(long)]
@@ -99,8 +116,8 @@ pub(crate) struct BenchArgs {
     /// Also trust the PEM certificates in FILE for wss://.
     #[arg(long, value_name = "FILE")]
     cacert: Option<std::path::PathBuf>,
-    /// Worker threads of the generator (default 1).
-    #[arg(long, default_value_t = 1)]
+    /// Worker threads of the generator.
+    #[arg(long, value_name = "N", default_value_t = 1)]
     threads: usize,
     /// Print one JSON object instead of the report.
     #[arg(long)]

@@ -10,12 +10,12 @@
 //! Flow control both ways, with nothing unbounded in between:
 //! - TCP is read only while the WebSocket's send queue is under its high-water mark, so a
 //!   WebSocket peer that does not read holds the TCP sender back through TCP;
-//! - the WebSocket is read only while at most one received piece waits for TCP: one is being
-//!   written and, while it is, one more may be received (so that a close or ping behind it is
-//!   seen while TCP drains); then reading stops and the WebSocket peer is held back through
-//!   TCP. Keepalive and the close timer run whenever the WebSocket is read or waits to write;
-//!   while reading is stopped they do not, since the peer's frames (its pongs included) sit
-//!   unread behind the data: a pause of the TCP reader is not taken for a dead WebSocket peer.
+//! - the WebSocket is read only while less than [`crate::backlog::MAX_BACKLOG`] waits for
+//!   TCP (so that a close or ping behind a little data is seen while TCP drains); then reading
+//!   stops and the WebSocket peer is held back through TCP. The WebSocket's timers run all the
+//!   while (`WebSocket::timers` while reading is stopped): keepalive pings go out, and a peer
+//!   that stays unheard past the ping timeout (its frames sit unread behind data the TCP side
+//!   does not take) is given up on with 1011, as is one that vanished; then TCP is reset.
 //!
 //! Endings: TCP end of stream closes the WebSocket with 1000, a TCP error with 1011; the
 //! WebSocket's close (or end) shuts TCP's write side down once the pieces received before it
@@ -31,7 +31,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Bytes, BytesMut};
 use futures_util::Sink;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt as _};
 use tokio::net::TcpStream;
@@ -40,6 +40,7 @@ use tokio_util::io::poll_read_buf;
 use tracing::debug;
 use wsx::{CloseCode, CloseFrame, Event, Message, WebSocket};
 
+use crate::backlog::Backlog;
 use crate::serve::{next_or_stop, State};
 
 /// The most bytes read from TCP at once: the largest message the bridge sends.
@@ -110,8 +111,7 @@ where
 {
     let mut pipe = Pipe {
         tcp,
-        to_tcp: Bytes::new(),
-        parked: None,
+        to_tcp: Backlog::default(),
         from_tcp: BytesMut::new(),
         tcp_reading: true,
         tcp_writing: true,
@@ -144,6 +144,13 @@ where
             Step::WsFailed(e) => {
                 debug!("WebSocket failed: {e}");
                 abnormal = true;
+                break;
+            }
+            Step::GaveUp => {
+                debug!("WebSocket peer given up on while its data waited for TCP");
+                abnormal = true;
+                // Bounded by the close deadline the timers set.
+                while ws.recv_event().await.is_some() {}
                 break;
             }
             Step::Ws(Some(Ok(event))) => match event {
@@ -181,8 +188,7 @@ where
                 debug!("TCP failed: {e}: closing with 1011");
                 pipe.tcp_reading = false;
                 pipe.tcp_writing = false;
-                pipe.to_tcp = Bytes::new();
-                pipe.parked = None;
+                pipe.to_tcp.clear();
                 close(ws, CloseFrame::new(CloseCode::INTERNAL_ERROR, reason(&format!("TCP: {e}"))));
             }
             // Closing (either way): nothing more can be sent, so TCP is no longer read.
@@ -221,6 +227,8 @@ enum Step {
     TcpRead(io::Result<usize>),
     /// Writing to TCP failed.
     TcpFailed(io::Error),
+    /// The WebSocket's timers gave up on its peer while its data waited for TCP.
+    GaveUp,
     /// The WebSocket takes no more messages: a close went one way or the other.
     SendClosed,
 }
@@ -229,10 +237,7 @@ enum Step {
 struct Pipe {
     tcp: TcpStream,
     /// What the WebSocket sent, being written to TCP.
-    to_tcp: Bytes,
-    /// The next piece, received while `to_tcp` was being written; the WebSocket is not read
-    /// again until it moves up.
-    parked: Option<Bytes>,
+    to_tcp: Backlog,
     /// What was read from TCP, not yet a message.
     from_tcp: BytesMut,
     /// TCP is read (not after its end of stream, or once the WebSocket takes no more).
@@ -260,12 +265,14 @@ impl Pipe {
                 return Poll::Ready(step);
             }
         }
-        if self.parked.is_none() {
+        if self.to_tcp.has_room() {
             let recv = ws.recv_event();
             tokio::pin!(recv);
             if let Poll::Ready(event) = recv.poll(cx) {
                 return Poll::Ready(Step::Ws(event));
             }
+        } else if ws.poll_timers(cx).is_ready() {
+            return Poll::Ready(Step::GaveUp);
         }
         if !self.tcp_first {
             if let Poll::Ready(step) = self.poll_read_tcp(ws, cx) {
@@ -280,19 +287,12 @@ impl Pipe {
         Poll::Pending
     }
 
-    /// Writes `to_tcp`, then the parked piece, until done or TCP is full.
+    /// Writes what waits for TCP until done or TCP is full.
     fn poll_write_tcp(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        while self.tcp_writing && !self.to_tcp.is_empty() {
-            let n = std::task::ready!(Pin::new(&mut self.tcp).poll_write(cx, &self.to_tcp))?;
-            if n == 0 {
-                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
-            }
-            self.to_tcp.advance(n);
-            if self.to_tcp.is_empty() {
-                self.to_tcp = self.parked.take().unwrap_or_default();
-            }
+        if !self.tcp_writing {
+            return Poll::Ready(Ok(()));
         }
-        Poll::Ready(Ok(()))
+        self.to_tcp.poll_write(Pin::new(&mut self.tcp), cx)
     }
 
     /// Reads from TCP if the WebSocket's send queue has room.
@@ -316,15 +316,8 @@ impl Pipe {
 
     /// A piece the WebSocket sent, for TCP (dropped once TCP has failed).
     fn queue(&mut self, data: Bytes) {
-        if data.is_empty() || !self.tcp_writing {
-            return;
-        }
-        if self.to_tcp.is_empty() {
-            self.to_tcp = data;
-        } else {
-            // `poll_turn` receives only while nothing is parked.
-            debug_assert!(self.parked.is_none());
-            self.parked = Some(data);
+        if self.tcp_writing {
+            self.to_tcp.push(data);
         }
     }
 
@@ -337,11 +330,7 @@ impl Pipe {
             return;
         }
         let drain = async {
-            let parked = self.parked.take();
-            self.tcp.write_all(&self.to_tcp).await?;
-            if let Some(parked) = parked {
-                self.tcp.write_all(&parked).await?;
-            }
+            self.to_tcp.write_all(&mut self.tcp).await?;
             self.tcp.shutdown().await
         };
         match tokio::time::timeout(DRAIN_TIMEOUT, drain).await {

@@ -31,6 +31,24 @@ const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 /// The most characters of a refused upgrade's body shown in the error line.
 const MAX_BODY_SHOWN: usize = 200;
 
+/// `wsx connect --help`: one line per use.
+pub(crate) const EXAMPLES: &str = "\
+Examples:
+  wsx connect ws://127.0.0.1:8080/             stdin lines out, messages received on stdout
+  echo hello | wsx connect ws://127.0.0.1:8080/
+                                               sends, prints the echo, closes, exits 0
+  wsx connect --count 10 -H 'Authorization: Bearer T' --protocol v1 wss://example.com/feed
+  wsx connect --binary --binary-raw URL < in.bin > out.bin
+                                               bytes as they are, one message per read
+  wsx connect --binary --whole URL < file.bin  all of stdin as one binary message
+  find . -print0 | wsx connect -0 --jsonl URL  NUL-separated messages; a JSON line per reply
+  wsx connect --reconnect --ping-interval 5 URL
+                                               survives server restarts and dead links
+  wsx connect --proxy socks5h://127.0.0.1:1080 URL
+                                               through SOCKS5 (or http://user:pass@proxy:3128)
+  wsx connect --listen tcp://127.0.0.1:2222 wss://host/ssh
+                                               each local TCP connection over its own WebSocket";
+
 /// Options of `wsx connect`.
 #[derive(Debug, clap::Args)]
 pub(crate) struct ConnectArgs {
@@ -64,10 +82,9 @@ pub(crate) struct ConnectArgs {
     /// Send this Origin header.
     #[arg(long, value_name = "URL")]
     origin: Option<String>,
-    /// Exit after receiving N text or binary messages, closing with 1000.
-    ///
-    /// The end of stdin then no longer closes the connection, so
-    /// `echo subscribe | wsx connect --count 5 URL` waits for five messages.
+    /// Exit after receiving N text or binary messages, closing with 1000. The end of stdin then
+    /// no longer closes the connection: `echo subscribe | wsx connect --count 5 URL` waits for
+    /// five messages.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     count: Option<u64>,
     /// Give up after SECS seconds, connecting included: close with 1000 and exit with an
@@ -93,12 +110,12 @@ pub(crate) struct ConnectArgs {
     /// {"type":"text","data":"…"} or {"type":"binary","base64":"…"}.
     #[arg(long, conflicts_with = "binary_raw")]
     jsonl: bool,
-    /// Send a keepalive ping after SECS seconds without hearing from the server (default 20;
-    /// 0 turns keepalive off).
+    /// Seconds without hearing from the server before a keepalive ping (0: no keepalive)
+    /// [default: 20].
     #[arg(long, value_name = "SECS", value_parser = parse_secs_or_zero)]
     ping_interval: Option<Duration>,
-    /// Fail the connection (close 1011) when nothing arrives SECS seconds after a keepalive
-    /// ping (default 20; 0 waits forever).
+    /// Seconds to wait for any frame after a keepalive ping before closing with 1011 (0: wait
+    /// for ever) [default: 20].
     #[arg(long, value_name = "SECS", value_parser = parse_secs_or_zero)]
     ping_timeout: Option<Duration>,
     /// Print each redirect followed and the server's response (status line and headers) on
@@ -118,8 +135,8 @@ pub(crate) struct ConnectArgs {
     /// Follow at most N redirects (301, 302, 303, 307, 308); 0 makes a redirect an error.
     #[arg(long, value_name = "N", default_value_t = 10)]
     max_redirects: usize,
-    /// The status code of the close sent at the end of stdin (default 1000): 1000-1003,
-    /// 1007-1014 or 3000-4999.
+    /// The status code of the close sent at the end of stdin: 1000-1003, 1007-1014 or
+    /// 3000-4999 [default: 1000].
     // A string, checked by `end_close`: clap's error for a bad number spans several lines.
     #[arg(long, value_name = "CODE")]
     close_code: Option<String>,
@@ -131,7 +148,7 @@ pub(crate) struct ConnectArgs {
     /// Each attempt is one line on stderr. Messages in flight when it dropped may be lost.
     #[arg(long)]
     reconnect: bool,
-    /// The longest wait between reconnect attempts.
+    /// Seconds of the longest wait between --reconnect attempts.
     #[arg(long, value_name = "SECS", value_parser = parse_secs, default_value = "30")]
     reconnect_max: Duration,
     /// Forward TCP instead of stdin and stdout (the client side of `wsx serve --to`): listen on

@@ -3,11 +3,17 @@
 //! a text message (`--binary`: raw chunks both ways, as binary messages). The child gets a
 //! CGI-style environment; its stderr goes to the log, tagged by connection.
 //!
-//! Flow control both ways: the child's stdout is read only as fast as the WebSocket drains
-//! (feeding waits on the send buffer's high-water mark, and what is fed is flushed before the
-//! next read), and a message is received from the client only once the previous one is wholly
-//! written to the child's stdin, so a child that does not read holds the client back through
-//! TCP instead of growing the server's memory.
+//! Both directions run at once in one loop, with nothing unbounded in between:
+//! - the child's stdout is read only while the WebSocket's send queue is under its high-water
+//!   mark, so a client that does not read holds the child back through the pipe (and the
+//!   send queue's timers, keepalive included, run while it waits);
+//! - the client is received from only while less than [`crate::backlog::MAX_BACKLOG`] waits
+//!   for the child's stdin, so a child that does not read holds the client back through TCP.
+//!   Meanwhile the WebSocket's timers still run (`WebSocket::timers`): keepalive pings go out,
+//!   and a client that stays unheard past the ping timeout (its frames sit unread behind the
+//!   data) is given up on with 1011 and its child ended, as is one that vanished. Input that
+//!   fits the backlog does not stop reading: pings behind it are answered and a close behind
+//!   it ends the connection at once.
 //!
 //! When the connection ends (the client closes or goes away, or the server shuts down) the
 //! child's process group gets SIGTERM, then SIGKILL after `--kill-grace`. When the child exits
@@ -21,13 +27,20 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::{Buf, Bytes, BytesMut};
-use http::header::HOST;
-use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
-use tokio::process::{Child, ChildStdin, ChildStdout, Command};
-use tracing::{debug, info, warn};
-use wsx::{CloseCode, CloseFrame, Message, Utf8Bytes, WebSocket};
+use std::future::{poll_fn, Future};
+use std::pin::Pin;
+use std::task::{Context, Poll};
 
+use bytes::{Bytes, BytesMut};
+use futures_util::Sink;
+use http::header::HOST;
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, BufReader};
+use tokio::process::{Child, ChildStdin, ChildStdout, Command};
+use tokio_util::io::poll_read_buf;
+use tracing::{debug, info, warn};
+use wsx::{CloseCode, CloseFrame, Event, Message, Utf8Bytes, WebSocket};
+
+use crate::backlog::Backlog;
 use crate::serve::{next_or_stop, State};
 
 /// Longest stdout line sent as one message in text mode: a longer one goes out in pieces of
@@ -244,11 +257,17 @@ fn cgi_environment(
 
 /// What one turn of the connection's loop saw.
 enum Step {
-    /// From the client.
-    Client(Option<Result<Message, wsx::Error>>),
-    /// Bytes of the pending input written to the child's stdin.
-    Wrote(std::io::Result<usize>),
-    /// Bytes of the child's stdout read into the output buffer.
+    /// From the client (`None`: it is over).
+    Client(Option<Result<Event, wsx::Error>>),
+    /// The WebSocket's timers gave up on the client while its input waited for the child.
+    GaveUp,
+    /// Writing to the client failed: it is over.
+    ClientFailed(wsx::Error),
+    /// The WebSocket takes no more messages: a close went one way or the other.
+    SendClosed,
+    /// Writing to the child's stdin failed (it closed it, or exited).
+    StdinFailed(std::io::Error),
+    /// Bytes of the child's stdout read into the output buffer (0: its end).
     Read(std::io::Result<usize>),
     /// The child exited (after its stdout ended).
     Exited(std::io::Result<ExitStatus>),
@@ -286,29 +305,16 @@ where
     let stop = state.stop.notified();
     tokio::pin!(stop);
     let mut registered = false;
-    // A message from the client not yet wholly written to the child's stdin: nothing more is
-    // received meanwhile.
-    let mut pending = Bytes::new();
-    let mut output = BytesMut::new();
+    let mut pipes = Pipes {
+        to_child: Backlog::default(),
+        output: BytesMut::new(),
+        binary: options.binary,
+        stdout_reading: true,
+        client_first: false,
+    };
     loop {
         let step = {
-            let Process { child, stdin, stdout, .. } = &mut *process;
-            let stdout_open = stdout.is_some();
-            let writing = !pending.is_empty();
-            if !stdout_open && output.is_empty() {
-                output = BytesMut::new();
-            }
-            let want = if options.binary { BINARY_CHUNK } else { MAX_LINE - output.len() };
-            output.reserve(want.min(BINARY_CHUNK));
-            let turn = async {
-                tokio::select! {
-                    // Output first: what the child wrote goes out before its exit is noticed.
-                    r = read_some(stdout.as_mut(), &mut output), if stdout_open => Step::Read(r),
-                    w = write_some(stdin.as_mut(), &pending), if writing => Step::Wrote(w),
-                    m = ws.recv(), if !writing => Step::Client(m),
-                    s = child.wait(), if !stdout_open => Step::Exited(s),
-                }
-            };
+            let turn = poll_fn(|cx| pipes.poll_turn(ws, process, cx));
             tokio::pin!(turn);
             next_or_stop(turn, state, stop.as_mut(), &mut registered).await
         };
@@ -321,40 +327,37 @@ where
             return closed;
         };
         match step {
-            Step::Read(Ok(0)) | Step::Read(Err(_)) => {
-                process.stdout = None;
-                if !output.is_empty() {
-                    let rest = output.split().freeze();
-                    ws.feed(to_message(rest, options.binary)).await?;
+            Step::Client(Some(Ok(event))) => {
+                if process.stdin.is_some() {
+                    pipes.queue(event);
                 }
-                ws.flush().await?;
-            }
-            Step::Read(Ok(_)) => {
-                send_output(ws, &mut output, options.binary).await?;
-                ws.flush().await?;
-            }
-            Step::Wrote(Ok(n)) => pending.advance(n),
-            Step::Wrote(Err(e)) => {
-                // The child closed its stdin (EPIPE): what the client sends is dropped.
-                debug!(conn = id, "child's stdin closed: {e}");
-                process.stdin = None;
-                pending = Bytes::new();
-            }
-            Step::Client(Some(Ok(msg))) => {
-                if process.stdin.is_none() {
-                    continue;
-                }
-                pending = match msg {
-                    Message::Text(text) if !options.binary => line(text.as_bytes()),
-                    Message::Binary(data) if !options.binary => line(&data),
-                    Message::Text(text) => Bytes::copy_from_slice(text.as_bytes()),
-                    Message::Binary(data) => data,
-                    _ => continue,
-                };
             }
             Step::Client(Some(Err(e))) => debug!(conn = id, "peer error: {e}"),
             // The client closed or went away: `run` ends the child.
             Step::Client(None) => return Ok(()),
+            Step::GaveUp => {
+                debug!(conn = id, "client given up on while its input waited for the child");
+                // Bounded by the close deadline the timers set.
+                while ws.recv_event().await.is_some() {}
+                return Ok(());
+            }
+            Step::ClientFailed(e) => return Err(e),
+            Step::SendClosed => pipes.stdout_reading = false,
+            Step::StdinFailed(e) => {
+                // The child closed its stdin (EPIPE): what the client sends is dropped.
+                debug!(conn = id, "child's stdin closed: {e}");
+                process.stdin = None;
+                pipes.to_child.clear();
+            }
+            Step::Read(Ok(0)) | Step::Read(Err(_)) => {
+                process.stdout = None;
+                if !pipes.output.is_empty() {
+                    let rest = pipes.output.split().freeze();
+                    send(ws, to_message(rest, options.binary), &mut pipes);
+                }
+                pipes.output = BytesMut::new();
+            }
+            Step::Read(Ok(_)) => pipes.send_output(ws),
             Step::Exited(status) => {
                 process.reaped = true;
                 let frame = match status {
@@ -368,11 +371,176 @@ where
                 debug!(conn = id, code = u16::from(frame.code), "child exited: closing");
                 process.stdin = None;
                 ws.close(Some(frame)).await?;
-                // The close reply, bounded by the close timeout of the connection's config.
-                while ws.recv().await.is_some() {}
+                // The close reply, bounded by the close timeout of the connection's config;
+                // what the client still sends has nowhere to go.
+                while ws.recv_event().await.is_some() {}
                 return Ok(());
             }
         }
+    }
+}
+
+/// The bytes in flight between one client and its child.
+struct Pipes {
+    /// What the client sent, for the child's stdin.
+    to_child: Backlog,
+    /// What the child wrote, not yet a message (text mode: the start of a line).
+    output: BytesMut,
+    binary: bool,
+    /// The child's stdout is read (not once the WebSocket takes no more messages).
+    stdout_reading: bool,
+    /// Alternates which side is polled first, so that neither direction starves the other.
+    client_first: bool,
+}
+
+impl Pipes {
+    /// One turn: write what waits for the child's stdin; then, in alternating order, receive
+    /// from the client (while the backlog has room; otherwise run the WebSocket's timers) and
+    /// read the child's stdout (while the WebSocket's send queue has room); notice the child's
+    /// exit once its stdout ended; keep what was queued for the client moving.
+    fn poll_turn<S>(
+        &mut self,
+        ws: &mut WebSocket<S>,
+        process: &mut Process,
+        cx: &mut Context<'_>,
+    ) -> Poll<Step>
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
+        let Process { child, stdin, stdout, .. } = process;
+        if let Some(stdin) = stdin.as_mut() {
+            if let Poll::Ready(Err(e)) = self.to_child.poll_write(Pin::new(stdin), cx) {
+                return Poll::Ready(Step::StdinFailed(e));
+            }
+        }
+        self.client_first = !self.client_first;
+        if self.client_first {
+            if let Poll::Ready(step) = self.poll_client(ws, cx) {
+                return Poll::Ready(step);
+            }
+        }
+        if let Some(stdout) = stdout.as_mut() {
+            if let Poll::Ready(step) = self.poll_stdout(ws, stdout, cx) {
+                return Poll::Ready(step);
+            }
+        }
+        if !self.client_first {
+            if let Poll::Ready(step) = self.poll_client(ws, cx) {
+                return Poll::Ready(step);
+            }
+        }
+        if stdout.is_none() {
+            // Output first: what the child wrote went out before its exit is noticed.
+            let wait = child.wait();
+            tokio::pin!(wait);
+            if let Poll::Ready(status) = wait.poll(cx) {
+                return Poll::Ready(Step::Exited(status));
+            }
+        }
+        if let Poll::Ready(Err(e)) = Pin::new(&mut *ws).poll_flush(cx) {
+            return Poll::Ready(Step::ClientFailed(e));
+        }
+        Poll::Pending
+    }
+
+    /// Receives from the client while the backlog for the child has room; otherwise runs the
+    /// WebSocket's timers, so keepalive and the close timeout go on while the child does not
+    /// read (and the client, held back by TCP, cannot be heard).
+    fn poll_client<S>(&mut self, ws: &mut WebSocket<S>, cx: &mut Context<'_>) -> Poll<Step>
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
+        if self.to_child.has_room() {
+            let recv = ws.recv_event();
+            tokio::pin!(recv);
+            recv.poll(cx).map(Step::Client)
+        } else {
+            ws.poll_timers(cx).map(|()| Step::GaveUp)
+        }
+    }
+
+    /// Reads the child's stdout if the WebSocket's send queue has room.
+    fn poll_stdout<S>(
+        &mut self,
+        ws: &mut WebSocket<S>,
+        stdout: &mut ChildStdout,
+        cx: &mut Context<'_>,
+    ) -> Poll<Step>
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
+        if !self.stdout_reading {
+            return Poll::Pending;
+        }
+        match Pin::new(&mut *ws).poll_ready(cx) {
+            Poll::Ready(Ok(())) => {}
+            Poll::Ready(Err(_)) => return Poll::Ready(Step::SendClosed),
+            Poll::Pending => return Poll::Pending,
+        }
+        let want = if self.binary { BINARY_CHUNK } else { MAX_LINE - self.output.len() };
+        self.output.reserve(want.min(BINARY_CHUNK));
+        poll_read_buf(Pin::new(stdout), cx, &mut self.output).map(Step::Read)
+    }
+
+    /// A client message, or a piece of one, for the child's stdin: text mode ends each message
+    /// with a newline.
+    fn queue(&mut self, event: Event) {
+        let (data, last) = match event {
+            Event::Message(Message::Text(text)) => (text.into_bytes(), true),
+            Event::Message(Message::Binary(data)) => (data, true),
+            Event::Chunk(chunk) => {
+                let last = chunk.is_last();
+                (chunk.into_data(), last)
+            }
+            // Pings are answered by the library; pongs and the close need nothing here.
+            Event::Message(_) => return,
+        };
+        if self.binary || !last {
+            self.to_child.push(data);
+        } else if data.len() <= 4096 {
+            // A short line goes to the pipe in one write.
+            self.to_child.push(line(&data));
+        } else {
+            self.to_child.push(data);
+            self.to_child.push(Bytes::from_static(b"\n"));
+        }
+    }
+
+    /// Queues what the child wrote: every whole line (without its `\n` or `\r\n`) in text mode,
+    /// a line longer than [`MAX_LINE`] in pieces; all of it as one message in binary mode.
+    /// Called after the send queue had room, so the queue goes past its high-water mark by at
+    /// most one read of stdout.
+    fn send_output<S>(&mut self, ws: &mut WebSocket<S>)
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
+        if self.binary {
+            let data = self.output.split().freeze();
+            return send(ws, Message::Binary(data), self);
+        }
+        while let Some(end) = self.output.iter().position(|&b| b == b'\n') {
+            let mut line = self.output.split_to(end + 1);
+            line.truncate(end);
+            if line.last() == Some(&b'\r') {
+                line.truncate(end - 1);
+            }
+            send(ws, to_message(line.freeze(), false), self);
+        }
+        if self.output.len() >= MAX_LINE {
+            let piece = self.output.split().freeze();
+            send(ws, to_message(piece, false), self);
+        }
+    }
+}
+
+/// Queues a message for the client without waiting (the caller checked for room); once the
+/// WebSocket takes no more, the child's stdout is no longer read.
+fn send<S>(ws: &mut WebSocket<S>, message: Message, pipes: &mut Pipes)
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    if Pin::new(ws).start_send(message).is_err() {
+        pipes.stdout_reading = false;
     }
 }
 
@@ -392,50 +560,6 @@ fn to_message(data: Bytes, binary: bool) -> Message {
     match Utf8Bytes::try_from(data.clone()) {
         Ok(text) => Message::Text(text),
         Err(_) => Message::Text(String::from_utf8_lossy(&data).into_owned().into()),
-    }
-}
-
-/// Feeds what the child wrote: every whole line (without its `\n` or `\r\n`) in text mode, a
-/// line longer than [`MAX_LINE`] in pieces; all of it as one message in binary mode. Feeding
-/// waits while the send buffer is above its high-water mark.
-async fn send_output<S>(
-    ws: &mut WebSocket<S>,
-    output: &mut BytesMut,
-    binary: bool,
-) -> Result<(), wsx::Error>
-where
-    S: AsyncRead + AsyncWrite + Unpin,
-{
-    if binary {
-        return ws.feed(Message::Binary(output.split().freeze())).await;
-    }
-    while let Some(end) = output.iter().position(|&b| b == b'\n') {
-        let mut line = output.split_to(end + 1);
-        line.truncate(end);
-        if line.last() == Some(&b'\r') {
-            line.truncate(end - 1);
-        }
-        ws.feed(to_message(line.freeze(), false)).await?;
-    }
-    if output.len() >= MAX_LINE {
-        ws.feed(to_message(output.split().freeze(), false)).await?;
-    }
-    Ok(())
-}
-
-/// Reads from the child's stdout into `buf`; never resolves without a stdout.
-async fn read_some(stdout: Option<&mut ChildStdout>, buf: &mut BytesMut) -> std::io::Result<usize> {
-    match stdout {
-        Some(stdout) => stdout.read_buf(buf).await,
-        None => std::future::pending().await,
-    }
-}
-
-/// Writes some of `data` to the child's stdin; never resolves without a stdin.
-async fn write_some(stdin: Option<&mut ChildStdin>, data: &[u8]) -> std::io::Result<usize> {
-    match stdin {
-        Some(stdin) => stdin.write(data).await,
-        None => std::future::pending().await,
     }
 }
 

@@ -12,6 +12,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 
+mod backlog;
 mod bench;
 mod bridge;
 mod connect;
@@ -22,7 +23,22 @@ mod serve;
 
 /// wsx: a WebSocket toolkit.
 #[derive(Debug, Parser)]
-#[command(name = "wsx", version, about)]
+#[command(
+    name = "wsx",
+    version,
+    about = "wsx: a WebSocket server, client, TCP bridge and load generator.",
+    after_help = "\
+Examples:
+  wsx serve                                    echo server, demo page at http://127.0.0.1:8080/
+  wsx connect ws://127.0.0.1:8080/             stdin lines out, messages received on stdout
+  wsx serve --exec ./script.sh                 a program per WebSocket (websocketd)
+  wsx serve --to tcp://127.0.0.1:5900          a TCP connection per WebSocket (websockify)
+  wsx connect --listen tcp://127.0.0.1:2222 wss://host/ssh
+                                               each local TCP connection over its own WebSocket
+  wsx bench -c 100 ws://127.0.0.1:8080/        msg/s, MB/s and latency of an echo server
+
+`wsx help COMMAND` or `wsx COMMAND --help` for the options of each."
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -30,114 +46,169 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Run a WebSocket server (echo; pub/sub with --pubsub; a program per connection with
-    /// --exec; a TCP bridge with --to), with a demo page at `/`.
+    /// Run a WebSocket server: echo (the default), pub/sub (--pubsub), a program per
+    /// connection (--exec, --sh) or a TCP bridge (--to); a demo page at `/`.
+    #[command(after_help = SERVE_EXAMPLES)]
     Serve(ServeArgs),
     /// Connect to a WebSocket server: stdin is sent (lines, NUL-separated pieces or a byte
-    /// stream), messages received are printed.
+    /// stream), messages received are printed; or forward TCP connections (--listen).
+    #[command(after_help = connect::EXAMPLES)]
     Connect(connect::ConnectArgs),
-    /// Load-test a WebSocket echo server: msg/s, MB/s and latency percentiles.
+    /// Load-test a WebSocket echo or pub/sub server: msg/s, MB/s and latency percentiles, or
+    /// handshakes per second.
+    #[command(after_help = bench::EXAMPLES)]
     Bench(bench::BenchArgs),
 }
+
+/// `wsx serve --help`: one line per mode.
+const SERVE_EXAMPLES: &str = "\
+Examples:
+  wsx serve                                  echo on ws://127.0.0.1:8080/, demo page at /
+  wsx serve --listen 0.0.0.0:9000 --tls-cert cert.pem --tls-key key.pem
+                                             wss:// and https://, HTTP/2 and HTTP/1.1
+  wsx serve --pubsub --publish-token s3cret  ws://…/ROOM joins topic ROOM; POST /publish/ROOM
+  wsx serve --exec ./count.py -- --from 10   a child per WebSocket, lines both ways, no shell
+  wsx serve --sh 'grep --line-buffered err'  the same through `sh -c`
+  wsx serve --exec cat --binary              raw chunks both ways as binary messages
+  wsx serve --to tcp://127.0.0.1:5900        a TCP connection per WebSocket (websockify)
+  wsx serve --ping-interval 5 --ping-timeout 5 --idle-timeout 300
+                                             drop dead clients within 10 s, idle ones at 5 min";
 
 /// Options of `wsx serve`.
 #[derive(Debug, clap::Args)]
 struct ServeArgs {
     /// Address to listen on.
-    #[arg(long, default_value = "127.0.0.1:8080")]
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8080")]
     listen: SocketAddr,
-    /// Worker threads (1 runs everything on the main thread). Default: one per core.
-    #[arg(long)]
+    /// Worker threads (1 runs everything on the main thread) [default: one per core].
+    #[arg(long, value_name = "N")]
     threads: Option<usize>,
-    /// Seconds a client has to send its upgrade request.
-    #[arg(long, default_value_t = 10.0)]
+    /// Seconds a client has to finish TLS and send its upgrade request.
+    #[arg(long, value_name = "SECS", default_value_t = 10.0)]
     handshake_timeout: f64,
-    /// PEM certificate chain: serve `wss://` (and the demo page over https). Needs --tls-key.
-    #[arg(long, requires = "tls_key")]
+    /// PEM certificate chain: serve `wss://` and the demo page over https, with HTTP/2 (ALPN
+    /// h2) and HTTP/1.1. Needs --tls-key.
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
     tls_cert: Option<PathBuf>,
     /// PEM private key for --tls-cert.
-    #[arg(long, requires = "tls_cert")]
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
     tls_key: Option<PathBuf>,
-    /// Do not offer permessage-deflate compression (on by default).
+    /// Do not offer permessage-deflate compression (offered by default, except with --to).
     #[arg(long)]
     no_deflate: bool,
-    /// Send messages shorter than this many bytes uncompressed.
-    #[arg(long, default_value_t = 0)]
+    /// Send messages shorter than this many bytes uncompressed (0: compress every message).
+    #[arg(long, value_name = "BYTES", default_value_t = 0)]
     deflate_min_size: usize,
-    /// Seconds to wait for clients to finish closing on shutdown.
-    #[arg(long, default_value_t = 5.0)]
+    /// Seconds to wait for clients to finish closing on shutdown (Ctrl-C, SIGTERM).
+    #[arg(long, value_name = "SECS", default_value_t = 5.0)]
     shutdown_timeout: f64,
     /// Most WebSocket connections at once; further upgrades get 503.
-    #[arg(long, default_value_t = 50_000)]
+    #[arg(long, value_name = "N", default_value_t = 50_000)]
     max_connections: usize,
     /// Accept browser upgrades only from this Origin (e.g. https://example.com). Repeatable.
     /// Without it any Origin is accepted; requests without Origin (non-browsers) always are.
     #[arg(long = "allow-origin", value_name = "ORIGIN")]
     allow_origins: Vec<String>,
-    /// Seconds without hearing from a client before pinging it (0: no keepalive).
-    #[arg(long, default_value_t = 20.0)]
+    /// Seconds without hearing from a client before a keepalive ping (0: no keepalive).
+    #[arg(long, value_name = "SECS", default_value_t = 20.0, help_heading = "Timers")]
     ping_interval: f64,
     /// Seconds to wait for any frame after a keepalive ping before closing with 1011.
-    #[arg(long, default_value_t = 20.0)]
+    #[arg(long, value_name = "SECS", default_value_t = 20.0, help_heading = "Timers")]
     ping_timeout: f64,
     /// Seconds without a data message either way before closing with 1001 (0: never).
-    #[arg(long, default_value_t = 0.0)]
+    #[arg(long, value_name = "SECS", default_value_t = 0.0, help_heading = "Timers")]
     idle_timeout: f64,
-    /// Seconds to wait for the client's reply to a close before dropping it.
-    #[arg(long, default_value_t = 10.0)]
+    /// Seconds to wait for the client's reply to a close before dropping the connection.
+    #[arg(long, value_name = "SECS", default_value_t = 10.0, help_heading = "Timers")]
     close_timeout: f64,
-    /// Largest message accepted, in bytes (after decompression); larger ones close with 1009.
-    #[arg(long, default_value_t = 64 << 20)]
+    /// Largest message accepted, in bytes, after decompression (64 MiB); larger ones close
+    /// with 1009.
+    #[arg(long, value_name = "BYTES", default_value_t = 64 << 20, help_heading = "Limits")]
     max_message_size: usize,
-    /// Largest frame accepted, in bytes; larger ones close with 1009.
-    #[arg(long, default_value_t = 16 << 20)]
+    /// Largest frame accepted, in bytes (16 MiB); larger ones close with 1009.
+    #[arg(long, value_name = "BYTES", default_value_t = 16 << 20, help_heading = "Limits")]
     max_frame_size: usize,
-    /// Echo a message piece by piece once this many of its bytes have arrived (a large value
-    /// stores each message whole before echoing it).
-    #[arg(long, default_value_t = 64 << 10, value_parser = clap::value_parser!(u64).range(1..))]
+    /// Echo a message piece by piece once this many of its bytes have arrived (64 KiB; a
+    /// large value stores each message whole before echoing it).
+    #[arg(
+        long,
+        value_name = "BYTES",
+        default_value_t = 64 << 10,
+        value_parser = clap::value_parser!(u64).range(1..),
+        help_heading = "Limits"
+    )]
     stream_threshold: u64,
     /// Most bytes of a streamed message the echo holds for a client that sends a whole message
-    /// before reading its echo; beyond it the server stops reading until the client reads.
-    #[arg(long, default_value_t = 16 << 20)]
+    /// before reading its echo (16 MiB); beyond it the server stops reading until the client
+    /// reads.
+    #[arg(long, value_name = "BYTES", default_value_t = 16 << 20, help_heading = "Limits")]
     echo_backlog: usize,
     /// Pub/sub instead of echo: a WebSocket to path /P subscribes to topic P, and every data
     /// message it sends is published to P (the sender included, unless --no-echo-self).
-    #[arg(long)]
+    #[arg(long, help_heading = "Pub/sub")]
     pubsub: bool,
     /// With --pubsub: a sender does not get its own messages back.
-    #[arg(long, requires = "pubsub")]
+    #[arg(long, requires = "pubsub", help_heading = "Pub/sub")]
     no_echo_self: bool,
     /// With --pubsub: `POST /publish/P` publishes its body to topic P when the request carries
     /// `Authorization: Bearer TOKEN` (without this flag HTTP publishing is off).
-    #[arg(long, value_name = "TOKEN", requires = "pubsub")]
+    #[arg(long, value_name = "TOKEN", requires = "pubsub", help_heading = "Pub/sub")]
     publish_token: Option<String>,
-    /// With --pubsub: most bytes of publishes queued for one subscriber that is not keeping up;
-    /// past it, --slow-subscriber decides.
-    #[arg(long, default_value_t = 256 << 10, requires = "pubsub")]
+    /// With --pubsub: most bytes of publishes queued for one subscriber that is not keeping up
+    /// (256 KiB); past it, --slow-subscriber decides.
+    #[arg(
+        long,
+        value_name = "BYTES",
+        default_value_t = 256 << 10,
+        requires = "pubsub",
+        help_heading = "Pub/sub"
+    )]
     max_subscriber_queue: usize,
     /// With --pubsub: what a publish does to a subscriber whose queue is full: `skip` the
     /// message for it (counted in /stats) or `close` its connection with 1013.
-    #[arg(long, value_enum, default_value_t = SlowSubscriber::Skip, requires = "pubsub")]
+    #[arg(
+        long,
+        value_enum,
+        value_name = "POLICY",
+        default_value_t = SlowSubscriber::Skip,
+        requires = "pubsub",
+        help_heading = "Pub/sub"
+    )]
     slow_subscriber: SlowSubscriber,
     /// Run PROGRAM for every WebSocket (as websocketd does), with the arguments after `--` and no
     /// shell: each text message is a line on its stdin, each line of its stdout a text message.
     /// CGI variables (REMOTE_ADDR, PATH_INFO, QUERY_STRING, HTTP_USER_AGENT…) describe the
     /// request. It gets SIGTERM when the connection ends; its exit closes the connection
-    /// (1000 for status 0, 1011 otherwise).
-    #[arg(long, value_name = "PROGRAM", conflicts_with_all = ["pubsub", "sh"])]
+    /// (1000 for status 0, 1011 otherwise). Its stderr goes to the log.
+    #[arg(
+        long,
+        value_name = "PROGRAM",
+        conflicts_with_all = ["pubsub", "sh"],
+        help_heading = "Programs (websocketd)"
+    )]
     exec: Option<std::ffi::OsString>,
     /// Like --exec, with `sh -c CMD`.
-    #[arg(long, value_name = "CMD", conflicts_with = "pubsub")]
+    #[arg(
+        long,
+        value_name = "CMD",
+        conflicts_with = "pubsub",
+        help_heading = "Programs (websocketd)"
+    )]
     sh: Option<std::ffi::OsString>,
     /// With --exec or --sh: raw chunks both ways, as binary messages, instead of lines.
-    #[arg(long)]
+    #[arg(long, help_heading = "Programs (websocketd)")]
     binary: bool,
     /// With --exec or --sh: most child processes at once; further upgrades get 503.
-    #[arg(long, default_value_t = 256)]
+    #[arg(long, value_name = "N", default_value_t = 256, help_heading = "Programs (websocketd)")]
     max_processes: usize,
     /// With --exec or --sh: seconds between SIGTERM and SIGKILL for a child whose connection
     /// ended.
-    #[arg(long, default_value_t = 2.0)]
+    #[arg(
+        long,
+        value_name = "SECS",
+        default_value_t = 2.0,
+        help_heading = "Programs (websocketd)"
+    )]
     kill_grace: f64,
     /// Bridge to TCP (as websockify does): each WebSocket gets a TCP connection of its own to
     /// HOST:PORT, made before the upgrade is accepted (502 when it fails); binary messages carry
@@ -148,10 +219,11 @@ struct ServeArgs {
         long,
         value_name = "tcp://HOST:PORT",
         value_parser = bridge::parse_target,
-        conflicts_with_all = ["pubsub", "exec", "sh"]
+        conflicts_with_all = ["pubsub", "exec", "sh"],
+        help_heading = "TCP bridge (websockify)"
     )]
     to: Option<bridge::Target>,
-    /// The arguments of the --exec program.
+    /// The arguments of the --exec program (after `--`).
     #[arg(last = true, value_name = "ARGS", requires = "exec")]
     exec_args: Vec<std::ffi::OsString>,
 }

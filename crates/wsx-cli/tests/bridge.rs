@@ -11,7 +11,7 @@ use std::sync::{mpsc, Arc, Mutex};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use common::{free_port, Server, HANG_GUARD, WSX};
+use common::{free_port, rss, Server, HANG_GUARD, WSX};
 use wsx::{CloseCode, MaybeTlsStream, Message, WebSocket};
 
 /// A `wsx` process may hold this much while a reader is stalled (its RSS, from VmRSS).
@@ -181,14 +181,6 @@ fn stalled(written: &AtomicU64) -> u64 {
     }
 }
 
-/// VmRSS of a process, in bytes.
-fn rss(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
-    let kib: u64 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
-    kib * 1024
-}
-
 fn block_on<F: std::future::Future>(f: F) -> F::Output {
     tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(f)
 }
@@ -318,6 +310,118 @@ fn a_tcp_client_that_stops_reading_stalls_the_service_in_bounded_memory() {
     assert!(forwarder_rss < RSS_BOUND, "wsx connect holds {forwarder_rss} bytes");
     assert_eq!(check_pattern(&mut client, OFFERED), None);
     source.join().unwrap();
+}
+
+/// A service that takes one connection and reads nothing until told; then reads to the end
+/// and returns how many bytes came and how the stream ended (`Ok`: a clean end of stream).
+fn deaf_service(
+    listener: TcpListener,
+    read: mpsc::Receiver<()>,
+) -> JoinHandle<(u64, io::Result<()>)> {
+    thread::spawn(move || {
+        let mut tcp = accept(&listener);
+        read.recv().unwrap();
+        let mut buf = vec![0; 256 << 10];
+        let mut total = 0u64;
+        loop {
+            match tcp.read(&mut buf) {
+                Ok(0) => return (total, Ok(())),
+                Ok(n) => total += n as u64,
+                Err(e) => return (total, Err(e)),
+            }
+        }
+    })
+}
+
+#[test]
+fn a_websocket_peer_stuck_behind_a_tcp_service_that_does_not_read_is_dropped_by_keepalive() {
+    let (listener, port) = service();
+    let (tx, rx) = mpsc::channel::<()>();
+    let sink = deaf_service(listener, rx);
+    let target = format!("tcp://127.0.0.1:{port}");
+    let server = Server::start(&[
+        "--threads",
+        "1",
+        "--ping-interval",
+        "1",
+        "--ping-timeout",
+        "1",
+        "--close-timeout",
+        "1",
+        "--to",
+        &target,
+    ]);
+    block_on(async {
+        // No keepalive of the client's own: the server is the one to notice.
+        let quiet = wsx::Config::default().ping_interval(None);
+        let (mut ws, _) =
+            guard(wsx::ClientBuilder::new(server.url()).config(quiet).connect()).await.unwrap();
+        // 50 MiB for a service that reads none of it: the client ends up stuck in `send` and
+        // the server hears nothing from it (its pongs would sit behind the data).
+        let started = Instant::now();
+        let flood = async {
+            let chunk = bytes::Bytes::from(vec![b'x'; 1 << 20]);
+            for i in 0..50u64 {
+                if let Err(e) = ws.send(Message::Binary(chunk.clone())).await {
+                    return (i, e.to_string());
+                }
+            }
+            panic!("all 50 MiB went to a service that reads nothing");
+        };
+        let measure = async {
+            tokio::time::sleep(Duration::from_millis(1500)).await;
+            rss(server.child.id())
+        };
+        let ((sent, error), held) = guard(async { tokio::join!(flood, measure) }).await;
+        let dropped = started.elapsed();
+        eprintln!(
+            "dropped after {dropped:?} ({sent} MiB sent: {error}); server RSS {} MiB while stuck",
+            held >> 20
+        );
+        assert!(sent < 50);
+        assert!(held < RSS_BOUND, "wsx serve holds {held} bytes");
+    });
+    // The service's connection was reset, not ended cleanly: its data was cut short.
+    tx.send(()).unwrap();
+    let (received, end) = sink.join().unwrap();
+    let err = end.expect_err("a clean end of stream after a keepalive failure");
+    assert_eq!(err.kind(), io::ErrorKind::ConnectionReset, "after {received} bytes: {err}");
+}
+
+#[test]
+fn pings_and_the_close_get_through_while_the_tcp_service_does_not_read() {
+    let (listener, port) = service();
+    let (tx, rx) = mpsc::channel::<()>();
+    let sink = deaf_service(listener, rx);
+    let server = bridge_server(port);
+    let sent = block_on(async {
+        let (mut ws, _) = guard(wsx::connect(&server.url())).await.unwrap();
+        // Within the bridge's backlog: received (and held) while TCP takes nothing more.
+        let mut sent = 0u64;
+        for _ in 0..8 {
+            ws.send(Message::binary(vec![b'y'; 64 << 10])).await.unwrap();
+            sent += 64 << 10;
+        }
+        ws.send(Message::Ping(b"ping"[..].into())).await.unwrap();
+        match tokio::time::timeout(Duration::from_secs(5), ws.recv()).await {
+            Ok(Some(Ok(Message::Pong(p)))) => assert_eq!(&p[..], b"ping"),
+            other => panic!("expected the pong within 5 s, got {other:?}"),
+        }
+        ws.close(None).await.unwrap();
+        match tokio::time::timeout(Duration::from_secs(5), until_close(&mut ws)).await {
+            Ok((data, code)) => {
+                assert!(data.is_empty());
+                assert_eq!(code, Some(CloseCode::NORMAL));
+            }
+            Err(_) => panic!("no close reply within 5 s"),
+        }
+        sent
+    });
+    // The service then gets all of it, and the end of the stream after it.
+    tx.send(()).unwrap();
+    let (received, end) = sink.join().unwrap();
+    end.unwrap();
+    assert_eq!(received, sent);
 }
 
 #[test]

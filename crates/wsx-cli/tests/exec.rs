@@ -7,7 +7,7 @@ use std::collections::HashSet;
 use std::future::Future;
 use std::time::{Duration, Instant};
 
-use common::{Server, HANG_GUARD};
+use common::{rss, Server, HANG_GUARD};
 use wsx::http::{HeaderName, HeaderValue};
 use wsx::{CloseCode, MaybeTlsStream, Message, WebSocket};
 
@@ -319,6 +319,166 @@ fn a_child_that_does_not_read_holds_the_client_back() {
         };
         let stalled = tokio::time::timeout(Duration::from_secs(3), send).await.is_err();
         assert!(stalled, "256 MiB went to a child that reads nothing");
+    });
+}
+
+/// A server process may hold this much while a client or its child is stalled (its VmRSS).
+const RSS_BOUND: u64 = 64 << 20;
+
+/// A child that prints its pid and never reads its stdin.
+const DEAF: &str = "echo $$; exec sleep 100";
+
+#[test]
+fn pings_keepalive_and_the_close_still_work_while_the_child_does_not_read() {
+    // Half a second of silence brings a server ping; one second without an answer is a dead
+    // client. The 30 s grace: the child goes by SIGTERM, not SIGKILL.
+    let server = Server::start(&[
+        "--ping-interval",
+        "0.5",
+        "--ping-timeout",
+        "1",
+        "--kill-grace",
+        "30",
+        "--sh",
+        DEAF,
+    ]);
+    block_on(async {
+        let mut ws = connect(&server, "/").await;
+        let pid: i32 = next_text(&mut ws).await.parse().unwrap();
+        // 512 KiB for a child that reads none of it: more than its stdin pipe holds, so the
+        // server's writes to it are stuck while all of this is received.
+        for _ in 0..8 {
+            ws.send(Message::binary(vec![b'x'; 64 << 10])).await.unwrap();
+        }
+        // For three seconds (three ping timeouts) the server's keepalive pings arrive and are
+        // answered by this client's receive loop; the connection stays open.
+        let mut pings = 0;
+        let listening = tokio::time::sleep(Duration::from_secs(3));
+        tokio::pin!(listening);
+        loop {
+            tokio::select! {
+                () = &mut listening => break,
+                m = ws.recv() => match m {
+                    Some(Ok(Message::Ping(_))) => pings += 1,
+                    other => panic!("expected only pings, got {other:?}"),
+                },
+            }
+        }
+        assert!(pings >= 2, "{pings} keepalive pings in 3 s at a 0.5 s interval");
+        // A ping of the client's own is answered.
+        ws.send(Message::Ping(b"are you there"[..].into())).await.unwrap();
+        let answered = tokio::time::timeout(Duration::from_secs(5), async {
+            loop {
+                match ws.recv().await {
+                    Some(Ok(Message::Pong(p))) => return p,
+                    Some(Ok(Message::Ping(_))) => {}
+                    other => panic!("expected a pong, got {other:?}"),
+                }
+            }
+        });
+        assert_eq!(&answered.await.expect("no pong within 5 s")[..], b"are you there");
+        // And the close is answered, well within the server's 10 s close timeout.
+        let closing = Instant::now();
+        ws.close(None).await.unwrap();
+        let reply = tokio::time::timeout(Duration::from_secs(5), async {
+            loop {
+                match ws.recv().await {
+                    Some(Ok(Message::Close(frame))) => return frame.map(|f| f.code),
+                    Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
+                    other => panic!("expected the close reply, got {other:?}"),
+                }
+            }
+        });
+        assert_eq!(reply.await.expect("no close reply within 5 s"), Some(CloseCode::NORMAL));
+        assert!(gone_within(pid, Duration::from_secs(10)), "{pid} still runs");
+        eprintln!(
+            "{pings} pings in 3 s; closed and child ended {:?} after the close",
+            closing.elapsed()
+        );
+    });
+}
+
+#[test]
+fn a_client_stuck_behind_a_child_that_does_not_read_is_dropped_by_keepalive() {
+    let server = Server::start(&[
+        "--ping-interval",
+        "1",
+        "--ping-timeout",
+        "1",
+        "--close-timeout",
+        "1",
+        "--sh",
+        DEAF,
+    ]);
+    block_on(async {
+        // No keepalive of the client's own: the server is the one to notice.
+        let quiet = wsx::Config::default().ping_interval(None);
+        let (mut ws, _) = guard(
+            wsx::ClientBuilder::new(format!("ws://127.0.0.1:{}/", server.port))
+                .config(quiet)
+                .connect(),
+        )
+        .await
+        .unwrap();
+        let pid: i32 = next_text(&mut ws).await.parse().unwrap();
+        // 50 MiB, sent without reading: the child takes none of it, so after the server's
+        // backlog and the socket buffers the client is stuck in `send`, and the server hears
+        // nothing from it (its pongs would sit behind the data) however long this lasts.
+        let started = Instant::now();
+        let flood = tokio::spawn(async move {
+            let chunk = bytes::Bytes::from(vec![b'x'; 1 << 20]);
+            for i in 0..50 {
+                if let Err(e) = ws.send(Message::Binary(chunk.clone())).await {
+                    return (i, e.to_string());
+                }
+            }
+            panic!("all 50 MiB went to a child that reads nothing");
+        });
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        let held = rss(server.child.id());
+        // The server gives up on the client: ping, 1 s unanswered, 1 s for its 1011; then
+        // the connection ends and so does the child.
+        let (sent, error) = guard(flood).await.unwrap();
+        let dropped = started.elapsed();
+        assert!(gone_within(pid, Duration::from_secs(10)), "{pid} still runs");
+        eprintln!(
+            "dropped after {dropped:?} ({sent} MiB sent: {error}); server RSS {} MiB while stuck",
+            held >> 20
+        );
+        assert!(sent < 50);
+        assert!(held < RSS_BOUND, "wsx serve holds {held} bytes");
+    });
+}
+
+#[test]
+fn a_client_that_stops_reading_a_flood_is_dropped_by_keepalive_in_bounded_memory() {
+    let server = Server::start(&[
+        "--ping-interval",
+        "1",
+        "--ping-timeout",
+        "1",
+        "--close-timeout",
+        "1",
+        "--sh",
+        "echo $$; exec yes flood",
+    ]);
+    block_on(async {
+        let mut ws = connect(&server, "/").await;
+        let pid: i32 = next_text(&mut ws).await.parse().unwrap();
+        assert_eq!(next_text(&mut ws).await, "flood");
+        // From here the client reads nothing (and stays connected): `yes` goes on writing,
+        // the server must neither buffer it all nor keep the connection for ever.
+        let started = Instant::now();
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        let held = rss(server.child.id());
+        assert!(gone_within(pid, Duration::from_secs(20)), "{pid} still runs");
+        eprintln!(
+            "child ended {:?} after the client stopped reading; server RSS {} MiB meanwhile",
+            started.elapsed(),
+            held >> 20
+        );
+        assert!(held < RSS_BOUND, "wsx serve holds {held} bytes");
+        drop(ws);
     });
 }
 

@@ -168,6 +168,23 @@ where
         self.flush().await
     }
 
+    /// Runs the timers without receiving, for an application that has stopped receiving
+    /// because what it received has nowhere to go yet (a consumer that does not keep up: flow
+    /// control toward the peer), so that keepalive, the idle timeout and the close timeout go
+    /// on meanwhile. What they queue (a ping, a close) is written, with anything queued before
+    /// it, as far as the transport takes it.
+    ///
+    /// Nothing is read from the peer meanwhile, its pongs included: keepalive that hears
+    /// nothing for `ping_interval` + `ping_timeout` gives up on the peer as on a silent one.
+    ///
+    /// Pends while there is nothing else to do. Resolves once the connection is to be ended by
+    /// the receive loop (the core gave up on the peer, a close timed out, the transport
+    /// failed): then receive until `None`, which closes the transport within the close timeout.
+    /// Cancel-safe.
+    pub async fn timers(&mut self) {
+        poll_fn(|cx| self.poll_timers(cx)).await
+    }
+
     /// The subprotocol negotiated in the opening handshake.
     pub fn protocol(&self) -> Option<&str> {
         self.protocol.as_deref()
@@ -210,6 +227,24 @@ where
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Event, Error>>> {
         self.poll_recv_with(cx, Connection::poll_event)
+    }
+
+    /// [`Self::timers`] as a poll function.
+    pub fn poll_timers(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        loop {
+            if self.finished || self.conn.should_close_transport() {
+                return Poll::Ready(());
+            }
+            match self.poll_send_all(cx, false) {
+                // The receive loop meets the error again and reports it.
+                Poll::Ready(Err(_)) => return Poll::Ready(()),
+                // Written, or waiting for the transport to take it: either way the timers run.
+                Poll::Ready(Ok(())) | Poll::Pending => {}
+            }
+            if !self.poll_timer(cx) {
+                return Poll::Pending;
+            }
+        }
     }
 
     pub(crate) fn start_send_chunk(&mut self, chunk: Chunk) -> Result<(), Error> {

@@ -221,6 +221,51 @@ async fn idle_timeout_ends_a_connection_whose_peer_never_reads() {
     assert_transport_ended(&mut peer).await;
 }
 
+#[tokio::test(start_paused = true)]
+async fn timers_without_receiving_ping_and_give_up_on_an_unheard_peer() {
+    let (mut ws, mut peer) = server(keepalive());
+    let start = Instant::now();
+    // The application has stopped receiving (its consumer is full) and only runs the timers:
+    // the keepalive ping still goes out.
+    let ping = async {
+        let ping = read_frame(&mut peer).await;
+        assert_eq!(ping.opcode(), OP_PING);
+        // The peer answers, but the application reads nothing, so the pong is not heard.
+        peer.write_all(&frame(FIN | OP_PONG, Some(MASK), &ping.payload)).await.unwrap();
+        start.elapsed()
+    };
+    let (pinged_after, ()) = tokio::join!(ping, async {
+        timeout(GUARD, ws.timers()).await.expect("timers() never gave up on the peer")
+    });
+    let waited = start.elapsed();
+    assert_eq!(pinged_after, PING_INTERVAL, "the ping went out after {pinged_after:?}");
+    assert!(waited <= PING_INTERVAL + PING_TIMEOUT + SLACK, "gave up after {waited:?}");
+    // The receive loop then ends the connection at once: the pong (read now) is too late.
+    let got = timeout(CLOSE_TIMEOUT + SLACK, drain(&mut ws)).await.expect("recv() waited again");
+    assert!(
+        matches!(got[..], [.., Err(Error::Protocol(ProtocolError::KeepaliveTimeout))]),
+        "expected the keepalive failure, then the end: {got:?}"
+    );
+    let close = read_frame(&mut peer).await;
+    assert_eq!(close.opcode(), OP_CLOSE);
+    assert_eq!(u16::from_be_bytes([close.payload[0], close.payload[1]]), 1011);
+    assert_transport_ended(&mut peer).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn timers_pend_without_a_deadline_and_leave_the_connection_alone() {
+    let (mut ws, mut peer) = server(Config::default().ping_interval(None));
+    // No keepalive or idle timer: nothing to fire, so timers() pends (for ever, on a paused
+    // clock that jumps straight to any timer there were).
+    assert!(timeout(Duration::from_secs(3600), ws.timers()).await.is_err());
+    // And the connection is untouched: a message still arrives.
+    peer.write_all(&frame(FIN | OP_BINARY, Some(MASK), b"still open")).await.unwrap();
+    match guard("a message after timers()", ws.recv()).await {
+        Some(Ok(Message::Binary(b))) => assert_eq!(&b[..], b"still open"),
+        other => panic!("expected the message, got {other:?}"),
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Helpers
 // ---------------------------------------------------------------------------------------------
