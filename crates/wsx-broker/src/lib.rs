@@ -49,6 +49,12 @@
 //!   the other nodes and counted, and the publisher never waits.
 
 #![deny(unsafe_code)]
+// Without a broker feature there is no driver: the link refuses every URL, and the machinery
+// below is unused.
+#![cfg_attr(
+    not(any(feature = "redis", feature = "nats")),
+    allow(dead_code, unused_variables, unreachable_code, unused_imports)
+)]
 
 use std::collections::hash_map::RandomState;
 use std::collections::HashSet;
@@ -99,8 +105,8 @@ pub struct LinkConfig {
     pub subscribe_batch: usize,
     /// Connecting, and any one request to the broker, give up after this. Default 5 s.
     pub timeout: Duration,
-    /// A connection that carried nothing for this long is checked with a ping (answered
-    /// within [`Self::timeout`], or the connection counts as lost). Default 5 s.
+    /// The connection is checked with a ping this often (answered within [`Self::timeout`],
+    /// or the connection counts as lost; NATS: async-nats's own pings). Default 5 s.
     pub ping_interval: Duration,
     /// The first reconnect waits about this long; each further one twice as long as the
     /// last, up to [`Self::max_backoff`], each with random jitter (50-100 % of the delay).
@@ -539,11 +545,6 @@ impl Shared {
             }
         }
     }
-
-    /// The delay before reconnect attempt `attempt` (0 = the first).
-    fn backoff(&self, attempt: u32) -> Duration {
-        backoff(&self.config, attempt)
-    }
 }
 
 /// The link's task: connects, serves, reconnects, until the hub is gone.
@@ -589,7 +590,8 @@ fn open_envelope(data: &[u8]) -> Option<(u64, Message)> {
     Some((node, message))
 }
 
-/// Exponential backoff with 50-100 % jitter: nodes that lost the same broker do not all come
+/// The delay before reconnect attempt `attempt` (0 = the first): exponential backoff with
+/// 50-100 % jitter: nodes that lost the same broker do not all come
 /// back in the same millisecond.
 fn backoff(config: &LinkConfig, attempt: u32) -> Duration {
     let base = config.min_backoff.saturating_mul(1u32 << attempt.min(16)).min(config.max_backoff);

@@ -53,7 +53,7 @@ pub(crate) async fn run(shared: &Arc<Shared>, hub: &WeakHub, rx: &mut mpsc::Rece
             Ended::Failed(e) => shared.down(&e),
         }
         shared.drop_queued(rx);
-        tokio::time::sleep(shared.backoff(attempt)).await;
+        tokio::time::sleep(crate::backoff(&shared.config, attempt)).await;
         attempt = attempt.saturating_add(1);
     }
 }

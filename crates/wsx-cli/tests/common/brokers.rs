@@ -7,6 +7,7 @@
 //! `scripts/test.sh` installs both. When one is missing a test prints a skip line and returns,
 //! unless `CI` is set: then it fails. `wsx-cli`'s tests use this file through `common`, and
 //! `wsx-broker`'s include it by path.
+#![allow(dead_code)]
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Ipv4Addr, TcpListener, TcpStream};
@@ -136,6 +137,13 @@ impl BrokerProcess {
                     && TcpStream::connect((Ipv4Addr::LOCALHOST, self.port)).is_ok()
             }
         }
+    }
+
+    /// Sends `signal` (`STOP`, `CONT`) to the broker: a stopped broker is a slow one.
+    pub(crate) fn signal(&self, signal: &str) {
+        let pid = self.child.as_ref().expect("running").id().to_string();
+        let status = Command::new("kill").args([&format!("-{signal}"), &pid]).status().unwrap();
+        assert!(status.success(), "kill -{signal} {pid}");
     }
 
     /// What the broker logged.
