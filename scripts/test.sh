@@ -140,8 +140,23 @@ ensure_proxy_tools() {
     $SUDO apt-get install -y "${missing[@]}"
 }
 
+ensure_broker_tools() {
+    local missing=()
+    [[ -x /usr/bin/redis-server ]] || missing+=(redis-server)
+    [[ -x /usr/sbin/nats-server ]] || missing+=(nats-server)
+    if [[ ${#missing[@]} -eq 0 ]]; then
+        echo "redis-server and nats-server already installed"
+        return
+    fi
+    $SUDO apt-get update
+    # The tests start their own servers on free loopback ports, whatever services the packages
+    # start.
+    $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y "${missing[@]}"
+}
+
 step "python tools" ensure_python_tools
 step "proxy tools" ensure_proxy_tools
+step "broker tools" ensure_broker_tools
 if [[ -f browser/package.json ]]; then
     step "browser tools" ensure_browser_tools
 else

@@ -106,6 +106,11 @@ pub(crate) struct BenchArgs {
     /// that drops deliveries never completes one).
     #[arg(long, value_name = "SECS", default_value_t = 60.0, requires = "pubsub")]
     round_timeout: f64,
+    /// With --pubsub: another node's URL of the same topic (repeatable); the connections are
+    /// spread over URL and these in turn, so every delivery to the others crosses the broker
+    /// between `wsx serve --pubsub --broker` nodes. ws:// without --deflate only.
+    #[arg(long, value_name = "URL", requires = "pubsub")]
+    also: Vec<String>,
     /// Offer permessage-deflate (off by default: it measures zlib, not the transport).
     #[arg(long)]
     deflate: bool,
@@ -140,6 +145,12 @@ pub(crate) fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     if let Some(rate) = args.rate {
         // Checked here, once: the schedules below divide by it.
         period(rate, args.connections)?;
+    }
+    if !args.also.is_empty() && (args.deflate || !args.url.starts_with("ws://")) {
+        bail!("--also takes ws:// URLs without --deflate");
+    }
+    if let Some(url) = args.also.iter().find(|u| !u.starts_with("ws://")) {
+        bail!("--also {url}: a ws:// URL is required");
     }
     if args.pubsub && args.size < STAMP_LEN {
         bail!("--size must be at least {STAMP_LEN} with --pubsub: each message carries a stamp");
@@ -991,7 +1002,10 @@ async fn connect_links(args: &BenchArgs, round_bytes: usize) -> anyhow::Result<V
     stream::iter(0..args.connections)
         .map(|id| async move {
             let link = if lean {
-                Link::Lean(Lean::connect(&args.url, id).await?)
+                // Spread over the nodes in turn (--also).
+                let node = (id % (1 + args.also.len() as u64)) as usize;
+                let url = if node == 0 { &args.url } else { &args.also[node - 1] };
+                Link::Lean(Lean::connect(url, id).await?)
             } else {
                 let (ws, _) = builder.clone().connect().await?;
                 Link::Full(Box::new(Full { ws, now: Instant::now(), clock_uses: CLOCK_REUSE }))

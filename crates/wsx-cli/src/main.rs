@@ -175,6 +175,12 @@ struct ServeArgs {
         help_heading = "Pub/sub"
     )]
     slow_subscriber: SlowSubscriber,
+    /// With --pubsub: join the other nodes on this broker, `redis://[user:pass@]HOST:PORT`
+    /// (`rediss://` for TLS) or `nats://[user:pass@]HOST:PORT` (`tls://` for TLS): publishes
+    /// reach their subscribers too, and theirs reach this node's. Without it the hub is in
+    /// this process only.
+    #[arg(long, value_name = "URL", requires = "pubsub")]
+    broker: Option<String>,
     /// Run PROGRAM for every WebSocket (as websocketd does), with the arguments after `--` and no
     /// shell: each text message is a line on its stdin, each line of its stdout a text message.
     /// CGI variables (REMOTE_ADDR, PATH_INFO, QUERY_STRING, HTTP_USER_AGENT…) describe the
@@ -308,7 +314,9 @@ fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
             (Some(cert), Some(key)) => Some(load_tls(cert, key)?),
             _ => None,
         },
-        pubsub: args.pubsub.then(|| {
+        pubsub: if !args.pubsub {
+            None
+        } else {
             let overflow = match args.slow_subscriber {
                 SlowSubscriber::Skip => wsx::pubsub::Overflow::Skip,
                 SlowSubscriber::Close => wsx::pubsub::Overflow::Close,
@@ -317,12 +325,23 @@ fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
                 .max_queued_bytes(args.max_subscriber_queue)
                 .overflow(overflow)
                 .compression(deflate.clone());
-            pubsub::Options {
-                hub: wsx::pubsub::Hub::with_config(config),
+            // The link's task runs on the server's runtime.
+            let _runtime = runtime.enter();
+            let (hub, link) = match &args.broker {
+                None => (wsx::pubsub::Hub::with_config(config), None),
+                Some(url) => {
+                    let link = wsx_broker::Link::new(url, wsx_broker::LinkConfig::default())
+                        .map_err(|e| anyhow::anyhow!("--broker {url}: {e}"))?;
+                    (wsx::pubsub::Hub::with_broker(config, link.clone()), Some(link))
+                }
+            };
+            Some(pubsub::Options {
+                hub,
+                broker: link,
                 echo_self: !args.no_echo_self,
                 publish_token: args.publish_token.clone(),
-            }
-        }),
+            })
+        },
         exec: exec_options(&args)?,
         to: args.to.clone(),
     };

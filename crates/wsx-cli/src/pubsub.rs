@@ -14,6 +14,8 @@ use crate::serve::{next_or_stop, text_response, State, KEEP_ALIVE_IDLE};
 #[derive(Debug, Clone)]
 pub(crate) struct Options {
     pub(crate) hub: Hub,
+    /// The hub's link to the other nodes (`--broker`), for `/stats`.
+    pub(crate) broker: Option<wsx_broker::Link>,
     /// Whether a sender gets its own messages too.
     pub(crate) echo_self: bool,
     /// The bearer token of `POST /publish/P`; `None`: HTTP publishing is off.
@@ -212,12 +214,16 @@ fn publish_body<B>(
     response
 }
 
-/// The pub/sub part of `/stats`, a JSON object.
+/// The pub/sub part of `/stats`, a JSON object; with `--broker`, a `broker` object in it.
 pub(crate) fn stats_json(options: &Options) -> String {
     let s = options.hub.stats();
+    let broker = options
+        .broker
+        .as_ref()
+        .map_or_else(String::new, |link| format!(",\"broker\":{}", broker_json(&link.stats())));
     format!(
         "{{\"topics\":{},\"subscriptions\":{},\"published\":{},\"deliveries\":{},\"skipped\":{},\
-         \"overflow_closes\":{},\"compressed_deliveries\":{}}}",
+         \"overflow_closes\":{},\"compressed_deliveries\":{}{broker}}}",
         s.topics,
         s.subscriptions,
         s.published,
@@ -226,6 +232,48 @@ pub(crate) fn stats_json(options: &Options) -> String {
         s.overflow_closes,
         s.compressed_deliveries
     )
+}
+
+/// The `broker` object of `/stats`.
+fn broker_json(s: &wsx_broker::LinkStats) -> String {
+    let millis = |d: Option<std::time::Duration>| {
+        d.map_or_else(|| "null".to_owned(), |d| format!("{:.3}", d.as_secs_f64() * 1000.0))
+    };
+    let error = s.last_error.as_deref().map_or_else(|| "null".to_owned(), json_string);
+    format!(
+        "{{\"kind\":\"{}\",\"url\":{},\"connected\":{},\"outages\":{},\"reconnects\":{},\
+         \"down_ms\":{},\"last_error\":{error},\"published\":{},\"dropped\":{},\"received\":{},\
+         \"own_skipped\":{},\"topics\":{},\"subscribe_requests\":{},\"last_resubscribe_ms\":{}}}",
+        s.kind,
+        json_string(&s.url),
+        s.connected,
+        s.outages,
+        s.reconnects,
+        millis(s.down_for),
+        s.published,
+        s.dropped,
+        s.received,
+        s.own_skipped,
+        s.topics,
+        s.subscribe_requests,
+        millis(s.last_resubscribe),
+    )
+}
+
+/// `s` as a JSON string.
+fn json_string(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
 }
 
 /// Whether a `Content-Type` says UTF-8 text: `text/*`, or a `charset=utf-8` parameter.
@@ -268,6 +316,11 @@ mod tests {
         for t in ["application/octet-stream", "text/plain; charset=latin1", "application/json"] {
             assert!(!is_text(t.as_bytes()), "{t}");
         }
+    }
+
+    #[test]
+    fn json_strings_are_escaped() {
+        assert_eq!(json_string("a\"b\\c\n"), "\"a\\\"b\\\\c\\u000a\"");
     }
 
     #[test]

@@ -59,11 +59,19 @@
 //! - **Deliveries are written while the connection is driven**: by receiving (the usual loop),
 //!   and by sending or flushing. A connection that is not polled keeps its deliveries queued,
 //!   up to the bound above.
+//!
+//! # Many nodes
+//!
+//! [`Hub::with_broker`] joins the hub to other nodes' hubs through a [`Broker`] (the
+//! `wsx-broker` crate has Redis and NATS ones): the hub tells it when a topic gets its first
+//! subscriber and loses its last, and hands it every local publish; what the broker brings from
+//! other nodes comes back through [`Hub::deliver`], to the local subscribers only. Without a
+//! broker nothing changes: a publish reads one more field and takes no further lock.
 
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock, Weak};
 use std::task::Waker;
 
 use wsx_proto::deflate::DeflateConfig;
@@ -152,6 +160,41 @@ pub struct HubStats {
     pub overflow_closes: u64,
 }
 
+/// The other side of a hub that spans nodes: a broker client. The hub calls it; it calls the
+/// hub back only through the [`WeakHub`] given to [`Broker::start`], with [`Hub::deliver`].
+///
+/// Every method but `start` is called on the publisher's or subscriber's thread, and
+/// [`Broker::subscribed`] and [`Broker::unsubscribed`] with the hub's topic table locked (so
+/// that they come in the order the table changed): they must return at once (record, wake a
+/// task), never block, and never call into the hub.
+pub trait Broker: Send + Sync + 'static {
+    /// Called once by [`Hub::with_broker`], before anything else: the hub to deliver to.
+    fn start(&self, hub: WeakHub);
+
+    /// `topic` got its first local subscriber.
+    fn subscribed(&self, topic: &str);
+
+    /// `topic` lost its last local subscriber.
+    fn unsubscribed(&self, topic: &str);
+
+    /// A local publish of a data message (text or binary) to `topic`, already delivered to
+    /// the local subscribers; it is for the other nodes.
+    fn publish(&self, topic: &str, message: &Message);
+}
+
+/// A [`Hub`] that does not keep it alive: what a broker's task holds.
+#[derive(Clone, Debug)]
+pub struct WeakHub {
+    shared: Weak<HubShared>,
+}
+
+impl WeakHub {
+    /// The hub, if it is still alive.
+    pub fn upgrade(&self) -> Option<Hub> {
+        self.shared.upgrade().map(|shared| Hub { shared })
+    }
+}
+
 /// What one publish did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[non_exhaustive]
@@ -180,6 +223,8 @@ struct HubShared {
     compressor: Mutex<Option<SharedCompressor>>,
     skipped: AtomicU64,
     overflow_closes: AtomicU64,
+    /// Where local publishes also go, and which hears of topics' first and last subscribers.
+    broker: Option<Box<dyn Broker>>,
 }
 
 impl fmt::Debug for Hub {
@@ -199,6 +244,39 @@ impl Hub {
         Self { shared: Arc::new(HubShared { config, ..HubShared::default() }) }
     }
 
+    /// A hub with `config` that spans nodes through `broker`: a topic's first local subscriber
+    /// subscribes the node at the broker, its last one unsubscribes it, local publishes go
+    /// to the broker too, and what the broker brings in is delivered by [`Hub::deliver`].
+    /// Calls [`Broker::start`] before returning.
+    pub fn with_broker(config: HubConfig, broker: impl Broker) -> Self {
+        let hub = Self {
+            shared: Arc::new(HubShared {
+                config,
+                broker: Some(Box::new(broker)),
+                ..HubShared::default()
+            }),
+        };
+        if let Some(broker) = &hub.shared.broker {
+            broker.start(hub.downgrade());
+        }
+        hub
+    }
+
+    /// A handle that does not keep the hub alive.
+    pub fn downgrade(&self) -> WeakHub {
+        WeakHub { shared: Arc::downgrade(&self.shared) }
+    }
+
+    /// Delivers a message that came from another node (through the broker) to this node's
+    /// subscribers of `topic`; it is not handed back to the broker. Encoded once, like a
+    /// publish; a control message is not delivered.
+    pub fn deliver(&self, topic: &str, message: &Message) -> Published {
+        match SharedFrame::new(message) {
+            Some(frame) => self.fan_out(topic, &frame, Some(message), None),
+            None => Published::default(),
+        }
+    }
+
     /// A new subscriber, of no topic yet. Attach it to a server connection with
     /// [`WebSocket::attach`](crate::WebSocket::attach).
     pub fn subscriber(&self) -> Subscriber {
@@ -215,33 +293,48 @@ impl Hub {
     }
 
     /// Publishes a data message to `topic`'s subscribers; a ping, pong or close is not
-    /// published (nothing is delivered). The message is encoded once.
+    /// published (nothing is delivered). The message is encoded once. With a broker
+    /// ([`Hub::with_broker`]) it goes to the other nodes too; [`Published`] counts this
+    /// node's subscribers only.
     pub fn publish(&self, topic: &str, message: &Message) -> Published {
-        match SharedFrame::new(message) {
-            Some(frame) => self.fan_out(topic, &frame, Some(message), None),
-            None => Published::default(),
+        let Some(frame) = SharedFrame::new(message) else { return Published::default() };
+        let published = self.fan_out(topic, &frame, Some(message), None);
+        if let Some(broker) = &self.shared.broker {
+            broker.publish(topic, message);
         }
+        published
     }
 
-    /// Publishes to every subscriber of `topic` but `except` (typically the sender).
+    /// Publishes to every subscriber of `topic` but `except` (typically the sender), and to
+    /// the other nodes, as [`Hub::publish`].
     pub fn publish_except(&self, topic: &str, message: &Message, except: &Subscriber) -> Published {
-        match SharedFrame::new(message) {
-            Some(frame) => self.fan_out(topic, &frame, Some(message), Some(except.inbox.id)),
-            None => Published::default(),
+        let Some(frame) = SharedFrame::new(message) else { return Published::default() };
+        let published = self.fan_out(topic, &frame, Some(message), Some(except.inbox.id));
+        if let Some(broker) = &self.shared.broker {
+            broker.publish(topic, message);
         }
+        published
     }
 
     /// Publishes a frame encoded beforehand (to publish one message to several topics, say),
     /// to every subscriber of `topic` but the one with id `except`. It goes out as it is: an
     /// uncompressed frame is not compressed for anyone, and a compressed one
-    /// ([`SharedFrame::compressed`]) reaches only the subscribers that can take it.
+    /// ([`SharedFrame::compressed`]) reaches only the subscribers that can take it. With a
+    /// broker, an uncompressed frame goes to the other nodes too (its payload copied out);
+    /// a compressed one stays on this node.
     pub fn publish_frame(
         &self,
         topic: &str,
         frame: &SharedFrame,
         except: Option<SubscriberId>,
     ) -> Published {
-        self.fan_out(topic, frame, None, except)
+        let published = self.fan_out(topic, frame, None, except);
+        if let Some(broker) = &self.shared.broker {
+            if let Some(message) = message_of(frame) {
+                broker.publish(topic, &message);
+            }
+        }
+        published
     }
 
     /// Delivers `plain` to `topic`'s subscribers but `except`, or its compressed form (made once,
@@ -369,6 +462,10 @@ impl Hub {
         }
         let name: Arc<str> = Arc::from(topic);
         topics.insert(name.clone(), vec![inbox.clone()]);
+        // Under the lock: the broker hears of first and last subscribers in table order.
+        if let Some(broker) = &self.shared.broker {
+            broker.subscribed(topic);
+        }
         Some(name)
     }
 
@@ -381,7 +478,32 @@ impl Hub {
         }
         if subscribers.is_empty() {
             topics.remove(topic);
+            if let Some(broker) = &self.shared.broker {
+                broker.unsubscribed(topic);
+            }
         }
+    }
+}
+
+/// The message an uncompressed shared frame carries, its payload copied out; `None` for a
+/// compressed frame.
+fn message_of(frame: &SharedFrame) -> Option<Message> {
+    if frame.is_compressed() {
+        return None;
+    }
+    let bytes = frame.as_bytes();
+    // A server frame has no mask: a 2-byte header, then 2 or 8 bytes of extended length
+    // (RFC 6455 §5.2).
+    let header = match bytes.get(1)? & 0x7f {
+        126 => 4,
+        127 => 10,
+        _ => 2,
+    };
+    let payload = bytes::Bytes::copy_from_slice(bytes.get(header..)?);
+    if frame.is_text() {
+        wsx_proto::Utf8Bytes::try_from(payload).ok().map(Message::Text)
+    } else {
+        Some(Message::Binary(payload))
     }
 }
 
@@ -569,5 +691,57 @@ mod tests {
         let cap = lock(&s.inbox().state).frames.capacity();
         assert!(cap <= INBOX_KEPT_CAPACITY, "a drained inbox holds {cap} entries");
         assert_eq!(s.queued_bytes(), 0);
+    }
+
+    /// Records what the hub tells it.
+    #[derive(Clone, Default)]
+    struct Recorder {
+        events: Arc<Mutex<Vec<String>>>,
+        hub: Arc<Mutex<Option<WeakHub>>>,
+    }
+
+    impl Broker for Recorder {
+        fn start(&self, hub: WeakHub) {
+            *lock(&self.hub) = Some(hub);
+        }
+        fn subscribed(&self, topic: &str) {
+            lock(&self.events).push(format!("+{topic}"));
+        }
+        fn unsubscribed(&self, topic: &str) {
+            lock(&self.events).push(format!("-{topic}"));
+        }
+        fn publish(&self, topic: &str, message: &Message) {
+            let payload = String::from_utf8_lossy(message.payload()).into_owned();
+            lock(&self.events).push(format!("{topic}:{payload}"));
+        }
+    }
+
+    #[test]
+    fn the_broker_hears_of_first_and_last_subscribers_and_local_publishes_only() {
+        let recorder = Recorder::default();
+        let hub = Hub::with_broker(HubConfig::default(), recorder.clone());
+        let weak = lock(&recorder.hub).clone().expect("started");
+        assert!(weak.upgrade().is_some());
+        let mut a = hub.subscriber();
+        let mut b = hub.subscriber();
+        a.subscribe("t");
+        b.subscribe("t");
+        hub.publish("t", &Message::text("local"));
+        hub.publish_except("t", &Message::text("except"), &a);
+        hub.publish_frame("t", &SharedFrame::text("frame"), None);
+        hub.publish_frame("t", &SharedFrame::binary(&[b'x'; 300]), None);
+        // From the broker: delivered here, never handed back.
+        assert_eq!(hub.deliver("t", &Message::text("remote")).delivered, 2);
+        hub.publish("t", &Message::Ping(Default::default()));
+        a.unsubscribe("t");
+        drop(b);
+        let long = "x".repeat(300);
+        assert_eq!(
+            *lock(&recorder.events),
+            ["+t", "t:local", "t:except", "t:frame", &format!("t:{long}"), "-t"]
+        );
+        assert!(matches!(a.inbox().take(None, |_| true), Taken::Empty));
+        drop((a, hub));
+        assert!(weak.upgrade().is_none(), "the broker's handle kept the hub alive");
     }
 }

@@ -22,6 +22,9 @@ mod pki;
 #[path = "../../../wsx/tests/common/proxies.rs"]
 pub(crate) mod proxies;
 
+// The real brokers (redis-server, nats-server) of the multi-node tests.
+pub(crate) mod brokers;
+
 use pki::Pki;
 
 /// The binary under test.

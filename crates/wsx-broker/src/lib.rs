@@ -1,0 +1,667 @@
+//! Pub/sub across nodes: a [`wsx::pubsub::Hub`] joined to the hubs of other nodes through a
+//! Redis or NATS broker.
+//!
+//! A [`Link`] is the hub's [`Broker`]: made from a URL, handed to [`Hub::with_broker`], it runs
+//! one task that keeps a connection to the broker. The node subscribes at the broker only to
+//! the topics it has local subscribers for (at the first, and unsubscribes after the last),
+//! sends every local publish to the broker, and delivers what the broker brings from other
+//! nodes to its local subscribers with [`Hub::deliver`], encoded once as any publish.
+//!
+//! ```no_run
+//! # async fn run() -> Result<(), wsx_broker::Error> {
+//! use wsx::pubsub::{Hub, HubConfig};
+//! use wsx_broker::{Link, LinkConfig};
+//!
+//! let link = Link::new("redis://127.0.0.1:6379", LinkConfig::default())?;
+//! let hub = Hub::with_broker(HubConfig::default(), link.clone());
+//! // ... serve WebSockets with `hub` as with an in-process one; `link.stats()` for /stats.
+//! # Ok(()) }
+//! ```
+//!
+//! URLs: `redis://[user:pass@]host[:port][/db]`, `rediss://` for TLS (feature `redis`);
+//! `nats://[user:pass@]host[:port]`, `tls://` for TLS (feature `nats`). Credentials and TLS
+//! come from the URL only; TLS checks the broker's certificate against the webpki roots.
+//!
+//! # Semantics
+//!
+//! - **At most once.** A message reaches each subscriber on another node once or not at all;
+//!   nothing is stored, acknowledged or retried, as with Redis PUB/SUB and NATS core (and
+//!   Centrifugo's PUB/SUB brokers).
+//! - **Each message once.** Every published message carries this node's id
+//!   ([`Link::node_id`]); a node skips its own messages when the broker brings them back, so
+//!   a local subscriber gets a local publish once, from the local fan-out.
+//! - **Order.** The messages of one publisher on one node to one topic reach every subscriber,
+//!   on every node, in publish order: the node's link sends them in order on one connection
+//!   and the broker forwards them in order. Nothing is promised between publishers, nodes or
+//!   topics.
+//! - **No subscribers anywhere**: the broker drops the message (the node sends it anyway: it
+//!   does not know of the other nodes' subscribers). A topic without local subscribers gets
+//!   nothing from the broker: the node is not subscribed to it.
+//! - **What an outage loses.** While the link is down (from the moment the connection fails
+//!   until it is back and has resubscribed): local publishes still reach local subscribers but
+//!   not the other nodes (they are dropped, not queued; [`LinkStats::dropped`] counts them,
+//!   with what was queued when the connection failed); and messages other nodes publish do
+//!   not reach this node. A subscriber that joins during an outage gets local publishes at
+//!   once and remote ones after the reconnect. After the reconnect the node resubscribes every
+//!   live topic in batches, and delivery resumes; nothing from the outage is replayed.
+//! - **A slow broker** costs a bounded queue: at most [`LinkConfig::max_queued`] messages and
+//!   [`LinkConfig::max_queued_bytes`] bytes wait to be sent; past that a publish is dropped for
+//!   the other nodes and counted, and the publisher never waits.
+
+#![deny(unsafe_code)]
+// Without a broker feature there is no driver: the link refuses every URL, and the machinery
+// below is unused.
+#![cfg_attr(
+    not(any(feature = "redis", feature = "nats")),
+    allow(dead_code, unused_variables, unreachable_code, unused_imports)
+)]
+
+use std::collections::hash_map::RandomState;
+use std::collections::HashSet;
+use std::fmt;
+use std::hash::{BuildHasher, Hasher};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use bytes::{BufMut, Bytes, BytesMut};
+use tokio::sync::{mpsc, Notify};
+use tokio_util::sync::{CancellationToken, DropGuard};
+use tracing::{info, warn};
+use wsx::pubsub::{Broker, Hub, WeakHub};
+use wsx::{Message, Utf8Bytes};
+
+#[cfg(feature = "nats")]
+mod nats;
+#[cfg(feature = "redis")]
+mod redis;
+
+/// Why a [`Link`] could not be made.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The broker URL does not parse.
+    #[error("invalid broker URL: {0}")]
+    Url(#[from] url::ParseError),
+    /// The URL's scheme is not one this build knows (`redis`, `rediss`, `nats`, `tls`, by
+    /// the features enabled).
+    #[error("unsupported broker scheme {0:?} (this build knows: {known})", known = known_schemes())]
+    Scheme(String),
+    /// [`Link::new`] was called outside a tokio runtime.
+    #[error("a broker link needs a tokio runtime")]
+    NoRuntime,
+}
+
+/// Settings of a [`Link`].
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct LinkConfig {
+    /// Publishes waiting to go to the broker, at most. Default 65,536.
+    pub max_queued: usize,
+    /// Payload bytes waiting to go to the broker, at most. Default 64 MiB.
+    pub max_queued_bytes: usize,
+    /// Topics per SUBSCRIBE/UNSUBSCRIBE command (Redis); all the commands of a resubscription
+    /// are sent without waiting for each other's replies. Default 1,000.
+    pub subscribe_batch: usize,
+    /// Connecting, and any one request to the broker, give up after this. Default 5 s.
+    pub timeout: Duration,
+    /// The connection is checked with a ping this often (answered within [`Self::timeout`],
+    /// or the connection counts as lost; NATS: async-nats's own pings). Default 5 s.
+    pub ping_interval: Duration,
+    /// The first reconnect waits about this long; each further one twice as long as the
+    /// last, up to [`Self::max_backoff`], each with random jitter (50-100 % of the delay).
+    /// Default 100 ms.
+    pub min_backoff: Duration,
+    /// The longest wait between reconnects. Default 5 s.
+    pub max_backoff: Duration,
+    /// Put before a topic's name to make the broker channel (Redis) or subject (NATS, where
+    /// the topic is escaped into one subject token). Default `wsx.`.
+    pub prefix: String,
+}
+
+impl Default for LinkConfig {
+    fn default() -> Self {
+        Self {
+            max_queued: 65_536,
+            max_queued_bytes: 64 << 20,
+            subscribe_batch: 1000,
+            timeout: Duration::from_secs(5),
+            ping_interval: Duration::from_secs(5),
+            min_backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_secs(5),
+            prefix: "wsx.".into(),
+        }
+    }
+}
+
+impl LinkConfig {
+    /// Sets [`Self::max_queued`] (at least 1).
+    pub fn max_queued(mut self, n: usize) -> Self {
+        self.max_queued = n.max(1);
+        self
+    }
+
+    /// Sets [`Self::max_queued_bytes`].
+    pub fn max_queued_bytes(mut self, n: usize) -> Self {
+        self.max_queued_bytes = n;
+        self
+    }
+
+    /// Sets [`Self::subscribe_batch`] (at least 1).
+    pub fn subscribe_batch(mut self, n: usize) -> Self {
+        self.subscribe_batch = n.max(1);
+        self
+    }
+
+    /// Sets [`Self::timeout`].
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// Sets [`Self::ping_interval`].
+    pub fn ping_interval(mut self, interval: Duration) -> Self {
+        self.ping_interval = interval;
+        self
+    }
+
+    /// Sets [`Self::min_backoff`] and [`Self::max_backoff`].
+    pub fn backoff(mut self, min: Duration, max: Duration) -> Self {
+        self.min_backoff = min;
+        self.max_backoff = max.max(min);
+        self
+    }
+
+    /// Sets [`Self::prefix`].
+    pub fn prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.prefix = prefix.into();
+        self
+    }
+}
+
+/// Which broker a [`Link`] talks to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Kind {
+    /// Redis pub/sub.
+    Redis,
+    /// NATS core.
+    Nats,
+}
+
+impl fmt::Display for Kind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Redis => "redis",
+            Self::Nats => "nats",
+        })
+    }
+}
+
+/// The state and counters of a [`Link`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct LinkStats {
+    /// The broker.
+    pub kind: Kind,
+    /// The broker's URL without its credentials.
+    pub url: String,
+    /// Connected, and subscribed to every live topic.
+    pub connected: bool,
+    /// Times the link was lost (or the first connection failed).
+    pub outages: u64,
+    /// Times the link came back after an outage.
+    pub reconnects: u64,
+    /// How long the present outage has lasted, if the link is down.
+    pub down_for: Option<Duration>,
+    /// The last error, if the link is down.
+    pub last_error: Option<String>,
+    /// Local publishes sent to the broker.
+    pub published: u64,
+    /// Local publishes the other nodes did not get: queue full, or the link down.
+    pub dropped: u64,
+    /// Messages from other nodes delivered here.
+    pub received: u64,
+    /// This node's own messages, brought back by the broker and skipped.
+    pub own_skipped: u64,
+    /// Topics this node is subscribed to at the broker (or will be, once connected).
+    pub topics: usize,
+    /// SUBSCRIBE and UNSUBSCRIBE commands sent (Redis: one per batch of topics), or SUB and
+    /// UNSUB operations queued (NATS: written out together).
+    pub subscribe_requests: u64,
+    /// How long the last resubscription of every live topic took, from connect to the
+    /// broker's last reply (Redis) or to the link counting as up (NATS).
+    pub last_resubscribe: Option<Duration>,
+}
+
+/// A node's connection to a broker, and the [`Broker`] of its hub. Cloning shares it; the
+/// link's task stops when the hub and every clone are gone.
+#[derive(Clone)]
+pub struct Link {
+    shared: Arc<Shared>,
+    _stop: Arc<DropGuard>,
+}
+
+impl fmt::Debug for Link {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Link")
+            .field("kind", &self.shared.kind)
+            .field("url", &self.shared.public_url)
+            .field("node_id", &self.shared.node_id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Link {
+    /// A link to the broker at `url`; nothing is connected until it is given to
+    /// [`Hub::with_broker`], which starts its task. Must be called in a tokio runtime.
+    pub fn new(url: &str, config: LinkConfig) -> Result<Self, Error> {
+        let parsed = url::Url::parse(url)?;
+        let kind = match parsed.scheme() {
+            #[cfg(feature = "redis")]
+            "redis" | "rediss" => Kind::Redis,
+            #[cfg(feature = "nats")]
+            "nats" | "tls" => Kind::Nats,
+            other => return Err(Error::Scheme(other.to_owned())),
+        };
+        let runtime = tokio::runtime::Handle::try_current().map_err(|_| Error::NoRuntime)?;
+        let mut public = parsed.clone();
+        if public.password().is_some() {
+            let _ = public.set_password(Some("***"));
+        }
+        let (tx, rx) = mpsc::channel(config.max_queued);
+        let stop = CancellationToken::new();
+        let shared = Arc::new(Shared {
+            kind,
+            url: url.to_owned(),
+            public_url: public.to_string(),
+            node_id: random_u64(),
+            config,
+            runtime,
+            stop: stop.clone(),
+            queue: tx,
+            queue_rx: Mutex::new(Some(rx)),
+            queued_bytes: AtomicUsize::new(0),
+            topics: Mutex::new(Topics::default()),
+            changed: Notify::new(),
+            connected: AtomicBool::new(false),
+            status: Mutex::new(Status::default()),
+            published: AtomicU64::new(0),
+            dropped: AtomicU64::new(0),
+            received: AtomicU64::new(0),
+            own_skipped: AtomicU64::new(0),
+            subscribe_requests: AtomicU64::new(0),
+        });
+        Ok(Self { shared, _stop: Arc::new(stop.drop_guard()) })
+    }
+
+    /// The broker's kind.
+    pub fn kind(&self) -> Kind {
+        self.shared.kind
+    }
+
+    /// This node's id, carried by every message it publishes.
+    pub fn node_id(&self) -> u64 {
+        self.shared.node_id
+    }
+
+    /// The state and counters.
+    pub fn stats(&self) -> LinkStats {
+        let s = &*self.shared;
+        let status = lock(&s.status);
+        let connected = s.connected.load(Ordering::Relaxed);
+        LinkStats {
+            kind: s.kind,
+            url: s.public_url.clone(),
+            connected,
+            outages: status.outages,
+            reconnects: status.reconnects,
+            down_for: if connected { None } else { status.down_since.map(|t| t.elapsed()) },
+            last_error: if connected { None } else { status.last_error.clone() },
+            published: s.published.load(Ordering::Relaxed),
+            dropped: s.dropped.load(Ordering::Relaxed),
+            received: s.received.load(Ordering::Relaxed),
+            own_skipped: s.own_skipped.load(Ordering::Relaxed),
+            topics: lock(&s.topics).live.len(),
+            subscribe_requests: s.subscribe_requests.load(Ordering::Relaxed),
+            last_resubscribe: status.last_resubscribe,
+        }
+    }
+}
+
+impl Broker for Link {
+    fn start(&self, hub: WeakHub) {
+        let Some(rx) = lock(&self.shared.queue_rx).take() else {
+            warn!("a broker link was given to a second hub: it serves only the first");
+            return;
+        };
+        let shared = self.shared.clone();
+        let stop = shared.stop.clone();
+        self.shared.runtime.spawn(async move {
+            tokio::select! {
+                () = stop.cancelled() => {}
+                () = run(shared, hub, rx) => {}
+            }
+        });
+    }
+
+    fn subscribed(&self, topic: &str) {
+        let mut topics = lock(&self.shared.topics);
+        let topic: Arc<str> = Arc::from(topic);
+        topics.live.insert(topic.clone());
+        topics.dirty.insert(topic);
+        drop(topics);
+        self.shared.changed.notify_one();
+    }
+
+    fn unsubscribed(&self, topic: &str) {
+        let mut topics = lock(&self.shared.topics);
+        topics.live.remove(topic);
+        topics.dirty.insert(Arc::from(topic));
+        drop(topics);
+        self.shared.changed.notify_one();
+    }
+
+    fn publish(&self, topic: &str, message: &Message) {
+        let s = &*self.shared;
+        let payload = message.payload();
+        let len = payload.len();
+        if !s.connected.load(Ordering::Relaxed) {
+            s.dropped.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        if s.queued_bytes.fetch_add(len, Ordering::Relaxed) + len > s.config.max_queued_bytes {
+            s.queued_bytes.fetch_sub(len, Ordering::Relaxed);
+            s.dropped.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        let outgoing = Outgoing {
+            topic: topic.to_owned(),
+            envelope: envelope(s.node_id, message),
+            payload_len: len,
+        };
+        if s.queue.try_send(outgoing).is_err() {
+            s.queued_bytes.fetch_sub(len, Ordering::Relaxed);
+            s.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// What the hub and the link's task share.
+struct Shared {
+    kind: Kind,
+    url: String,
+    public_url: String,
+    node_id: u64,
+    config: LinkConfig,
+    runtime: tokio::runtime::Handle,
+    stop: CancellationToken,
+    queue: mpsc::Sender<Outgoing>,
+    /// Taken by the task when the hub starts it.
+    queue_rx: Mutex<Option<mpsc::Receiver<Outgoing>>>,
+    queued_bytes: AtomicUsize,
+    topics: Mutex<Topics>,
+    /// Wakes the task when `topics` changed.
+    changed: Notify,
+    /// Connected and resubscribed: publishes are queued only then.
+    connected: AtomicBool,
+    status: Mutex<Status>,
+    published: AtomicU64,
+    dropped: AtomicU64,
+    received: AtomicU64,
+    own_skipped: AtomicU64,
+    subscribe_requests: AtomicU64,
+}
+
+/// The topics the node wants at the broker, and those changed since the task last looked.
+#[derive(Default)]
+struct Topics {
+    live: HashSet<Arc<str>>,
+    dirty: HashSet<Arc<str>>,
+}
+
+#[derive(Default)]
+struct Status {
+    outages: u64,
+    reconnects: u64,
+    /// Whether the link was ever up (the first connection is not a reconnect).
+    was_up: bool,
+    down_since: Option<Instant>,
+    last_error: Option<String>,
+    last_resubscribe: Option<Duration>,
+}
+
+/// One publish on its way to the broker.
+pub(crate) struct Outgoing {
+    topic: String,
+    envelope: Bytes,
+    payload_len: usize,
+}
+
+/// The changes a driver makes at the broker to match the live topics.
+#[derive(Default)]
+pub(crate) struct Changes {
+    subscribe: Vec<Arc<str>>,
+    unsubscribe: Vec<Arc<str>>,
+}
+
+impl Shared {
+    /// Everything to subscribe to on a new connection: every live topic; what changed
+    /// before is included.
+    fn all_topics(&self, at_broker: &mut HashSet<Arc<str>>) -> Changes {
+        let mut topics = lock(&self.topics);
+        topics.dirty.clear();
+        at_broker.clear();
+        at_broker.extend(topics.live.iter().cloned());
+        Changes { subscribe: topics.live.iter().cloned().collect(), unsubscribe: Vec::new() }
+    }
+
+    /// What changed since the last call, against what the broker has (`at_broker`, updated).
+    fn changes(&self, at_broker: &mut HashSet<Arc<str>>) -> Changes {
+        let mut topics = lock(&self.topics);
+        let mut changes = Changes::default();
+        for topic in std::mem::take(&mut topics.dirty) {
+            let live = topics.live.contains(&topic);
+            if live && at_broker.insert(topic.clone()) {
+                changes.subscribe.push(topic);
+            } else if !live && at_broker.remove(&topic) {
+                changes.unsubscribe.push(topic);
+            }
+        }
+        changes
+    }
+
+    /// The link is up and every live topic subscribed.
+    fn up(&self, resubscribe: Duration) {
+        let mut status = lock(&self.status);
+        status.last_resubscribe = Some(resubscribe);
+        if status.was_up {
+            status.reconnects += 1;
+            let down = status.down_since.map(|t| t.elapsed()).unwrap_or_default();
+            info!(
+                "broker {} is back after {:.1?} down; resubscribed {} topics in {resubscribe:.1?}",
+                self.public_url,
+                down,
+                lock(&self.topics).live.len()
+            );
+        } else {
+            info!("broker {} connected (node {:016x})", self.public_url, self.node_id);
+        }
+        status.was_up = true;
+        status.down_since = None;
+        status.last_error = None;
+        self.connected.store(true, Ordering::Relaxed);
+    }
+
+    /// The link is down (or did not come up): logged once per outage.
+    fn down(&self, error: &str) {
+        let was_connected = self.connected.swap(false, Ordering::Relaxed);
+        let mut status = lock(&self.status);
+        if was_connected || status.down_since.is_none() {
+            status.outages += 1;
+            status.down_since = Some(Instant::now());
+            warn!(
+                "broker {} unreachable: {error}; local fan-out goes on, publishes to other nodes \
+                 are dropped until it is back",
+                self.public_url
+            );
+        }
+        status.last_error = Some(error.to_owned());
+    }
+
+    /// Empties the queue, counting what it held as dropped.
+    fn drop_queued(&self, rx: &mut mpsc::Receiver<Outgoing>) {
+        while let Ok(out) = rx.try_recv() {
+            self.sent(&out);
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Takes `out` off the queue's byte count.
+    fn sent(&self, out: &Outgoing) {
+        self.queued_bytes.fetch_sub(out.payload_len, Ordering::Relaxed);
+    }
+
+    /// A message from the broker for `topic`: delivered here unless this node sent it.
+    fn incoming(&self, hub: &Hub, topic: &str, data: &[u8]) {
+        match open_envelope(data) {
+            Some((node, _)) if node == self.node_id => {
+                self.own_skipped.fetch_add(1, Ordering::Relaxed);
+            }
+            Some((_, message)) => {
+                self.received.fetch_add(1, Ordering::Relaxed);
+                hub.deliver(topic, &message);
+            }
+            // Published by something else than a wsx node (a backend with redis-cli, say):
+            // text when it is UTF-8.
+            None => {
+                self.received.fetch_add(1, Ordering::Relaxed);
+                let data = Bytes::copy_from_slice(data);
+                let message = match Utf8Bytes::try_from(data.clone()) {
+                    Ok(text) => Message::Text(text),
+                    Err(_) => Message::Binary(data),
+                };
+                hub.deliver(topic, &message);
+            }
+        }
+    }
+}
+
+/// The link's task: connects, serves, reconnects, until the hub is gone.
+async fn run(shared: Arc<Shared>, hub: WeakHub, mut rx: mpsc::Receiver<Outgoing>) {
+    match shared.kind {
+        #[cfg(feature = "redis")]
+        Kind::Redis => redis::run(&shared, &hub, &mut rx).await,
+        #[cfg(feature = "nats")]
+        Kind::Nats => nats::run(&shared, &hub, &mut rx).await,
+        #[allow(unreachable_patterns)]
+        _ => {
+            let _ = (&hub, &mut rx);
+        }
+    }
+}
+
+/// `wsx` 1: the magic and version of an envelope.
+const MAGIC: &[u8; 4] = b"wsx\x01";
+
+/// A message as it goes through the broker: magic, kind (`t` or `b`), the node id (8 bytes,
+/// big-endian), the payload.
+fn envelope(node_id: u64, message: &Message) -> Bytes {
+    let payload = message.payload();
+    let mut out = BytesMut::with_capacity(13 + payload.len());
+    out.put_slice(MAGIC);
+    out.put_u8(if matches!(message, Message::Text(_)) { b't' } else { b'b' });
+    out.put_u64(node_id);
+    out.put_slice(payload);
+    out.freeze()
+}
+
+/// The sender and message of an envelope; `None` if `data` is not one.
+fn open_envelope(data: &[u8]) -> Option<(u64, Message)> {
+    let rest = data.strip_prefix(MAGIC)?;
+    let (&kind, rest) = rest.split_first()?;
+    let node = u64::from_be_bytes(rest.get(..8)?.try_into().ok()?);
+    let payload = Bytes::copy_from_slice(&rest[8..]);
+    let message = match kind {
+        b't' => Message::Text(Utf8Bytes::try_from(payload).ok()?),
+        b'b' => Message::Binary(payload),
+        _ => return None,
+    };
+    Some((node, message))
+}
+
+/// The delay before reconnect attempt `attempt` (0 = the first): exponential backoff with
+/// 50-100 % jitter: nodes that lost the same broker do not all come
+/// back in the same millisecond.
+fn backoff(config: &LinkConfig, attempt: u32) -> Duration {
+    let base = config.min_backoff.saturating_mul(1u32 << attempt.min(16)).min(config.max_backoff);
+    let jitter = (random_u64() % 1000) as u32;
+    base / 2 + base / 2 * jitter / 1000
+}
+
+/// A random number from the standard library's per-process hash keys and the clock.
+fn random_u64() -> u64 {
+    let mut hasher = RandomState::new().build_hasher();
+    hasher.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+    );
+    hasher.finish()
+}
+
+fn known_schemes() -> &'static str {
+    match (cfg!(feature = "redis"), cfg!(feature = "nats")) {
+        (true, true) => "redis, rediss, nats, tls",
+        (true, false) => "redis, rediss",
+        (false, true) => "nats, tls",
+        (false, false) => "none: enable the redis or nats feature",
+    }
+}
+
+/// Locks, ignoring poisoning: every update under these locks is one insert, remove or field
+/// store.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn envelopes_round_trip_and_foreign_payloads_are_not_envelopes() {
+        for message in [Message::text("héllo"), Message::binary(vec![0u8, 1, 2]), Message::text("")]
+        {
+            let data = envelope(42, &message);
+            assert_eq!(open_envelope(&data), Some((42, message)));
+        }
+        assert_eq!(open_envelope(b"hello"), None);
+        assert_eq!(open_envelope(b"wsx\x01t123"), None, "a short node id");
+        assert_eq!(open_envelope(b"wsx\x01x12345678"), None, "an unknown kind");
+        assert_eq!(open_envelope(b"wsx\x01t12345678\xff"), None, "text that is not UTF-8");
+    }
+
+    #[test]
+    fn backoff_grows_to_its_cap_with_jitter() {
+        let config =
+            LinkConfig::default().backoff(Duration::from_millis(100), Duration::from_secs(5));
+        for attempt in 0..40 {
+            let d = backoff(&config, attempt);
+            let base = (Duration::from_millis(100) * 2u32.pow(attempt.min(16)))
+                .min(Duration::from_secs(5));
+            assert!(d >= base / 2 && d <= base, "attempt {attempt}: {d:?} against {base:?}");
+        }
+        let delays: HashSet<Duration> = (0..20).map(|_| backoff(&config, 10)).collect();
+        assert!(delays.len() > 1, "no jitter");
+    }
+
+    #[test]
+    fn a_scheme_of_no_broker_is_refused() {
+        let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        let _guard = runtime.enter();
+        let err = Link::new("http://127.0.0.1:1", LinkConfig::default()).unwrap_err();
+        assert!(matches!(err, Error::Scheme(ref s) if s == "http"), "{err}");
+        assert!(matches!(Link::new("not a url", LinkConfig::default()), Err(Error::Url(_))));
+    }
+}

@@ -1,0 +1,201 @@
+//! The Redis driver: one pub/sub connection for SUBSCRIBE and the messages, one multiplexed
+//! connection for PUBLISH (a connection in subscribe mode may not publish).
+
+use std::collections::HashSet;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Instant;
+
+use futures_util::future::try_join_all;
+use futures_util::StreamExt;
+use redis::aio::{MultiplexedConnection, PubSubSink};
+use tokio::sync::mpsc;
+use tokio::time::timeout;
+use wsx::pubsub::WeakHub;
+
+use crate::{Changes, Outgoing, Shared};
+
+/// Publishes sent in one pipeline, at most.
+const PUBLISH_BATCH: usize = 512;
+
+/// Why a session ended.
+enum Ended {
+    /// The hub is gone: the task is done.
+    HubGone,
+    /// The connection failed; reconnect.
+    Failed(String),
+}
+
+impl From<redis::RedisError> for Ended {
+    fn from(e: redis::RedisError) -> Self {
+        Self::Failed(e.to_string())
+    }
+}
+
+impl From<tokio::time::error::Elapsed> for Ended {
+    fn from(_: tokio::time::error::Elapsed) -> Self {
+        Self::Failed("the broker did not answer in time".into())
+    }
+}
+
+pub(crate) async fn run(shared: &Arc<Shared>, hub: &WeakHub, rx: &mut mpsc::Receiver<Outgoing>) {
+    let client = match redis::Client::open(shared.url.as_str()) {
+        Ok(client) => client,
+        Err(e) => {
+            shared.down(&format!("invalid Redis URL: {e}"));
+            return;
+        }
+    };
+    let mut attempt = 0;
+    loop {
+        match session(shared, hub, rx, &client, &mut attempt).await {
+            Ended::HubGone => return,
+            Ended::Failed(e) => shared.down(&e),
+        }
+        shared.drop_queued(rx);
+        tokio::time::sleep(crate::backoff(&shared.config, attempt)).await;
+        attempt = attempt.saturating_add(1);
+    }
+}
+
+/// One connection's life: connect, subscribe every live topic, then serve until it fails.
+async fn session(
+    shared: &Shared,
+    hub: &WeakHub,
+    rx: &mut mpsc::Receiver<Outgoing>,
+    client: &redis::Client,
+    attempt: &mut u32,
+) -> Ended {
+    let t = shared.config.timeout;
+    let started = Instant::now();
+    let connect = async {
+        let pubsub = timeout(t, client.get_async_pubsub()).await??;
+        let conn = timeout(t, client.get_multiplexed_async_connection()).await??;
+        Ok::<_, Ended>((pubsub, conn))
+    };
+    let (pubsub, mut conn) = match connect.await {
+        Ok(c) => c,
+        Err(e) => return e,
+    };
+    let (mut sink, mut stream) = pubsub.split();
+    let mut at_broker = HashSet::new();
+    let all = shared.all_topics(&mut at_broker);
+    if let Err(e) = apply(shared, &sink, all).await {
+        return e;
+    }
+    shared.up(started.elapsed());
+    *attempt = 0;
+    let mut ping = tokio::time::interval_at(
+        tokio::time::Instant::now() + shared.config.ping_interval,
+        shared.config.ping_interval,
+    );
+    let prefix = shared.config.prefix.as_str();
+    loop {
+        tokio::select! {
+            msg = stream.next() => {
+                let Some(msg) = msg else {
+                    return Ended::Failed("the broker closed the connection".into());
+                };
+                let Some(hub) = hub.upgrade() else { return Ended::HubGone };
+                if let Some(topic) = msg.get_channel_name().strip_prefix(prefix) {
+                    shared.incoming(&hub, topic, msg.get_payload_bytes());
+                }
+            }
+            () = shared.changed.notified() => {
+                if hub.upgrade().is_none() {
+                    return Ended::HubGone;
+                }
+                let changes = shared.changes(&mut at_broker);
+                if let Err(e) = apply(shared, &sink, changes).await {
+                    return e;
+                }
+            }
+            out = rx.recv() => {
+                let Some(first) = out else { return Ended::HubGone };
+                if let Err(e) = publish(shared, &mut conn, rx, first).await {
+                    return e;
+                }
+            }
+            _ = ping.tick() => {
+                if hub.upgrade().is_none() {
+                    return Ended::HubGone;
+                }
+                if let Err(e) = ping_once(shared, &mut sink).await {
+                    return e;
+                }
+            }
+        }
+    }
+}
+
+async fn ping_once(shared: &Shared, sink: &mut PubSubSink) -> Result<(), Ended> {
+    timeout(shared.config.timeout, sink.ping::<redis::Value>()).await??;
+    Ok(())
+}
+
+/// Sends the SUBSCRIBEs and UNSUBSCRIBEs of `changes`, [`LinkConfig::subscribe_batch`]
+/// topics per command, every command sent before the first reply is awaited.
+///
+/// [`LinkConfig::subscribe_batch`]: crate::LinkConfig::subscribe_batch
+async fn apply(shared: &Shared, sink: &PubSubSink, changes: Changes) -> Result<(), Ended> {
+    let batch = shared.config.subscribe_batch;
+    let prefix = &shared.config.prefix;
+    let channels = |topics: &[Arc<str>]| -> Vec<String> {
+        topics.iter().map(|t| format!("{prefix}{t}")).collect()
+    };
+    let mut requests = Vec::new();
+    for chunk in changes.subscribe.chunks(batch) {
+        let mut sink = sink.clone();
+        let names = channels(chunk);
+        requests
+            .push(futures_util::future::Either::Left(async move { sink.subscribe(names).await }));
+    }
+    for chunk in changes.unsubscribe.chunks(batch) {
+        let mut sink = sink.clone();
+        let names = channels(chunk);
+        requests.push(futures_util::future::Either::Right(
+            async move { sink.unsubscribe(names).await },
+        ));
+    }
+    if requests.is_empty() {
+        return Ok(());
+    }
+    shared.subscribe_requests.fetch_add(requests.len() as u64, Ordering::Relaxed);
+    timeout(shared.config.timeout, try_join_all(requests)).await??;
+    Ok(())
+}
+
+/// Sends `first` and whatever else is queued (up to [`PUBLISH_BATCH`]) in one pipeline.
+async fn publish(
+    shared: &Shared,
+    conn: &mut MultiplexedConnection,
+    rx: &mut mpsc::Receiver<Outgoing>,
+    first: Outgoing,
+) -> Result<(), Ended> {
+    let mut pipe = redis::pipe();
+    let mut n = 0u64;
+    let mut next = Some(first);
+    while let Some(out) = next.take() {
+        shared.sent(&out);
+        let channel = format!("{}{}", shared.config.prefix, out.topic);
+        pipe.cmd("PUBLISH").arg(channel).arg(out.envelope.as_ref()).ignore();
+        n += 1;
+        if n < PUBLISH_BATCH as u64 {
+            next = rx.try_recv().ok();
+        }
+    }
+    match timeout(shared.config.timeout, pipe.query_async::<()>(conn)).await {
+        Ok(Ok(())) => {
+            shared.published.fetch_add(n, Ordering::Relaxed);
+            Ok(())
+        }
+        Ok(Err(e)) => {
+            shared.dropped.fetch_add(n, Ordering::Relaxed);
+            Err(e.into())
+        }
+        Err(e) => {
+            shared.dropped.fetch_add(n, Ordering::Relaxed);
+            Err(e.into())
+        }
+    }
+}

@@ -1,0 +1,309 @@
+//! Two `wsx serve --pubsub --broker` nodes on one real broker, Redis and NATS: fan-out across
+//! nodes exactly once and in each publisher's order (WebSocket and `POST /publish`), a topic
+//! with subscribers on one node only, the broker subscription gone after the last subscriber
+//! leaves (checked at the broker), and the broker killed and restarted mid-test.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::brokers::{BrokerKind, BrokerProcess};
+use common::{free_port, HANG_GUARD, WSX};
+use wsx::{MaybeTlsStream, Message, WebSocket};
+
+const TOKEN: &str = "t0ken";
+const MESSAGES: usize = 1000;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nodes_through_redis() {
+    let Some(broker) = BrokerProcess::start(BrokerKind::Redis) else { return };
+    two_nodes(broker).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nodes_through_nats() {
+    let Some(broker) = BrokerProcess::start(BrokerKind::Nats) else { return };
+    two_nodes(broker).await;
+}
+
+#[test]
+fn a_bad_broker_url_is_a_one_line_error() {
+    for (url, expected) in [
+        ("http://127.0.0.1:1", "unsupported broker scheme \"http\""),
+        ("redis//nope", "invalid broker URL"),
+    ] {
+        let out = Command::new(WSX)
+            .args(["serve", "--listen", "127.0.0.1:0", "--pubsub", "--broker", url])
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{url}: started");
+        assert_eq!(stderr.lines().count(), 1, "{stderr}");
+        assert!(stderr.contains(expected), "{url}: {stderr}");
+    }
+}
+
+async fn two_nodes(mut broker: BrokerProcess) {
+    let kind = broker.kind;
+    let url = broker.url();
+    let mut a = Node::start(&url);
+    let mut b = Node::start(&url);
+    a.wait_connected(0);
+    b.wait_connected(0);
+
+    // Subscribers: two on A, two on B, and one of another topic on B only.
+    let mut subs = Vec::new();
+    for node in [&a, &a, &b, &b] {
+        subs.push(node.ws("room").await);
+    }
+    let mut solo = b.ws("solo").await;
+    broker.wait_for("subscribed room and solo", |br| {
+        br.has_subscription("wsx.room") && br.has_subscription("wsx.solo")
+    });
+
+    // 500 over a WebSocket to A (the publisher is a subscriber too, and gets its own), then
+    // 500 over POST /publish on A.
+    let mut publisher = a.ws("room").await;
+    broker.wait_for("two nodes on room", |_| a.stats().contains("\"subscriptions\":3"));
+    for i in 0..MESSAGES / 2 {
+        publisher.send(Message::text(format!("ws-{i}"))).await.unwrap();
+    }
+    let mut http = Http::new(a.port);
+    for i in 0..MESSAGES / 2 {
+        let reply = http.post("room", &format!("http-{i}"));
+        assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
+    }
+    subs.push(publisher);
+    for (n, ws) in subs.iter_mut().enumerate() {
+        let got = recv_n(ws, MESSAGES).await;
+        assert_in_order(&got, "ws-", MESSAGES / 2, n);
+        assert_in_order(&got, "http-", MESSAGES / 2, n);
+        assert_nothing_more(ws).await;
+    }
+
+    // A has no subscriber of "solo": its publishes still reach B's.
+    for i in 0..100 {
+        let reply = http.post("solo", &format!("solo-{i}"));
+        assert!(reply.contains("\"delivered\":0"), "{reply}");
+    }
+    let got = recv_n(&mut solo, 100).await;
+    assert_eq!(got, (0..100).map(|i| format!("solo-{i}")).collect::<Vec<_>>());
+
+    // The last subscriber of "solo" leaves B: B unsubscribes at the broker.
+    solo.close(None).await.unwrap();
+    drop(solo);
+    broker.wait_for("unsubscribed solo", |br| !br.has_subscription("wsx.solo"));
+    assert!(broker.has_subscription("wsx.room"));
+
+    // The broker dies: local fan-out goes on, nothing crosses, both nodes say so.
+    broker.kill();
+    a.wait_disconnected();
+    b.wait_disconnected();
+    for i in 0..50 {
+        let reply = http.post("room", &format!("outage-{i}"));
+        assert!(reply.contains("\"delivered\":3"), "{reply}");
+    }
+    for ws in &mut subs[..2] {
+        let got = recv_n(ws, 50).await;
+        assert_eq!(got, (0..50).map(|i| format!("outage-{i}")).collect::<Vec<_>>());
+    }
+    assert!(a.stats().contains("\"connected\":false"), "{}", a.stats());
+
+    // Back: cross-node delivery resumes by itself.
+    broker.restart();
+    let back = Instant::now();
+    let mut probes = 0;
+    let first = loop {
+        probes += 1;
+        http.post("room", &format!("probe-{probes}"));
+        match tokio::time::timeout(Duration::from_millis(50), subs[2].recv()).await {
+            Ok(Some(Ok(Message::Text(t)))) => break t.to_string(),
+            Ok(other) => panic!("B's subscriber: {other:?}"),
+            Err(_) => assert!(back.elapsed() < HANG_GUARD, "no cross-node delivery after restart"),
+        }
+    };
+    let resumed = back.elapsed();
+    eprintln!(
+        "{kind:?}: cross-node delivery resumed {:.0} ms after the broker was back ({probes} probes)",
+        resumed.as_secs_f64() * 1000.0
+    );
+    assert!(first.starts_with("probe-"), "B got {first:?}: an outage message crossed");
+    a.wait_connected(1);
+    b.wait_connected(1);
+    for node in [&mut a, &mut b] {
+        let stats = node.stats();
+        assert!(stats.contains("\"reconnects\":1"), "{stats}");
+        assert!(!node.exited(), "a node exited");
+        let log = node.log();
+        let warned = log.matches("unreachable").count();
+        assert_eq!(warned, 1, "the outage is logged once:\n{log}");
+    }
+    assert!(a.stats().contains(&format!(
+        "\"kind\":\"{}\"",
+        if kind == BrokerKind::Redis { "redis" } else { "nats" }
+    )));
+}
+
+/// Reads `n` text messages (bounded).
+async fn recv_n(ws: &mut WebSocket<MaybeTlsStream>, n: usize) -> Vec<String> {
+    let mut out = Vec::with_capacity(n);
+    while out.len() < n {
+        match tokio::time::timeout(HANG_GUARD, ws.recv()).await {
+            Ok(Some(Ok(Message::Text(t)))) => out.push(t.to_string()),
+            other => panic!("after {} of {n} messages: {other:?}", out.len()),
+        }
+    }
+    out
+}
+
+/// Nothing more arrives within a moment: each message came once.
+async fn assert_nothing_more(ws: &mut WebSocket<MaybeTlsStream>) {
+    if let Ok(extra) = tokio::time::timeout(Duration::from_millis(300), ws.recv()).await {
+        panic!("a message too many: {extra:?}");
+    }
+}
+
+/// `got` holds `prefix0..prefix{n-1}` in order (among other messages).
+fn assert_in_order(got: &[String], prefix: &str, n: usize, subscriber: usize) {
+    let mine: Vec<&str> = got.iter().filter_map(|m| m.strip_prefix(prefix)).collect();
+    let expected: Vec<String> = (0..n).map(|i| i.to_string()).collect();
+    assert_eq!(mine, expected, "subscriber {subscriber}, {prefix}");
+}
+
+/// A `wsx serve --pubsub --broker URL` process, its stderr in a file; killed when dropped.
+struct Node {
+    child: Child,
+    port: u16,
+    log: PathBuf,
+}
+
+impl Node {
+    fn start(broker: &str) -> Self {
+        for attempt in 0..5 {
+            let port = free_port();
+            let log = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+                .join(format!("node-{}-{port}-{attempt}.log", std::process::id()));
+            let listen = format!("127.0.0.1:{port}");
+            let mut child = Command::new(WSX)
+                .args(["serve", "--listen", &listen, "--pubsub", "--publish-token", TOKEN])
+                .args(["--broker", broker])
+                .env("RUST_LOG", "info")
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(std::fs::File::create(&log).unwrap())
+                .spawn()
+                .unwrap();
+            let started = Instant::now();
+            while child.try_wait().unwrap().is_none() && started.elapsed() < HANG_GUARD {
+                if TcpStream::connect(&listen).is_ok() {
+                    std::thread::sleep(Duration::from_millis(100));
+                    if child.try_wait().unwrap().is_none() {
+                        return Self { child, port, log };
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        panic!("wsx serve --broker {broker} never listened");
+    }
+
+    async fn ws(&self, topic: &str) -> WebSocket<MaybeTlsStream> {
+        let url = format!("ws://127.0.0.1:{}/{topic}", self.port);
+        tokio::time::timeout(HANG_GUARD, wsx::connect(&url)).await.unwrap().unwrap().0
+    }
+
+    fn stats(&self) -> String {
+        let mut tcp = TcpStream::connect((Ipv4Addr::LOCALHOST, self.port)).unwrap();
+        tcp.set_read_timeout(Some(HANG_GUARD)).unwrap();
+        tcp.write_all(b"GET /stats HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+        let mut out = String::new();
+        tcp.read_to_string(&mut out).unwrap();
+        out
+    }
+
+    fn wait_connected(&self, reconnects: u64) {
+        self.wait(&format!(
+            "\"connected\":true,\"outages\":{reconnects},\"reconnects\":{reconnects}"
+        ));
+    }
+
+    fn wait_disconnected(&self) {
+        self.wait("\"connected\":false");
+    }
+
+    fn wait(&self, needle: &str) {
+        let started = Instant::now();
+        loop {
+            let stats = self.stats();
+            if stats.contains(needle) {
+                return;
+            }
+            assert!(started.elapsed() < HANG_GUARD, "never {needle}: {stats}\n{}", self.log());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn exited(&mut self) -> bool {
+        self.child.try_wait().unwrap().is_some()
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_file(&self.log);
+    }
+}
+
+/// POST /publish/TOPIC over one kept-alive connection.
+struct Http {
+    tcp: TcpStream,
+}
+
+impl Http {
+    fn new(port: u16) -> Self {
+        let tcp = TcpStream::connect((Ipv4Addr::LOCALHOST, port)).unwrap();
+        tcp.set_read_timeout(Some(HANG_GUARD)).unwrap();
+        Self { tcp }
+    }
+
+    /// The response head and body.
+    fn post(&mut self, topic: &str, body: &str) -> String {
+        let request = format!(
+            "POST /publish/{topic} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\n\
+             Content-Type: text/plain\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        self.tcp.write_all(request.as_bytes()).unwrap();
+        let mut buf = Vec::new();
+        let mut byte = [0u8; 1];
+        while !buf.ends_with(b"\r\n\r\n") {
+            assert_eq!(self.tcp.read(&mut byte).unwrap(), 1, "the server closed");
+            buf.push(byte[0]);
+        }
+        let head = String::from_utf8_lossy(&buf).into_owned();
+        let len: usize = head
+            .lines()
+            .find_map(|l| {
+                l.to_ascii_lowercase()
+                    .strip_prefix("content-length:")
+                    .map(|v| v.trim().parse().unwrap())
+            })
+            .unwrap_or(0);
+        let mut body = vec![0; len];
+        self.tcp.read_exact(&mut body).unwrap();
+        head + &String::from_utf8_lossy(&body)
+    }
+}
