@@ -247,7 +247,7 @@ fn http_publishing_works_over_http2_with_the_same_rules() {
     // The authorized one is delivered, and answers as over HTTP/1.1.
     let ok = curl(&dir, &[&text[..], &["-H", bearer, "--data-binary", "over h2"]].concat(), &publish);
     assert_eq!((ok.0, ok.1.as_str()), (200, "2"), "{ok:?}");
-    assert_eq!(ok.2, "{\"delivered\":1,\"skipped\":0}", "{ok:?}");
+    assert_eq!(ok.2, "{\"delivered\":1,\"skipped\":0}\n", "{ok:?}");
     // And the same over HTTP/1.1 on the same port, after it.
     let h1 = ["--http1.1", "-H", "Content-Type: text/plain", "-H", bearer];
     let h1 = curl(&dir, &[&h1[..], &["--data-binary", "over h1"]].concat(), &publish);
