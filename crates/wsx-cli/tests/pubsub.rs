@@ -204,7 +204,7 @@ fn http_publishing_works_over_http2_with_the_same_rules() {
         "--publish-token",
         "s3cret",
         "--max-message-size",
-        "1024",
+        "300000",
         "--tls-cert",
         cert.to_str().unwrap(),
         "--tls-key",
@@ -239,9 +239,21 @@ fn http_publishing_works_over_http2_with_the_same_rules() {
     let wrong = ["-H", "Authorization: Bearer s3cre7", "--data-binary", "nope"];
     let wrong = curl(&dir, &[&text[..], &wrong].concat(), &publish);
     assert_eq!(wrong.0, 403, "{wrong:?}");
-    let big = "x".repeat(2000);
-    let large = curl(&dir, &[&text[..], &["-H", bearer, "--data-binary", &big]].concat(), &publish);
+    // Bodies go in files: one argument may not exceed 128 KiB.
+    let body_file = |name: &str, len: usize| {
+        let path = dir.join(name);
+        std::fs::write(&path, "y".repeat(len)).unwrap();
+        format!("@{}", path.display())
+    };
+    let over = body_file("over.txt", 300_001);
+    let large =
+        curl(&dir, &[&text[..], &["-H", bearer, "--data-binary", &over]].concat(), &publish);
     assert_eq!(large.0, 413, "{large:?}");
+    // 256 KiB: four times HTTP/2's 64 KiB stream window, so it arrives only if the server
+    // gives the window back as it reads.
+    let big = body_file("big.txt", 256 * 1024);
+    let big = curl(&dir, &[&text[..], &["-H", bearer, "--data-binary", &big]].concat(), &publish);
+    assert_eq!((big.0, big.1.as_str()), (200, "2"), "{big:?}");
     let get = curl(&dir, &["--http2", "-H", bearer], &publish);
     assert_eq!(get.0, 405, "{get:?}");
     // The authorized one is delivered, and answers as over HTTP/1.1.
@@ -259,7 +271,7 @@ fn http_publishing_works_over_http2_with_the_same_rules() {
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         let mut lines = Vec::new();
-        for _ in 0..2 {
+        for _ in 0..3 {
             let mut line = String::new();
             let _ = std::io::BufRead::read_line(&mut out, &mut line);
             lines.push(line);
@@ -268,7 +280,9 @@ fn http_publishing_works_over_http2_with_the_same_rules() {
     });
     let lines = rx.recv_timeout(HANG_GUARD);
     let _ = sub.kill();
-    let lines = lines.expect("the subscriber got both messages");
-    assert_eq!(lines, ["over h2\n", "over h1\n"], "only the authorized publishes, in order");
+    let lines = lines.expect("the subscriber got all three messages");
+    let big = format!("{}\n", "y".repeat(256 * 1024));
+    assert!(lines[0] == big, "the 256 KiB publish arrived whole ({} bytes)", lines[0].len());
+    assert_eq!(lines[1..], ["over h2\n", "over h1\n"], "only the authorized publishes, in order");
     let _ = sub.wait();
 }
