@@ -614,13 +614,14 @@ fn a_flood_of_empty_messages_for_a_child_that_does_not_read_stays_in_bounded_mem
     });
 }
 
-#[test]
-fn what_the_client_sent_before_its_close_reaches_the_child() {
-    // A child slow to start reading, and deaf to SIGTERM (sleep and wc inherit that): it
-    // counts its input to a file once its stdin ends.
-    let out = std::env::temp_dir().join(format!("wsx-exec-rest-{}", std::process::id()));
+/// Sends 900 KiB to a child running `--sh "trap '' TERM; BEFORE; wc -c > FILE"` (deaf to
+/// SIGTERM: it ends on its own once its stdin does) and closes normally; how many bytes the
+/// child counted.
+fn bytes_seen_after_a_close(before: &str) -> (usize, usize) {
+    let out =
+        std::env::temp_dir().join(format!("wsx-exec-rest-{}-{}", std::process::id(), before.len()));
     let _ = std::fs::remove_file(&out);
-    let script = format!(r#"trap "" TERM; sleep 1; wc -c > '{}'"#, out.display());
+    let script = format!(r#"trap "" TERM; {before}; wc -c > '{}'"#, out.display());
     let server = Server::start(&["--binary", "--kill-grace", "30", "--sh", &script]);
     const TOTAL: usize = 900 << 10;
     block_on(async {
@@ -648,7 +649,22 @@ fn what_the_client_sent_before_its_close_reaches_the_child() {
         std::thread::sleep(Duration::from_millis(50));
     };
     let _ = std::fs::remove_file(&out);
-    assert_eq!(counted.trim().parse::<usize>().unwrap(), TOTAL, "bytes the child saw");
+    (counted.trim().parse().unwrap(), TOTAL)
+}
+
+#[test]
+fn what_the_client_sent_before_its_close_reaches_the_child() {
+    // A child slow to start reading.
+    let (seen, sent) = bytes_seen_after_a_close("sleep 1");
+    assert_eq!(seen, sent, "bytes the child saw");
+}
+
+#[test]
+fn a_child_blocked_on_its_output_still_gets_what_the_client_sent_before_its_close() {
+    // 20 MB of output first, which the client does not read: the child is blocked writing
+    // it when the client closes, and reads its stdin only after.
+    let (seen, sent) = bytes_seen_after_a_close("head -c 20000000 /dev/zero");
+    assert_eq!(seen, sent, "bytes the child saw");
 }
 
 #[test]
