@@ -16,13 +16,26 @@
 //!   while (`WebSocket::timers` while reading is stopped): keepalive pings go out, and a peer
 //!   that stays unheard past the ping timeout (its frames sit unread behind data the TCP side
 //!   does not take) is given up on with 1011, as is one that vanished; then TCP is reset.
+//!   `--idle-timeout` counts the peer as idle while reading is stopped (see
+//!   [`crate::backlog`]).
 //!
-//! Endings: TCP end of stream closes the WebSocket with 1000, a TCP error with 1011; the
+//! Endings: TCP end of stream closes the WebSocket with 1000 once what the WebSocket peer sent
+//! before it is written to TCP, a TCP error with 1011 at once; the
 //! WebSocket's close (or end) shuts TCP's write side down once the pieces received before it
 //! are written, then TCP is closed. When the WebSocket ends abnormally (a close code other
 //! than 1000 or 1001, a protocol error, a connection lost without a close) the TCP connection
 //! is reset instead, so that its peer sees an error rather than a clean end of a stream that
 //! may be cut short.
+//!
+//! Why the 1000 waits for the backlog: once our close is sent, the close timeout runs, and
+//! the peer's reply may sit behind data it sent before it saw our close. Were the close sent
+//! while the backlog is full, reading would be paused (the TCP side being slow, not the peer)
+//! and the close timeout could expire with valid data unread: the data dropped and TCP reset.
+//! Until the backlog is empty the connection stays open and flow-controlled as before, with
+//! keepalive to give up on a TCP side that takes nothing. What remains: data the peer sends
+//! after the close went, more than the backlog holds, toward a TCP side too slow to take it
+//! within the close timeout, still ends in a reset (a peer reads our close and stops
+//! sending data, so that is what was in flight).
 
 use std::fmt;
 use std::future::{poll_fn, Future};
@@ -116,6 +129,7 @@ where
         tcp_reading: true,
         tcp_writing: true,
         tcp_first: false,
+        close_when_drained: false,
     };
     // Without a server there is no shutdown to wait for: a notification nobody sends.
     let never = Notify::new();
@@ -173,8 +187,17 @@ where
                 abnormal = true;
             }
             Step::TcpRead(Ok(0)) => {
-                debug!("TCP end of stream: closing with 1000");
                 pipe.tcp_reading = false;
+                if pipe.to_tcp.is_empty() {
+                    debug!("TCP end of stream: closing with 1000");
+                    close(ws, CloseFrame::new(CloseCode::NORMAL, ""));
+                } else {
+                    debug!("TCP end of stream: closing with 1000 once TCP has the data before");
+                    pipe.close_when_drained = true;
+                }
+            }
+            Step::TcpDrained => {
+                debug!("TCP took the data before its end of stream: closing with 1000");
                 close(ws, CloseFrame::new(CloseCode::NORMAL, ""));
             }
             Step::TcpRead(Ok(_)) => {
@@ -188,6 +211,7 @@ where
                 debug!("TCP failed: {e}: closing with 1011");
                 pipe.tcp_reading = false;
                 pipe.tcp_writing = false;
+                pipe.close_when_drained = false;
                 pipe.to_tcp.clear();
                 close(ws, CloseFrame::new(CloseCode::INTERNAL_ERROR, reason(&format!("TCP: {e}"))));
             }
@@ -231,6 +255,8 @@ enum Step {
     GaveUp,
     /// The WebSocket takes no more messages: a close went one way or the other.
     SendClosed,
+    /// After TCP's end of stream, the backlog for TCP is written: time for our close.
+    TcpDrained,
 }
 
 /// The TCP side of one bridge and the bytes in flight.
@@ -246,6 +272,8 @@ struct Pipe {
     tcp_writing: bool,
     /// Alternates which side is polled first, so that neither direction starves the other.
     tcp_first: bool,
+    /// TCP ended while data waited for it: the WebSocket is closed once that is written.
+    close_when_drained: bool,
 }
 
 impl Pipe {
@@ -256,8 +284,13 @@ impl Pipe {
     where
         S: AsyncRead + AsyncWrite + Unpin,
     {
-        if let Poll::Ready(Err(e)) = self.poll_write_tcp(cx) {
-            return Poll::Ready(Step::TcpFailed(e));
+        match self.poll_write_tcp(cx) {
+            Poll::Ready(Err(e)) => return Poll::Ready(Step::TcpFailed(e)),
+            Poll::Ready(Ok(())) if self.close_when_drained && self.to_tcp.is_empty() => {
+                self.close_when_drained = false;
+                return Poll::Ready(Step::TcpDrained);
+            }
+            _ => {}
         }
         self.tcp_first = !self.tcp_first;
         if self.tcp_first {

@@ -15,10 +15,18 @@
 //!   fits the backlog does not stop reading: pings behind it are answered and a close behind
 //!   it ends the connection at once.
 //!
+//! Small messages are gathered into shared buffers on their way to the child (see
+//! [`crate::backlog`]), so the backlog's limit bounds its memory even for a flood of empty
+//! messages. While receiving is paused for the backlog, `--idle-timeout` counts the client as
+//! idle (its data is not parsed meanwhile).
+//!
 //! When the connection ends (the client closes or goes away, or the server shuts down) the
-//! child's process group gets SIGTERM, then SIGKILL after `--kill-grace`. When the child exits
-//! on its own, the rest of its stdout is sent and the connection closes with 1000 for exit
-//! status 0, 1011 otherwise.
+//! child's process group gets SIGTERM, then SIGKILL after `--kill-grace`. After a normal close
+//! by the client (1000, 1001 or no code) what it sent before is written to the child's stdin
+//! first, within `--kill-grace` (the child's stdout is read and dropped meanwhile, so a child
+//! blocked on its output still takes its input), and stdin is closed: the child sees all of it
+//! and then its end. When the child exits on its own, the rest of its stdout is sent and the
+//! connection closes with 1000 for exit status 0, 1011 otherwise.
 
 use std::ffi::OsString;
 use std::net::SocketAddr;
@@ -305,6 +313,8 @@ where
     let stop = state.stop.notified();
     tokio::pin!(stop);
     let mut registered = false;
+    // The client closed the connection normally: what it sent is the child's to read.
+    let mut closed_normally = false;
     let mut pipes = Pipes {
         to_child: Backlog::default(),
         output: BytesMut::new(),
@@ -327,14 +337,25 @@ where
             return closed;
         };
         match step {
+            Step::Client(Some(Ok(Event::Message(Message::Close(frame))))) => {
+                let code = frame.map(|f| f.code);
+                closed_normally =
+                    matches!(code, None | Some(CloseCode::NORMAL | CloseCode::GOING_AWAY));
+            }
             Step::Client(Some(Ok(event))) => {
                 if process.stdin.is_some() {
                     pipes.queue(event);
                 }
             }
             Step::Client(Some(Err(e))) => debug!(conn = id, "peer error: {e}"),
-            // The client closed or went away: `run` ends the child.
-            Step::Client(None) => return Ok(()),
+            // The client closed or went away: `run` ends the child, after the input it has
+            // if the close was a normal one.
+            Step::Client(None) => {
+                if closed_normally {
+                    deliver_rest(process, &mut pipes.to_child, options.kill_grace).await;
+                }
+                return Ok(());
+            }
             Step::GaveUp => {
                 debug!(conn = id, "client given up on while its input waited for the child");
                 // Bounded by the close deadline the timers set.
@@ -492,16 +513,12 @@ impl Pipes {
                 let last = chunk.is_last();
                 (chunk.into_data(), last)
             }
-            // Pings are answered by the library; pongs and the close need nothing here.
+            // Pings are answered by the library; pongs need nothing.
             Event::Message(_) => return,
         };
-        if self.binary || !last {
-            self.to_child.push(data);
-        } else if data.len() <= 4096 {
-            // A short line goes to the pipe in one write.
-            self.to_child.push(line(&data));
-        } else {
-            self.to_child.push(data);
+        self.to_child.push(data);
+        if !self.binary && last {
+            // Joins the line on the backlog's tail (a short line goes to the pipe in one write).
             self.to_child.push(Bytes::from_static(b"\n"));
         }
     }
@@ -544,12 +561,44 @@ where
     }
 }
 
-/// `data` and a newline: one line for the child's stdin.
-fn line(data: &[u8]) -> Bytes {
-    let mut line = BytesMut::with_capacity(data.len() + 1);
-    line.extend_from_slice(data);
-    line.extend_from_slice(b"\n");
-    line.freeze()
+/// After the client's normal close: writes what it sent before to the child's stdin, within
+/// `grace`, then closes stdin. The child's stdout is read and dropped meanwhile (the client is
+/// gone), so a child blocked writing output still takes its input.
+async fn deliver_rest(process: &mut Process, backlog: &mut Backlog, grace: Duration) {
+    let Process { id, stdin, stdout, .. } = process;
+    if let Some(pipe) = stdin.as_mut() {
+        let mut discard = BytesMut::new();
+        let write = poll_fn(|cx| {
+            discard_output(stdout, &mut discard, cx);
+            backlog.poll_write(Pin::new(&mut *pipe), cx)
+        });
+        match tokio::time::timeout(grace, write).await {
+            Ok(Ok(())) => debug!(conn = *id, "the client's last input went to the child"),
+            Ok(Err(e)) => debug!(conn = *id, "child's stdin closed: {e}"),
+            Err(_) => debug!(conn = *id, "the child did not take its last input in {grace:?}"),
+        }
+    }
+    backlog.clear();
+    *stdin = None;
+}
+
+/// Reads and drops what the child writes, a bounded amount per call (then it asks to be polled
+/// again), until its stdout ends.
+fn discard_output(stdout: &mut Option<ChildStdout>, buf: &mut BytesMut, cx: &mut Context<'_>) {
+    let Some(out) = stdout.as_mut() else { return };
+    for _ in 0..16 {
+        buf.clear();
+        buf.reserve(BINARY_CHUNK);
+        match poll_read_buf(Pin::new(&mut *out), cx, buf) {
+            Poll::Ready(Ok(n)) if n > 0 => {}
+            Poll::Ready(_) => {
+                *stdout = None;
+                return;
+            }
+            Poll::Pending => return,
+        }
+    }
+    cx.waker().wake_by_ref();
 }
 
 /// Output as a message: binary as it is, text as UTF-8 (invalid sequences replaced).

@@ -354,30 +354,45 @@ fn a_websocket_peer_stuck_behind_a_tcp_service_that_does_not_read_is_dropped_by_
     block_on(async {
         // No keepalive of the client's own: the server is the one to notice.
         let quiet = wsx::Config::default().ping_interval(None);
-        let (mut ws, _) =
+        let (ws, _) =
             guard(wsx::ClientBuilder::new(server.url()).config(quiet).connect()).await.unwrap();
-        // 50 MiB for a service that reads none of it: the client ends up stuck in `send` and
-        // the server hears nothing from it (its pongs would sit behind the data).
+        // 50 MiB for a service that reads none of it: the writer ends up stuck in `send` and
+        // the server hears nothing from the client (its pongs sit behind the data). The
+        // reader sees what the server sends meanwhile: pings, then its close.
+        let (mut reader, mut writer) = ws.split();
         let started = Instant::now();
         let flood = async {
             let chunk = bytes::Bytes::from(vec![b'x'; 1 << 20]);
             for i in 0..50u64 {
-                if let Err(e) = ws.send(Message::Binary(chunk.clone())).await {
+                if let Err(e) = writer.send(Message::Binary(chunk.clone())).await {
                     return (i, e.to_string());
                 }
             }
             panic!("all 50 MiB went to a service that reads nothing");
         };
+        let closed = async {
+            loop {
+                match reader.recv().await {
+                    Some(Ok(Message::Close(frame))) => return frame.map(|f| f.code),
+                    Some(Ok(_)) => {}
+                    Some(Err(e)) => panic!("no close frame from the server: {e}"),
+                    None => return None,
+                }
+            }
+        };
         let measure = async {
             tokio::time::sleep(Duration::from_millis(1500)).await;
             rss(server.child.id())
         };
-        let ((sent, error), held) = guard(async { tokio::join!(flood, measure) }).await;
+        let ((sent, error), code, held) =
+            guard(async { tokio::join!(flood, closed, measure) }).await;
         let dropped = started.elapsed();
         eprintln!(
-            "dropped after {dropped:?} ({sent} MiB sent: {error}); server RSS {} MiB while stuck",
+            "closed with {code:?}, dropped after {dropped:?} ({sent} MiB sent: {error}); server \
+             RSS {} MiB while stuck",
             held >> 20
         );
+        assert_eq!(code, Some(CloseCode::INTERNAL_ERROR), "keepalive's close code");
         assert!(sent < 50);
         assert!(held < RSS_BOUND, "wsx serve holds {held} bytes");
     });
@@ -388,6 +403,27 @@ fn a_websocket_peer_stuck_behind_a_tcp_service_that_does_not_read_is_dropped_by_
     assert_eq!(err.kind(), io::ErrorKind::ConnectionReset, "after {received} bytes: {err}");
 }
 
+/// Bytes the kernel holds on the loopback connections to `port`: the send queues of the
+/// sockets connected to it and the receive queues of the sockets it accepted (from
+/// /proc/net/tcp).
+fn kernel_queued(port: u16) -> u64 {
+    let table = std::fs::read_to_string("/proc/net/tcp").unwrap();
+    let port_of = |addr: &str| u16::from_str_radix(addr.rsplit(':').next().unwrap(), 16).unwrap();
+    let mut total = 0;
+    for line in table.lines().skip(1) {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let (local, remote, queues) = (fields[1], fields[2], fields[4]);
+        let (tx, rx) = queues.split_once(':').unwrap();
+        if port_of(remote) == port {
+            total += u64::from_str_radix(tx, 16).unwrap();
+        }
+        if port_of(local) == port {
+            total += u64::from_str_radix(rx, 16).unwrap();
+        }
+    }
+    total
+}
+
 #[test]
 fn pings_and_the_close_get_through_while_the_tcp_service_does_not_read() {
     let (listener, port) = service();
@@ -396,16 +432,25 @@ fn pings_and_the_close_get_through_while_the_tcp_service_does_not_read() {
     let server = bridge_server(port);
     let sent = block_on(async {
         let (mut ws, _) = guard(wsx::connect(&server.url())).await.unwrap();
-        // Within the bridge's backlog: received (and held) while TCP takes nothing more.
+        // Data for a service that reads none of it, 64 KiB at a time, until at least 512 KiB
+        // of it waits in the bridge's backlog (1 MiB) rather than in the kernel's buffers
+        // toward the service (which take a few MiB first). After each piece a ping: answered
+        // only once the bridge has received everything before it.
         let mut sent = 0u64;
-        for _ in 0..8 {
+        loop {
             ws.send(Message::binary(vec![b'y'; 64 << 10])).await.unwrap();
             sent += 64 << 10;
-        }
-        ws.send(Message::Ping(b"ping"[..].into())).await.unwrap();
-        match tokio::time::timeout(Duration::from_secs(5), ws.recv()).await {
-            Ok(Some(Ok(Message::Pong(p)))) => assert_eq!(&p[..], b"ping"),
-            other => panic!("expected the pong within 5 s, got {other:?}"),
+            ws.send(Message::Ping(b"ping"[..].into())).await.unwrap();
+            match tokio::time::timeout(Duration::from_secs(5), ws.recv()).await {
+                Ok(Some(Ok(Message::Pong(p)))) => assert_eq!(&p[..], b"ping"),
+                other => panic!("expected the pong within 5 s, got {other:?} ({sent} sent)"),
+            }
+            let in_kernel = kernel_queued(port);
+            if sent.saturating_sub(in_kernel) >= 512 << 10 {
+                eprintln!("{} KiB sent, {} KiB of it in the kernel", sent >> 10, in_kernel >> 10);
+                break;
+            }
+            assert!(sent < 64 << 20, "the kernel took {in_kernel} of {sent} bytes");
         }
         ws.close(None).await.unwrap();
         match tokio::time::timeout(Duration::from_secs(5), until_close(&mut ws)).await {
@@ -422,6 +467,88 @@ fn pings_and_the_close_get_through_while_the_tcp_service_does_not_read() {
     let (received, end) = sink.join().unwrap();
     end.unwrap();
     assert_eq!(received, sent);
+}
+
+#[test]
+fn a_tcp_end_while_the_backlog_is_full_delivers_everything_before_the_close() {
+    // The service ends its side (a FIN) while the bridge holds a full backlog for it, then
+    // reads nothing for longer than the close timeout, then all of it.
+    let (listener, port) = service();
+    let (end_tx, end_rx) = mpsc::channel::<()>();
+    let sink = thread::spawn(move || {
+        let mut tcp = accept(&listener);
+        end_rx.recv().unwrap();
+        tcp.shutdown(Shutdown::Write).unwrap();
+        thread::sleep(Duration::from_secs(3));
+        let mut buf = vec![0; 256 << 10];
+        let mut total = 0u64;
+        loop {
+            match tcp.read(&mut buf) {
+                Ok(0) => return (total, Ok(())),
+                Ok(n) => total += n as u64,
+                Err(e) => return (total, Err(e)),
+            }
+        }
+    });
+    let target = format!("tcp://127.0.0.1:{port}");
+    let server = Server::start(&["--threads", "1", "--close-timeout", "2", "--to", &target]);
+    let (sent, code) = block_on(async {
+        let (ws, _) = guard(wsx::connect(&server.url())).await.unwrap();
+        // A client that reads while it writes: it sees the bridge's close as soon as it comes,
+        // and its writer stops there (its close reply goes after the data it sent).
+        let (mut reader, mut writer) = ws.split();
+        let written = Arc::new(AtomicU64::new(0));
+        let counter = written.clone();
+        let writing = tokio::spawn(async move {
+            let chunk = bytes::Bytes::from(vec![b'w'; 64 << 10]);
+            for _ in 0..(32 << 4) {
+                if writer.send(Message::Binary(chunk.clone())).await.is_err() {
+                    break;
+                }
+                counter.fetch_add(64 << 10, Ordering::Relaxed);
+            }
+        });
+        let closed = tokio::spawn(async move {
+            loop {
+                match reader.recv().await {
+                    Some(Ok(Message::Close(frame))) => return frame.map(|f| f.code),
+                    Some(Ok(m)) => assert!(!m.is_data(), "data from a service that sent none"),
+                    Some(Err(e)) => panic!("client error: {e}"),
+                    None => return None,
+                }
+            }
+        });
+        // Once the writer is held back the bridge's backlog is full: now TCP ends.
+        let at_stall = async_stalled(&written).await;
+        assert!(at_stall < 32 << 20, "the writer was never held back");
+        end_tx.send(()).unwrap();
+        let code = guard(closed).await.unwrap();
+        guard(writing).await.unwrap();
+        (written.load(Ordering::Relaxed), code)
+    });
+    let (received, end) = sink.join().unwrap();
+    eprintln!("{} MiB sent, {} MiB received, then {end:?}", sent >> 20, received >> 20);
+    assert_eq!(code, Some(CloseCode::NORMAL));
+    end.expect("the service's connection was not ended cleanly");
+    assert_eq!(received, sent, "what the client sent before the close reached the service");
+}
+
+/// Waits until `written` stops growing for a second; returns its value then.
+async fn async_stalled(written: &AtomicU64) -> u64 {
+    let started = Instant::now();
+    let mut last = written.load(Ordering::Relaxed);
+    let mut still_since = Instant::now();
+    loop {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let now = written.load(Ordering::Relaxed);
+        if now != last {
+            last = now;
+            still_since = Instant::now();
+        } else if still_since.elapsed() >= Duration::from_secs(1) {
+            return now;
+        }
+        assert!(started.elapsed() < HANG_GUARD, "the writer never stalled");
+    }
 }
 
 #[test]

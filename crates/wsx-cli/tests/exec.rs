@@ -5,11 +5,13 @@ mod common;
 
 use std::collections::HashSet;
 use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::{rss, Server, HANG_GUARD};
 use wsx::http::{HeaderName, HeaderValue};
-use wsx::{CloseCode, MaybeTlsStream, Message, WebSocket};
+use wsx::{CloseCode, MaybeTlsStream, Message, ReadHalf, WebSocket, WriteHalf};
 
 type Ws = WebSocket<MaybeTlsStream>;
 
@@ -329,16 +331,17 @@ const RSS_BOUND: u64 = 64 << 20;
 const DEAF: &str = "echo $$; exec sleep 100";
 
 #[test]
-fn pings_keepalive_and_the_close_still_work_while_the_child_does_not_read() {
+fn pings_keepalive_and_the_close_still_work_while_the_child_does_not_read_input_that_fits() {
     // Half a second of silence brings a server ping; one second without an answer is a dead
-    // client. The 30 s grace: the child goes by SIGTERM, not SIGKILL.
+    // client. After the client's close the child gets the 2 s grace to take the input it was
+    // sent (it takes none), then SIGTERM.
     let server = Server::start(&[
         "--ping-interval",
         "0.5",
         "--ping-timeout",
         "1",
         "--kill-grace",
-        "30",
+        "2",
         "--sh",
         DEAF,
     ]);
@@ -398,6 +401,100 @@ fn pings_keepalive_and_the_close_still_work_while_the_child_does_not_read() {
     });
 }
 
+/// Waits until `sent` stops growing for a second (or reaches `total`); returns its value then.
+async fn stalled(sent: &AtomicU64, total: u64) -> u64 {
+    let started = Instant::now();
+    let mut last = sent.load(Ordering::Relaxed);
+    let mut still_since = Instant::now();
+    loop {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let now = sent.load(Ordering::Relaxed);
+        if now == total {
+            return now;
+        }
+        if now != last {
+            last = now;
+            still_since = Instant::now();
+        } else if still_since.elapsed() >= Duration::from_secs(1) {
+            return now;
+        }
+        assert!(started.elapsed() < HANG_GUARD, "the writer never stalled");
+    }
+}
+
+/// Sends `total` bytes in binary messages of `size` from another task, counting them in
+/// `sent` as they go; the task ends at the first error (returned) or when all went.
+fn flood(
+    mut writer: WriteHalf<MaybeTlsStream>,
+    total: u64,
+    size: usize,
+    sent: Arc<AtomicU64>,
+) -> tokio::task::JoinHandle<Option<String>> {
+    tokio::spawn(async move {
+        let chunk = bytes::Bytes::from(vec![b'x'; size]);
+        let mut done = 0;
+        while done < total {
+            if let Err(e) = writer.send(Message::Binary(chunk.clone())).await {
+                return Some(e.to_string());
+            }
+            done += size as u64;
+            sent.store(done, Ordering::Relaxed);
+        }
+        None
+    })
+}
+
+#[test]
+fn keepalive_pings_go_out_while_the_backlog_for_the_child_is_full() {
+    // A ping every half second; a ping timeout long enough that the server does not give up.
+    let server = Server::start(&["--ping-interval", "0.5", "--ping-timeout", "60", "--sh", DEAF]);
+    block_on(async {
+        let (mut reader, writer) = connect(&server, "/").await.split();
+        let pid: i32 = match guard(reader.recv()).await {
+            Some(Ok(Message::Text(t))) => t.as_str().parse().unwrap(),
+            other => panic!("expected the pid, got {other:?}"),
+        };
+        // 4 MiB for a child that reads none of it: more than the server's backlog (1 MiB)
+        // and the child's pipe together, so the server stops receiving once its backlog is
+        // full; the rest waits in the sockets or holds the writer back.
+        const TOTAL: u64 = 4 << 20;
+        let sent = Arc::new(AtomicU64::new(0));
+        let writer = flood(writer, TOTAL, 64 << 10, sent.clone());
+        let at_stall = stalled(&sent, TOTAL).await;
+        assert!(at_stall > (1 << 20) + (64 << 10), "only {at_stall} bytes went");
+        // The server's timers run while it does not receive: its pings keep coming (its
+        // keepalive does not hear our pongs, stuck behind the data, but waits 60 s).
+        let mut pings = 0;
+        let listening = tokio::time::sleep(Duration::from_secs(3));
+        tokio::pin!(listening);
+        loop {
+            tokio::select! {
+                () = &mut listening => break,
+                m = reader.recv() => match m {
+                    Some(Ok(Message::Ping(_))) => pings += 1,
+                    other => panic!("expected only pings, got {other:?}"),
+                },
+            }
+        }
+        eprintln!("{pings} pings in 3 s with the backlog full ({} KiB sent)", at_stall >> 10);
+        assert!(pings >= 3, "{pings} keepalive pings in 3 s at a 0.5 s interval");
+        assert!(alive(pid));
+        writer.abort();
+    });
+}
+
+/// Reads from `reader` until the server's close; its code.
+async fn close_code(reader: &mut ReadHalf<MaybeTlsStream>) -> Option<CloseCode> {
+    loop {
+        match guard(reader.recv()).await {
+            Some(Ok(Message::Close(frame))) => return frame.map(|f| f.code),
+            Some(Ok(_)) => {}
+            Some(Err(e)) => panic!("no close frame from the server: {e}"),
+            None => return None,
+        }
+    }
+}
+
 #[test]
 fn a_client_stuck_behind_a_child_that_does_not_read_is_dropped_by_keepalive() {
     let server = Server::start(&[
@@ -421,31 +518,31 @@ fn a_client_stuck_behind_a_child_that_does_not_read_is_dropped_by_keepalive() {
         .await
         .unwrap();
         let pid: i32 = next_text(&mut ws).await.parse().unwrap();
-        // 50 MiB, sent without reading: the child takes none of it, so after the server's
-        // backlog and the socket buffers the client is stuck in `send`, and the server hears
-        // nothing from it (its pongs would sit behind the data) however long this lasts.
+        // 50 MiB from a writer task: the child takes none of it, so after the server's
+        // backlog and the socket buffers the writer is stuck in `send`, and the server hears
+        // nothing from the client (its pongs sit behind the data) however long this lasts.
+        // The reader sees what the server sends meanwhile: pings, then its close.
+        let (mut reader, writer) = ws.split();
         let started = Instant::now();
-        let flood = tokio::spawn(async move {
-            let chunk = bytes::Bytes::from(vec![b'x'; 1 << 20]);
-            for i in 0..50 {
-                if let Err(e) = ws.send(Message::Binary(chunk.clone())).await {
-                    return (i, e.to_string());
-                }
-            }
-            panic!("all 50 MiB went to a child that reads nothing");
-        });
+        let sent = Arc::new(AtomicU64::new(0));
+        let writer = flood(writer, 50 << 20, 1 << 20, sent.clone());
         tokio::time::sleep(Duration::from_millis(1500)).await;
         let held = rss(server.child.id());
-        // The server gives up on the client: ping, 1 s unanswered, 1 s for its 1011; then
-        // the connection ends and so does the child.
-        let (sent, error) = guard(flood).await.unwrap();
+        // The server gives up on the client: ping, 1 s unanswered, 1011; then the connection
+        // ends and so does the child.
+        let code = close_code(&mut reader).await;
         let dropped = started.elapsed();
+        let error = guard(writer).await.unwrap();
         assert!(gone_within(pid, Duration::from_secs(10)), "{pid} still runs");
+        let sent = sent.load(Ordering::Relaxed);
         eprintln!(
-            "dropped after {dropped:?} ({sent} MiB sent: {error}); server RSS {} MiB while stuck",
+            "closed with {code:?} after {dropped:?} ({} MiB sent: {error:?}); server RSS {} MiB \
+             while stuck",
+            sent >> 20,
             held >> 20
         );
-        assert!(sent < 50);
+        assert_eq!(code, Some(CloseCode::INTERNAL_ERROR), "keepalive's close code");
+        assert!(sent < 50 << 20, "all 50 MiB went to a child that reads nothing");
         assert!(held < RSS_BOUND, "wsx serve holds {held} bytes");
     });
 }
@@ -480,6 +577,94 @@ fn a_client_that_stops_reading_a_flood_is_dropped_by_keepalive_in_bounded_memory
         assert!(held < RSS_BOUND, "wsx serve holds {held} bytes");
         drop(ws);
     });
+}
+
+#[test]
+fn a_flood_of_empty_messages_for_a_child_that_does_not_read_stays_in_bounded_memory() {
+    let server = Server::start(&["--sh", DEAF]);
+    block_on(async {
+        let mut ws = connect(&server, "/").await;
+        next_text(&mut ws).await;
+        let before = rss(server.child.id());
+        // Half a million empty lines: 6 bytes each on the wire, a newline each for the child.
+        // Within the backlog's limit (1 MiB of bytes), so the server takes them all; what they
+        // cost it in memory is what this measures.
+        for _ in 0..500_000 {
+            guard(ws.feed(Message::text(""))).await.unwrap();
+        }
+        // Answered only once everything before it was received.
+        ws.send(Message::Ping(b"after"[..].into())).await.unwrap();
+        loop {
+            match guard(ws.recv()).await {
+                Some(Ok(Message::Pong(p))) if &p[..] == b"after" => break,
+                Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
+                other => panic!("expected the pong, got {other:?}"),
+            }
+        }
+        let after = rss(server.child.id());
+        let grown = after.saturating_sub(before);
+        eprintln!(
+            "500000 empty messages held for a child that does not read: server RSS {} -> {} KiB \
+             (+{} KiB)",
+            before >> 10,
+            after >> 10,
+            grown >> 10
+        );
+        assert!(grown < 8 << 20, "the queued empty messages cost the server {grown} bytes");
+    });
+}
+
+/// Sends 900 KiB to a child running `--sh "trap '' TERM; BEFORE; wc -c > FILE"` (deaf to
+/// SIGTERM: it ends on its own once its stdin does) and closes normally; how many bytes the
+/// child counted.
+fn bytes_seen_after_a_close(before: &str) -> (usize, usize) {
+    let out =
+        std::env::temp_dir().join(format!("wsx-exec-rest-{}-{}", std::process::id(), before.len()));
+    let _ = std::fs::remove_file(&out);
+    let script = format!(r#"trap "" TERM; {before}; wc -c > '{}'"#, out.display());
+    let server = Server::start(&["--binary", "--kill-grace", "30", "--sh", &script]);
+    const TOTAL: usize = 900 << 10;
+    block_on(async {
+        let mut ws = connect(&server, "/").await;
+        // Under the server's backlog: all of it is received (most of it waiting for the child,
+        // whose pipe holds 64 KiB) before the close is.
+        let data = vec![b'd'; 60 << 10];
+        let mut sent = 0;
+        while sent < TOTAL {
+            let n = data.len().min(TOTAL - sent);
+            ws.send(Message::binary(data[..n].to_vec())).await.unwrap();
+            sent += n;
+        }
+        ws.close(None).await.unwrap();
+        while guard(ws.recv()).await.is_some() {}
+    });
+    let started = Instant::now();
+    let counted = loop {
+        if let Ok(text) = std::fs::read_to_string(&out) {
+            if text.ends_with('\n') {
+                break text;
+            }
+        }
+        assert!(started.elapsed() < HANG_GUARD, "the child never counted its input");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let _ = std::fs::remove_file(&out);
+    (counted.trim().parse().unwrap(), TOTAL)
+}
+
+#[test]
+fn what_the_client_sent_before_its_close_reaches_the_child() {
+    // A child slow to start reading.
+    let (seen, sent) = bytes_seen_after_a_close("sleep 1");
+    assert_eq!(seen, sent, "bytes the child saw");
+}
+
+#[test]
+fn a_child_blocked_on_its_output_still_gets_what_the_client_sent_before_its_close() {
+    // 20 MB of output first, which the client does not read: the child is blocked writing
+    // it when the client closes, and reads its stdin only after.
+    let (seen, sent) = bytes_seen_after_a_close("head -c 20000000 /dev/zero");
+    assert_eq!(seen, sent, "bytes the child saw");
 }
 
 #[test]

@@ -54,6 +54,9 @@ pub struct WebSocket<S> {
     close_deadline: Option<Instant>,
     /// The peer broke the protocol and may still be sending: read until it closes too.
     linger: bool,
+    /// Writing to the transport failed in the receive loop: nothing more is written, but what
+    /// the peer sent before (its close frame, say) is still read and reported.
+    write_error: Option<io::Error>,
     finished: bool,
     /// Deliveries of the pub/sub subscriber attached, if any.
     inbox: Option<Arc<Inbox>>,
@@ -81,6 +84,7 @@ where
             shut_down: false,
             close_deadline: None,
             linger: false,
+            write_error: None,
             finished: false,
             inbox: None,
         }
@@ -286,15 +290,24 @@ where
             // the core queues on its own while reading is bounded (one close reply; pongs wait
             // for room, only the latest kept). So a reader never stops answering pings or the
             // peer's close because a writer is held up.
-            if let Poll::Ready(Err(e)) = self.poll_send_all(cx, true) {
-                self.finished = true;
-                return Poll::Ready(self.io_error(e));
+            // A failed write does not end the stream at once: a peer that closed (or reset)
+            // the connection may have sent its close frame first, with the code that says why
+            // (a server giving up on a client stuck behind its own unsent data, say). That is
+            // read first; the failure is reported at the end of what was received.
+            if self.write_error.is_none() {
+                if let Poll::Ready(Err(e)) = self.poll_send_all(cx, true) {
+                    self.write_error = Some(e);
+                }
             }
             if self.poll_timer(cx) {
                 continue;
             }
             match ready!(self.poll_read(cx)) {
                 Ok(0) => {
+                    if let Some(e) = self.write_error.take() {
+                        self.finished = true;
+                        return Poll::Ready(self.io_error(e));
+                    }
                     self.eof = true;
                     self.conn.handle_eof();
                 }
@@ -602,5 +615,77 @@ where
 
     fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
         self.get_mut().poll_close_sink(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A transport whose writes fail (the peer reset the connection) and whose reads give what
+    /// the peer sent before, then the end.
+    struct Broken {
+        input: io::Cursor<Vec<u8>>,
+    }
+
+    impl AsyncRead for Broken {
+        fn poll_read(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            buf: &mut tokio::io::ReadBuf<'_>,
+        ) -> Poll<io::Result<()>> {
+            Pin::new(&mut self.input).poll_read(cx, buf)
+        }
+    }
+
+    impl AsyncWrite for Broken {
+        fn poll_write(
+            self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            _: &[u8],
+        ) -> Poll<io::Result<usize>> {
+            Poll::Ready(Err(io::ErrorKind::BrokenPipe.into()))
+        }
+
+        fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+
+        fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Err(io::ErrorKind::BrokenPipe.into()))
+        }
+    }
+
+    /// A client with a message queued that can no longer be written, over `input`.
+    async fn stuck_client(input: &[u8]) -> WebSocket<Broken> {
+        let io = Broken { input: io::Cursor::new(input.to_vec()) };
+        let mut ws = WebSocket::from_raw(io, Role::Client, Config::default());
+        ws.feed(Message::binary(vec![7; 100])).await.unwrap();
+        ws
+    }
+
+    #[tokio::test]
+    async fn a_close_received_before_a_failed_write_is_still_reported() {
+        // RFC 6455 §5.5.1: an unmasked server close frame, code 1011.
+        let mut ws = stuck_client(&[0x88, 0x02, 0x03, 0xf3]).await;
+        match ws.recv().await {
+            Some(Ok(Message::Close(Some(frame)))) => {
+                assert_eq!(frame.code, CloseCode::INTERNAL_ERROR)
+            }
+            other => panic!("expected the server's close, got {other:?}"),
+        }
+        assert!(ws.recv().await.is_none());
+    }
+
+    #[tokio::test]
+    async fn a_failed_write_is_reported_once_what_was_received_is_read() {
+        // A text message "hi", then the end without a close.
+        let mut ws = stuck_client(&[0x81, 0x02, b'h', b'i']).await;
+        assert_eq!(ws.recv().await.unwrap().unwrap(), Message::text("hi"));
+        match ws.recv().await {
+            Some(Err(Error::Io(e))) => assert_eq!(e.kind(), io::ErrorKind::BrokenPipe),
+            other => panic!("expected the write's error, got {other:?}"),
+        }
+        assert!(ws.recv().await.is_none());
     }
 }
