@@ -208,7 +208,8 @@ struct ServeArgs {
     #[arg(long, value_name = "N", default_value_t = 256, help_heading = "Programs (websocketd)")]
     max_processes: usize,
     /// With --exec or --sh: seconds between SIGTERM and SIGKILL for a child whose connection
-    /// ended.
+    /// ended; after a normal close, also the time the child gets first to take the input it was
+    /// sent (then its stdin is closed).
     #[arg(
         long,
         value_name = "SECS",
