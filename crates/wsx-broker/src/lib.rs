@@ -21,6 +21,11 @@
 //! URLs: `redis://[user:pass@]host[:port][/db]`, `rediss://` for TLS (feature `redis`);
 //! `nats://[user:pass@]host[:port]`, `tls://` for TLS (feature `nats`). Credentials and TLS
 //! come from the URL only; TLS checks the broker's certificate against the webpki roots.
+//! A broker that refuses the credentials (Redis `WRONGPASS`, `NOAUTH`, `NOPERM`; NATS
+//! `Authorization Violation`) is an outage like a broker that is away: logged once (at error
+//! level, naming the credentials), shown by [`Link::stats`] ([`LinkStats::last_error`],
+//! [`LinkStats::failed_connects`] growing with every retry), retried with backoff, so fixing
+//! the broker's users needs no restart of the node.
 //!
 //! # Semantics
 //!
@@ -67,7 +72,7 @@ use std::time::{Duration, Instant};
 use bytes::{BufMut, Bytes, BytesMut};
 use tokio::sync::{mpsc, Notify};
 use tokio_util::sync::{CancellationToken, DropGuard};
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 use wsx::pubsub::{Broker, Hub, WeakHub};
 use wsx::{Message, Utf8Bytes};
 
@@ -87,6 +92,9 @@ pub enum Error {
     /// the features enabled).
     #[error("unsupported broker scheme {0:?} (this build knows: {known})", known = known_schemes())]
     Scheme(String),
+    /// The broker's client refuses the URL (a Redis database that is not a number, say).
+    #[error("invalid broker URL: {0}")]
+    Invalid(String),
     /// [`Link::new`] was called outside a tokio runtime.
     #[error("a broker link needs a tokio runtime")]
     NoRuntime,
@@ -212,6 +220,9 @@ pub struct LinkStats {
     pub outages: u64,
     /// Times the link came back after an outage.
     pub reconnects: u64,
+    /// Connection attempts that failed, every retry counted (the first connection included):
+    /// it grows while the broker stays away or refuses the credentials.
+    pub failed_connects: u64,
     /// How long the present outage has lasted, if the link is down.
     pub down_for: Option<Duration>,
     /// The last error, if the link is down.
@@ -259,9 +270,15 @@ impl Link {
         let parsed = url::Url::parse(url)?;
         let kind = match parsed.scheme() {
             #[cfg(feature = "redis")]
-            "redis" | "rediss" => Kind::Redis,
+            "redis" | "rediss" => {
+                redis::check(url)?;
+                Kind::Redis
+            }
             #[cfg(feature = "nats")]
-            "nats" | "tls" => Kind::Nats,
+            "nats" | "tls" => {
+                nats::check(url)?;
+                Kind::Nats
+            }
             other => return Err(Error::Scheme(other.to_owned())),
         };
         let runtime = tokio::runtime::Handle::try_current().map_err(|_| Error::NoRuntime)?;
@@ -316,6 +333,7 @@ impl Link {
             connected,
             outages: status.outages,
             reconnects: status.reconnects,
+            failed_connects: status.failed_connects,
             down_for: if connected { None } else { status.down_since.map(|t| t.elapsed()) },
             last_error: if connected { None } else { status.last_error.clone() },
             published: s.published.load(Ordering::Relaxed),
@@ -426,9 +444,21 @@ struct Status {
     reconnects: u64,
     /// Whether the link was ever up (the first connection is not a reconnect).
     was_up: bool,
+    failed_connects: u64,
     down_since: Option<Instant>,
+    /// What the present outage was last logged as.
+    fault: Option<Fault>,
     last_error: Option<String>,
     last_resubscribe: Option<Duration>,
+}
+
+/// Why a link is down, as far as the log is concerned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Fault {
+    /// Not reached, lost, or not answering in time.
+    Unreachable,
+    /// The broker refused the URL's credentials, or wants credentials the URL does not give.
+    Refused,
 }
 
 /// One publish on its way to the broker.
@@ -489,22 +519,46 @@ impl Shared {
         }
         status.was_up = true;
         status.down_since = None;
+        status.fault = None;
         status.last_error = None;
         self.connected.store(true, Ordering::Relaxed);
     }
 
-    /// The link is down (or did not come up): logged once per outage.
+    /// The link is down, or a connection attempt failed: the broker is unreachable.
     fn down(&self, error: &str) {
+        self.fail(Fault::Unreachable, error);
+    }
+
+    /// The link is down, or a connection attempt failed, for `fault`. Logged once per outage,
+    /// and again only if the fault changes (a broker that was away comes back refusing the
+    /// credentials); every failed attempt is counted in [`LinkStats::failed_connects`] and the
+    /// last error kept for [`LinkStats::last_error`].
+    fn fail(&self, fault: Fault, error: &str) {
         let was_connected = self.connected.swap(false, Ordering::Relaxed);
         let mut status = lock(&self.status);
+        if !was_connected {
+            status.failed_connects += 1;
+        }
         if was_connected || status.down_since.is_none() {
             status.outages += 1;
             status.down_since = Some(Instant::now());
-            warn!(
-                "broker {} unreachable: {error}; local fan-out goes on, publishes to other nodes \
-                 are dropped until it is back",
-                self.public_url
-            );
+            status.fault = None;
+        }
+        if status.fault != Some(fault) {
+            status.fault = Some(fault);
+            match fault {
+                Fault::Unreachable => warn!(
+                    "broker {} unreachable: {error}; local fan-out goes on, publishes to other \
+                     nodes are dropped until it is back",
+                    self.public_url
+                ),
+                Fault::Refused => error!(
+                    "broker {} refused the credentials: {error}; check the user and password in \
+                     the broker URL. Retrying with backoff; local fan-out goes on, publishes to \
+                     other nodes are dropped until it accepts them",
+                    self.public_url
+                ),
+            }
         }
         status.last_error = Some(error.to_owned());
     }

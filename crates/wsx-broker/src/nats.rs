@@ -15,10 +15,15 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::timeout;
 use wsx::pubsub::WeakHub;
 
-use crate::{Outgoing, Shared};
+use crate::{Fault, Outgoing, Shared};
 
 /// Publishes handed to the client between two looks at the rest, at most.
 const PUBLISH_BATCH: usize = 512;
+
+/// Whether async-nats takes `url` (no I/O).
+pub(crate) fn check(url: &str) -> Result<(), crate::Error> {
+    url.parse::<async_nats::ServerAddr>().map(drop).map_err(|e| crate::Error::Invalid(e.to_string()))
+}
 
 pub(crate) async fn run(shared: &Arc<Shared>, hub: &WeakHub, rx: &mut mpsc::Receiver<Outgoing>) {
     let (events_tx, mut events) = mpsc::channel::<Event>(64);
@@ -102,6 +107,13 @@ pub(crate) async fn run(shared: &Arc<Shared>, hub: &WeakHub, rx: &mut mpsc::Rece
                     shared.drop_queued(rx);
                 }
                 Some(Event::ServerError(e)) => tracing::warn!("broker {}: {e}", shared.public_url),
+                // A connection attempt failed (async-nats retries it): an outage begins, or
+                // goes on. async-nats says only what kind of failure it was.
+                Some(Event::ClientError(e)) => {
+                    let e = e.to_string();
+                    let refused = e.contains("authorization violation");
+                    shared.fail(if refused { Fault::Refused } else { Fault::Unreachable }, &e);
+                }
                 Some(_) => {}
                 None => return,
             },

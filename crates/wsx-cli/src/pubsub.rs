@@ -242,13 +242,15 @@ fn broker_json(s: &wsx_broker::LinkStats) -> String {
     let error = s.last_error.as_deref().map_or_else(|| "null".to_owned(), json_string);
     format!(
         "{{\"kind\":\"{}\",\"url\":{},\"connected\":{},\"outages\":{},\"reconnects\":{},\
-         \"down_ms\":{},\"last_error\":{error},\"published\":{},\"dropped\":{},\"received\":{},\
-         \"own_skipped\":{},\"topics\":{},\"subscribe_requests\":{},\"last_resubscribe_ms\":{}}}",
+         \"failed_connects\":{},\"down_ms\":{},\"last_error\":{error},\"published\":{},\
+         \"dropped\":{},\"received\":{},\"own_skipped\":{},\"topics\":{},\"subscribe_requests\":{},\
+         \"last_resubscribe_ms\":{}}}",
         s.kind,
         json_string(&s.url),
         s.connected,
         s.outages,
         s.reconnects,
+        s.failed_connects,
         millis(s.down_for),
         s.published,
         s.dropped,
