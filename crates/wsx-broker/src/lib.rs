@@ -19,7 +19,8 @@
 //! ```
 //!
 //! URLs: `redis://[user:pass@]host[:port][/db]`, `rediss://` for TLS (feature `redis`);
-//! `nats://[user:pass@]host[:port]`, `tls://` for TLS (feature `nats`). Credentials and TLS
+//! `nats://[user:pass@]host[:port]` or `nats://token@host[:port]`, `tls://` for TLS (feature
+//! `nats`); user, password and token percent-decoded. Credentials and TLS
 //! come from the URL only; TLS checks the broker's certificate against the webpki roots.
 //! A broker that refuses the credentials (Redis `WRONGPASS`, `NOAUTH`, `NOPERM`; NATS
 //! `Authorization Violation`) is an outage like a broker that is away: logged once (at error

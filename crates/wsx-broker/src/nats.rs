@@ -22,7 +22,9 @@ const PUBLISH_BATCH: usize = 512;
 
 /// Whether async-nats takes `url` (no I/O).
 pub(crate) fn check(url: &str) -> Result<(), crate::Error> {
-    url.parse::<async_nats::ServerAddr>().map(drop).map_err(|e| crate::Error::Invalid(e.to_string()))
+    url.parse::<async_nats::ServerAddr>()
+        .map(drop)
+        .map_err(|e| crate::Error::Invalid(e.to_string()))
 }
 
 pub(crate) async fn run(shared: &Arc<Shared>, hub: &WeakHub, rx: &mut mpsc::Receiver<Outgoing>) {

@@ -35,6 +35,8 @@ fn a_bad_broker_url_is_a_one_line_error() {
     for (url, expected) in [
         ("http://127.0.0.1:1", "unsupported broker scheme \"http\""),
         ("redis//nope", "invalid broker URL"),
+        // Parsed as a URL, refused by the Redis client: the database is not a number.
+        ("redis://127.0.0.1:1/nope", "invalid broker URL"),
     ] {
         let out = Command::new(WSX)
             .args(["serve", "--listen", "127.0.0.1:0", "--pubsub", "--broker", url])
@@ -432,8 +434,8 @@ async fn joined_and_refused(
 fn broker_field(stats: &str, key: &str) -> String {
     let broker = &stats[stats.find("\"broker\":").unwrap_or_else(|| panic!("{stats}"))..];
     let needle = format!("\"{key}\":");
-    let rest = &broker[broker.find(&needle).unwrap_or_else(|| panic!("no {key}: {stats}"))
-        + needle.len()..];
+    let rest = &broker
+        [broker.find(&needle).unwrap_or_else(|| panic!("no {key}: {stats}")) + needle.len()..];
     if let Some(string) = rest.strip_prefix('"') {
         string[..string.find('"').unwrap()].to_owned()
     } else {

@@ -245,7 +245,8 @@ fn http_publishing_works_over_http2_with_the_same_rules() {
     let get = curl(&dir, &["--http2", "-H", bearer], &publish);
     assert_eq!(get.0, 405, "{get:?}");
     // The authorized one is delivered, and answers as over HTTP/1.1.
-    let ok = curl(&dir, &[&text[..], &["-H", bearer, "--data-binary", "over h2"]].concat(), &publish);
+    let ok =
+        curl(&dir, &[&text[..], &["-H", bearer, "--data-binary", "over h2"]].concat(), &publish);
     assert_eq!((ok.0, ok.1.as_str()), (200, "2"), "{ok:?}");
     assert_eq!(ok.2, "{\"delivered\":1,\"skipped\":0}\n", "{ok:?}");
     // And the same over HTTP/1.1 on the same port, after it.

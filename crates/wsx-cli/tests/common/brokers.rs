@@ -181,7 +181,8 @@ impl BrokerProcess {
     /// subject).
     pub(crate) fn has_subscription(&self, channel: &str) -> bool {
         match self.kind {
-            BrokerKind::Redis => self.resp(&["PUBSUB", "CHANNELS", channel])
+            BrokerKind::Redis => self
+                .resp(&["PUBSUB", "CHANNELS", channel])
                 .unwrap_or_else(|e| panic!("PUBSUB CHANNELS: {e}"))
                 .iter()
                 .any(|c| c == channel),
