@@ -91,7 +91,7 @@ pub(crate) async fn http_publish<S>(
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    if let Err(refusal) = authorize(options, incoming.request()) {
+    if let Some(refusal) = refusal(options, incoming.request()) {
         return incoming.respond_keep_alive(refusal, KEEP_ALIVE_IDLE).await;
     }
     let limit = state.options.config.max_message_size;
@@ -124,7 +124,7 @@ pub(crate) async fn h2_publish(
 ) -> http::Response<Vec<u8>> {
     let (parts, mut recv) = request.into_parts();
     let head = http::Request::from_parts(parts, ());
-    if let Err(refusal) = authorize(options, &head) {
+    if let Some(refusal) = refusal(options, &head) {
         return refusal;
     }
     let limit = state.options.config.max_message_size;
@@ -151,19 +151,16 @@ pub(crate) async fn h2_publish(
     }
 }
 
-/// The checks before the body is read: 404 when HTTP publishing is off, 405 for a method other
-/// than POST, 401 without a bearer token, 403 with a wrong one.
-fn authorize<B>(
-    options: &Options,
-    request: &http::Request<B>,
-) -> Result<(), http::Response<Vec<u8>>> {
+/// The checks before the body is read: the refusal, if any: 404 when HTTP publishing is off,
+/// 405 for a method other than POST, 401 without a bearer token, 403 with a wrong one.
+fn refusal<B>(options: &Options, request: &http::Request<B>) -> Option<http::Response<Vec<u8>>> {
     let Some(token) = &options.publish_token else {
-        return Err(text_response(StatusCode::NOT_FOUND, "not found\n"));
+        return Some(text_response(StatusCode::NOT_FOUND, "not found\n"));
     };
     if request.method() != Method::POST {
         let mut response = text_response(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n");
         response.headers_mut().insert(http::header::ALLOW, HeaderValue::from_static("POST"));
-        return Err(response);
+        return Some(response);
     }
     let given = request.headers().get(AUTHORIZATION).map(|v| v.as_bytes());
     match given.and_then(|v| v.strip_prefix(b"Bearer ")) {
@@ -171,12 +168,12 @@ fn authorize<B>(
             let mut response =
                 text_response(StatusCode::UNAUTHORIZED, "a bearer token is required\n");
             response.headers_mut().insert(WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-            Err(response)
+            Some(response)
         }
         Some(given) if !same_token(given, token.as_bytes()) => {
-            Err(text_response(StatusCode::FORBIDDEN, "wrong token\n"))
+            Some(text_response(StatusCode::FORBIDDEN, "wrong token\n"))
         }
-        Some(_) => Ok(()),
+        Some(_) => None,
     }
 }
 

@@ -194,13 +194,16 @@ impl BrokerProcess {
         }
     }
 
-    /// How many subscriptions the broker holds, all clients together.
+    /// How many subscriptions the broker's clients hold, all together.
     pub(crate) fn subscription_count(&self) -> usize {
         match self.kind {
             BrokerKind::Redis => self.resp(&["PUBSUB", "CHANNELS"]).map_or(0, |c| c.len()),
             BrokerKind::Nats => {
-                let body = http_get(self.monitor, "/subsz").unwrap_or_default();
-                number_after(&body, "\"num_subscriptions\":").unwrap_or(0)
+                // Per client connection: /subsz's total has the server's own (system account)
+                // subscriptions in it too.
+                let body = http_get(self.monitor, "/connz?limit=100000").unwrap_or_default();
+                let key = "\"subscriptions\":";
+                body.match_indices(key).filter_map(|(i, _)| number_after(&body[i..], key)).sum()
             }
         }
     }
