@@ -711,6 +711,39 @@ mod tests {
         assert!(delays.len() > 1, "no jitter");
     }
 
+    #[cfg(feature = "redis")]
+    #[test]
+    fn every_failed_attempt_counts_and_an_outage_is_one() {
+        let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        let _guard = runtime.enter();
+        let link = Link::new("redis://:pw@127.0.0.1:1", LinkConfig::default()).unwrap();
+        let shared = &link.shared;
+        let status = |l: &Link| {
+            let s = l.stats();
+            (s.connected, s.outages, s.reconnects, s.failed_connects)
+        };
+        // The first connection fails three times: one outage, three failed attempts.
+        shared.down("refused");
+        shared.fail(Fault::Refused, "WRONGPASS");
+        shared.fail(Fault::Refused, "WRONGPASS");
+        assert_eq!(status(&link), (false, 1, 0, 3));
+        assert_eq!(link.stats().last_error.as_deref(), Some("WRONGPASS"));
+        assert_eq!(lock(&shared.status).fault, Some(Fault::Refused));
+        shared.up(Duration::ZERO);
+        assert_eq!(status(&link), (true, 1, 0, 3));
+        assert_eq!(link.stats().last_error, None);
+        // Lost: a second outage, not a failed attempt; then one failed reconnect.
+        shared.down("the broker closed the connection");
+        assert_eq!(status(&link), (false, 2, 0, 3));
+        shared.down("connection refused");
+        assert_eq!(status(&link), (false, 2, 0, 4));
+        assert_eq!(lock(&shared.status).fault, Some(Fault::Unreachable));
+        shared.up(Duration::ZERO);
+        assert_eq!(status(&link), (true, 2, 1, 4));
+        // The password never shows.
+        assert_eq!(link.stats().url, "redis://:***@127.0.0.1:1");
+    }
+
     #[test]
     fn a_scheme_of_no_broker_is_refused() {
         let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();

@@ -363,6 +363,20 @@ async fn nats_credentials_from_the_url() {
     broker.wait_for("only A and B connected", |br| br.client_count() == 2);
 }
 
+/// A NATS token from the URL (`--auth T`, `nats://T@`), percent-decoded; a wrong one refused.
+#[test]
+fn nats_token_from_the_url() {
+    let Some(broker) = BrokerProcess::start_with(BrokerKind::Nats, &["--auth", "t/k"], &[]) else {
+        return;
+    };
+    let good = Node::start(&broker.url_as("t%2Fk"));
+    let wrong = Node::start(&broker.url_as("t%2Fx"));
+    good.wait_connected(0);
+    wait_failed_connects(&wrong, 2);
+    assert_eq!(broker_field(&wrong.stats(), "connected"), "false");
+    assert_eq!(wrong.log().matches("refused the credentials").count(), 1, "{}", wrong.log());
+}
+
 /// `good` nodes carry messages both ways through the broker and hide the password in
 /// `/stats`; `refused` nodes stay down with their failure logged once, counted at every
 /// retry, and go on with local fan-out.
@@ -404,11 +418,7 @@ async fn joined_and_refused(
     for node in refused {
         // Retried with backoff (100 ms, 200 ms, ...): a few attempts within seconds, one
         // outage, one log line, no password in either.
-        let started = Instant::now();
-        while broker_field(&node.stats(), "failed_connects").parse::<u64>().unwrap() < 3 {
-            assert!(started.elapsed() < HANG_GUARD, "no retries: {}", node.stats());
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        wait_failed_connects(node, 3);
         let stats = node.stats();
         assert_eq!(broker_field(&stats, "connected"), "false", "{stats}");
         assert_eq!(broker_field(&stats, "outages"), "1", "{stats}");
@@ -427,6 +437,15 @@ async fn joined_and_refused(
     }
     // Nothing from the refused nodes reached the good ones.
     assert_nothing_more(&mut on_a).await;
+}
+
+/// Waits (bounded) until `node` has failed to connect at least `n` times.
+fn wait_failed_connects(node: &Node, n: u64) {
+    let started = Instant::now();
+    while broker_field(&node.stats(), "failed_connects").parse::<u64>().unwrap() < n {
+        assert!(started.elapsed() < HANG_GUARD, "no retries: {}", node.stats());
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 /// The value of `key` in the `broker` object of a `/stats` response, as it is written
