@@ -19,8 +19,14 @@
 //! ```
 //!
 //! URLs: `redis://[user:pass@]host[:port][/db]`, `rediss://` for TLS (feature `redis`);
-//! `nats://[user:pass@]host[:port]`, `tls://` for TLS (feature `nats`). Credentials and TLS
+//! `nats://[user:pass@]host[:port]` or `nats://token@host[:port]`, `tls://` for TLS (feature
+//! `nats`); user, password and token percent-decoded. Credentials and TLS
 //! come from the URL only; TLS checks the broker's certificate against the webpki roots.
+//! A broker that refuses the credentials (Redis `WRONGPASS`, `NOAUTH`, `NOPERM`; NATS
+//! `Authorization Violation`) is an outage like a broker that is away: logged once (at error
+//! level, naming the credentials), shown by [`Link::stats`] ([`LinkStats::last_error`],
+//! [`LinkStats::failed_connects`] growing with every retry), retried with backoff, so fixing
+//! the broker's users needs no restart of the node.
 //!
 //! # Semantics
 //!
@@ -67,7 +73,7 @@ use std::time::{Duration, Instant};
 use bytes::{BufMut, Bytes, BytesMut};
 use tokio::sync::{mpsc, Notify};
 use tokio_util::sync::{CancellationToken, DropGuard};
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 use wsx::pubsub::{Broker, Hub, WeakHub};
 use wsx::{Message, Utf8Bytes};
 
@@ -87,6 +93,9 @@ pub enum Error {
     /// the features enabled).
     #[error("unsupported broker scheme {0:?} (this build knows: {known})", known = known_schemes())]
     Scheme(String),
+    /// The broker's client refuses the URL (a Redis database that is not a number, say).
+    #[error("invalid broker URL: {0}")]
+    Invalid(String),
     /// [`Link::new`] was called outside a tokio runtime.
     #[error("a broker link needs a tokio runtime")]
     NoRuntime,
@@ -212,6 +221,9 @@ pub struct LinkStats {
     pub outages: u64,
     /// Times the link came back after an outage.
     pub reconnects: u64,
+    /// Connection attempts that failed, every retry counted (the first connection included):
+    /// it grows while the broker stays away or refuses the credentials.
+    pub failed_connects: u64,
     /// How long the present outage has lasted, if the link is down.
     pub down_for: Option<Duration>,
     /// The last error, if the link is down.
@@ -259,9 +271,15 @@ impl Link {
         let parsed = url::Url::parse(url)?;
         let kind = match parsed.scheme() {
             #[cfg(feature = "redis")]
-            "redis" | "rediss" => Kind::Redis,
+            "redis" | "rediss" => {
+                redis::check(url)?;
+                Kind::Redis
+            }
             #[cfg(feature = "nats")]
-            "nats" | "tls" => Kind::Nats,
+            "nats" | "tls" => {
+                nats::check(url)?;
+                Kind::Nats
+            }
             other => return Err(Error::Scheme(other.to_owned())),
         };
         let runtime = tokio::runtime::Handle::try_current().map_err(|_| Error::NoRuntime)?;
@@ -316,6 +334,7 @@ impl Link {
             connected,
             outages: status.outages,
             reconnects: status.reconnects,
+            failed_connects: status.failed_connects,
             down_for: if connected { None } else { status.down_since.map(|t| t.elapsed()) },
             last_error: if connected { None } else { status.last_error.clone() },
             published: s.published.load(Ordering::Relaxed),
@@ -426,9 +445,21 @@ struct Status {
     reconnects: u64,
     /// Whether the link was ever up (the first connection is not a reconnect).
     was_up: bool,
+    failed_connects: u64,
     down_since: Option<Instant>,
+    /// What the present outage was last logged as.
+    fault: Option<Fault>,
     last_error: Option<String>,
     last_resubscribe: Option<Duration>,
+}
+
+/// Why a link is down, as far as the log is concerned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Fault {
+    /// Not reached, lost, or not answering in time.
+    Unreachable,
+    /// The broker refused the URL's credentials, or wants credentials the URL does not give.
+    Refused,
 }
 
 /// One publish on its way to the broker.
@@ -489,22 +520,46 @@ impl Shared {
         }
         status.was_up = true;
         status.down_since = None;
+        status.fault = None;
         status.last_error = None;
         self.connected.store(true, Ordering::Relaxed);
     }
 
-    /// The link is down (or did not come up): logged once per outage.
+    /// The link is down, or a connection attempt failed: the broker is unreachable.
     fn down(&self, error: &str) {
+        self.fail(Fault::Unreachable, error);
+    }
+
+    /// The link is down, or a connection attempt failed, for `fault`. Logged once per outage,
+    /// and again only if the fault changes (a broker that was away comes back refusing the
+    /// credentials); every failed attempt is counted in [`LinkStats::failed_connects`] and the
+    /// last error kept for [`LinkStats::last_error`].
+    fn fail(&self, fault: Fault, error: &str) {
         let was_connected = self.connected.swap(false, Ordering::Relaxed);
         let mut status = lock(&self.status);
+        if !was_connected {
+            status.failed_connects += 1;
+        }
         if was_connected || status.down_since.is_none() {
             status.outages += 1;
             status.down_since = Some(Instant::now());
-            warn!(
-                "broker {} unreachable: {error}; local fan-out goes on, publishes to other nodes \
-                 are dropped until it is back",
-                self.public_url
-            );
+            status.fault = None;
+        }
+        if status.fault != Some(fault) {
+            status.fault = Some(fault);
+            match fault {
+                Fault::Unreachable => warn!(
+                    "broker {} unreachable: {error}; local fan-out goes on, publishes to other \
+                     nodes are dropped until it is back",
+                    self.public_url
+                ),
+                Fault::Refused => error!(
+                    "broker {} refused the credentials: {error}; check the user and password in \
+                     the broker URL. Retrying with backoff; local fan-out goes on, publishes to \
+                     other nodes are dropped until it accepts them",
+                    self.public_url
+                ),
+            }
         }
         status.last_error = Some(error.to_owned());
     }
@@ -654,6 +709,39 @@ mod tests {
         }
         let delays: HashSet<Duration> = (0..20).map(|_| backoff(&config, 10)).collect();
         assert!(delays.len() > 1, "no jitter");
+    }
+
+    #[cfg(feature = "redis")]
+    #[test]
+    fn every_failed_attempt_counts_and_an_outage_is_one() {
+        let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        let _guard = runtime.enter();
+        let link = Link::new("redis://:pw@127.0.0.1:1", LinkConfig::default()).unwrap();
+        let shared = &link.shared;
+        let status = |l: &Link| {
+            let s = l.stats();
+            (s.connected, s.outages, s.reconnects, s.failed_connects)
+        };
+        // The first connection fails three times: one outage, three failed attempts.
+        shared.down("refused");
+        shared.fail(Fault::Refused, "WRONGPASS");
+        shared.fail(Fault::Refused, "WRONGPASS");
+        assert_eq!(status(&link), (false, 1, 0, 3));
+        assert_eq!(link.stats().last_error.as_deref(), Some("WRONGPASS"));
+        assert_eq!(lock(&shared.status).fault, Some(Fault::Refused));
+        shared.up(Duration::ZERO);
+        assert_eq!(status(&link), (true, 1, 0, 3));
+        assert_eq!(link.stats().last_error, None);
+        // Lost: a second outage, not a failed attempt; then one failed reconnect.
+        shared.down("the broker closed the connection");
+        assert_eq!(status(&link), (false, 2, 0, 3));
+        shared.down("connection refused");
+        assert_eq!(status(&link), (false, 2, 0, 4));
+        assert_eq!(lock(&shared.status).fault, Some(Fault::Unreachable));
+        shared.up(Duration::ZERO);
+        assert_eq!(status(&link), (true, 2, 1, 4));
+        // The password never shows.
+        assert_eq!(link.stats().url, "redis://:***@127.0.0.1:1");
     }
 
     #[test]

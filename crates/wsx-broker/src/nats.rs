@@ -15,10 +15,17 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::timeout;
 use wsx::pubsub::WeakHub;
 
-use crate::{Outgoing, Shared};
+use crate::{Fault, Outgoing, Shared};
 
 /// Publishes handed to the client between two looks at the rest, at most.
 const PUBLISH_BATCH: usize = 512;
+
+/// Whether async-nats takes `url` (no I/O).
+pub(crate) fn check(url: &str) -> Result<(), crate::Error> {
+    url.parse::<async_nats::ServerAddr>()
+        .map(drop)
+        .map_err(|e| crate::Error::Invalid(e.to_string()))
+}
 
 pub(crate) async fn run(shared: &Arc<Shared>, hub: &WeakHub, rx: &mut mpsc::Receiver<Outgoing>) {
     let (events_tx, mut events) = mpsc::channel::<Event>(64);
@@ -39,7 +46,8 @@ pub(crate) async fn run(shared: &Arc<Shared>, hub: &WeakHub, rx: &mut mpsc::Rece
                 let _ = events_tx.try_send(event);
             }
         });
-    let client = match options.connect(shared.url.as_str()).await {
+    let (options, url) = credentials(options, &shared.url);
+    let client = match options.connect(url.as_str()).await {
         Ok(client) => client,
         Err(e) => {
             shared.down(&format!("invalid NATS URL: {e}"));
@@ -102,6 +110,13 @@ pub(crate) async fn run(shared: &Arc<Shared>, hub: &WeakHub, rx: &mut mpsc::Rece
                     shared.drop_queued(rx);
                 }
                 Some(Event::ServerError(e)) => tracing::warn!("broker {}: {e}", shared.public_url),
+                // A connection attempt failed (async-nats retries it): an outage begins, or
+                // goes on. async-nats says only what kind of failure it was.
+                Some(Event::ClientError(e)) => {
+                    let e = e.to_string();
+                    let refused = e.contains("authorization violation");
+                    shared.fail(if refused { Fault::Refused } else { Fault::Unreachable }, &e);
+                }
                 Some(_) => {}
                 None => return,
             },
@@ -126,6 +141,25 @@ pub(crate) async fn run(shared: &Arc<Shared>, hub: &WeakHub, rx: &mut mpsc::Rece
             }
         }
     }
+}
+
+/// The credentials of `url` moved into `options` (async-nats reads none from the URL):
+/// `nats://USER:PASS@` a user and password, `nats://TOKEN@` (or `nats://:TOKEN@`) a token,
+/// percent-decoded; the URL without them.
+fn credentials(options: ConnectOptions, url: &str) -> (ConnectOptions, String) {
+    let Ok(mut parsed) = url::Url::parse(url) else { return (options, url.to_owned()) };
+    let decode = |s: &str| percent_encoding::percent_decode_str(s).decode_utf8_lossy().into_owned();
+    let user = decode(parsed.username());
+    let pass = parsed.password().map(decode);
+    let options = match (user.is_empty(), pass) {
+        (false, Some(pass)) => options.user_and_password(user, pass),
+        (false, None) => options.token(user),
+        (true, Some(token)) => options.token(token),
+        (true, None) => return (options, url.to_owned()),
+    };
+    let _ = parsed.set_username("");
+    let _ = parsed.set_password(None);
+    (options, parsed.to_string())
 }
 
 /// The subject of `topic`: the prefix, then the topic as one subject token: ASCII letters,

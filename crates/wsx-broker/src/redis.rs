@@ -13,7 +13,7 @@ use tokio::sync::mpsc;
 use tokio::time::timeout;
 use wsx::pubsub::WeakHub;
 
-use crate::{Changes, Outgoing, Shared};
+use crate::{Changes, Fault, Outgoing, Shared};
 
 /// Publishes sent in one pipeline, at most.
 const PUBLISH_BATCH: usize = 512;
@@ -22,20 +22,30 @@ const PUBLISH_BATCH: usize = 512;
 enum Ended {
     /// The hub is gone: the task is done.
     HubGone,
-    /// The connection failed; reconnect.
-    Failed(String),
+    /// The connection failed, or the broker refused it; reconnect.
+    Failed(Fault, String),
 }
 
 impl From<redis::RedisError> for Ended {
     fn from(e: redis::RedisError) -> Self {
-        Self::Failed(e.to_string())
+        // WRONGPASS and a failed AUTH (redis-rs reports both as AuthenticationFailed), NOAUTH
+        // (the broker wants a password the URL does not give), NOPERM (an ACL user without
+        // the right to a command or a channel): the same again will not do better.
+        let refused = e.kind() == redis::ErrorKind::AuthenticationFailed
+            || matches!(e.code(), Some("NOAUTH" | "WRONGPASS" | "NOPERM"));
+        Self::Failed(if refused { Fault::Refused } else { Fault::Unreachable }, e.to_string())
     }
 }
 
 impl From<tokio::time::error::Elapsed> for Ended {
     fn from(_: tokio::time::error::Elapsed) -> Self {
-        Self::Failed("the broker did not answer in time".into())
+        Self::Failed(Fault::Unreachable, "the broker did not answer in time".into())
     }
+}
+
+/// Whether redis-rs takes `url` (no I/O).
+pub(crate) fn check(url: &str) -> Result<(), crate::Error> {
+    redis::Client::open(url).map(drop).map_err(|e| crate::Error::Invalid(e.to_string()))
 }
 
 pub(crate) async fn run(shared: &Arc<Shared>, hub: &WeakHub, rx: &mut mpsc::Receiver<Outgoing>) {
@@ -50,7 +60,7 @@ pub(crate) async fn run(shared: &Arc<Shared>, hub: &WeakHub, rx: &mut mpsc::Rece
     loop {
         match session(shared, hub, rx, &client, &mut attempt).await {
             Ended::HubGone => return,
-            Ended::Failed(e) => shared.down(&e),
+            Ended::Failed(fault, e) => shared.fail(fault, &e),
         }
         shared.drop_queued(rx);
         tokio::time::sleep(crate::backoff(&shared.config, attempt)).await;
@@ -70,7 +80,10 @@ async fn session(
     let started = Instant::now();
     let connect = async {
         let pubsub = timeout(t, client.get_async_pubsub()).await??;
-        let conn = timeout(t, client.get_multiplexed_async_connection()).await??;
+        let mut conn = timeout(t, client.get_multiplexed_async_connection()).await??;
+        // Without credentials in the URL nothing is sent at connect: a broker that wants
+        // some answers NOAUTH only to the first command. Ask now, not at the first publish.
+        timeout(t, redis::cmd("PING").query_async::<()>(&mut conn)).await??;
         Ok::<_, Ended>((pubsub, conn))
     };
     let (pubsub, mut conn) = match connect.await {
@@ -94,7 +107,10 @@ async fn session(
         tokio::select! {
             msg = stream.next() => {
                 let Some(msg) = msg else {
-                    return Ended::Failed("the broker closed the connection".into());
+                    return Ended::Failed(
+                        Fault::Unreachable,
+                        "the broker closed the connection".into(),
+                    );
                 };
                 let Some(hub) = hub.upgrade() else { return Ended::HubGone };
                 if let Some(topic) = msg.get_channel_name().strip_prefix(prefix) {

@@ -176,9 +176,9 @@ struct ServeArgs {
     )]
     slow_subscriber: SlowSubscriber,
     /// With --pubsub: join the other nodes on this broker, `redis://[user:pass@]HOST:PORT`
-    /// (`rediss://` for TLS) or `nats://[user:pass@]HOST:PORT` (`tls://` for TLS): publishes
-    /// reach their subscribers too, and theirs reach this node's. Without it the hub is in
-    /// this process only.
+    /// (`rediss://` for TLS) or `nats://[user:pass@|token@]HOST:PORT` (`tls://` for TLS):
+    /// publishes reach their subscribers too, and theirs reach this node's. Without it the hub
+    /// is in this process only.
     #[arg(long, value_name = "URL", requires = "pubsub")]
     broker: Option<String>,
     /// Run PROGRAM for every WebSocket (as websocketd does), with the arguments after `--` and no
@@ -247,7 +247,9 @@ fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+                // async-nats logs every failed reconnect attempt at info and error; the broker
+                // link logs each outage once itself and /stats counts the attempts.
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,async_nats=off")),
         )
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))

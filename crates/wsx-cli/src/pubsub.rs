@@ -125,6 +125,7 @@ pub(crate) async fn h2_publish(
     let (parts, mut recv) = request.into_parts();
     let head = http::Request::from_parts(parts, ());
     if let Some(refusal) = refusal(options, &head) {
+        drain(&mut recv).await;
         return refusal;
     }
     let limit = state.options.config.max_message_size;
@@ -144,15 +145,44 @@ pub(crate) async fn h2_publish(
         Ok(body.freeze())
     };
     // As over HTTP/1.1, the body must arrive within the handshake timeout.
-    match tokio::time::timeout(state.options.handshake_timeout, read).await {
+    let read = tokio::time::timeout(state.options.handshake_timeout, read).await;
+    match read {
         Ok(Ok(body)) => publish_body(options, &head, topic, body),
-        Ok(Err(refusal)) => refusal,
+        Ok(Err(refusal)) => {
+            drain(&mut recv).await;
+            refusal
+        }
         Err(_) => text_response(StatusCode::REQUEST_TIMEOUT, "the request body took too long\n"),
     }
 }
 
-/// The checks before the body is read, and the answer when one fails: 404 when HTTP publishing
-/// is off, 405 for a method other than POST, 401 without a bearer token, 403 with a wrong one.
+/// What [`drain`] reads of a refused HTTP/2 request body, at most.
+const DRAIN_LIMIT: usize = 64 << 10;
+/// How long [`drain`] waits for it, at most.
+const DRAIN_TIME: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Reads and drops what is left of a refused request's body, up to [`DRAIN_LIMIT`] bytes
+/// within [`DRAIN_TIME`], before the refusal goes out. RFC 9113 §8.1 lets a server answer
+/// before the request has ended (h2 then resets the stream with NO_ERROR), but a client still
+/// sending can take that reset for an error (curl 7.88: "Stream error in the HTTP/2 framing
+/// layer", instead of the 401); a small body read first ends the stream cleanly. A larger or
+/// slower one is not waited for.
+async fn drain(recv: &mut h2::RecvStream) {
+    let read = async {
+        let mut read = 0;
+        while let Some(Ok(chunk)) = recv.data().await {
+            read += chunk.len();
+            let _ = recv.flow_control().release_capacity(chunk.len());
+            if read > DRAIN_LIMIT {
+                break;
+            }
+        }
+    };
+    let _ = tokio::time::timeout(DRAIN_TIME, read).await;
+}
+
+/// The checks before the body is read: the refusal, if any: 404 when HTTP publishing is off,
+/// 405 for a method other than POST, 401 without a bearer token, 403 with a wrong one.
 fn refusal<B>(options: &Options, request: &http::Request<B>) -> Option<http::Response<Vec<u8>>> {
     let Some(token) = &options.publish_token else {
         return Some(text_response(StatusCode::NOT_FOUND, "not found\n"));
@@ -239,13 +269,15 @@ fn broker_json(s: &wsx_broker::LinkStats) -> String {
     let error = s.last_error.as_deref().map_or_else(|| "null".to_owned(), json_string);
     format!(
         "{{\"kind\":\"{}\",\"url\":{},\"connected\":{},\"outages\":{},\"reconnects\":{},\
-         \"down_ms\":{},\"last_error\":{error},\"published\":{},\"dropped\":{},\"received\":{},\
-         \"own_skipped\":{},\"topics\":{},\"subscribe_requests\":{},\"last_resubscribe_ms\":{}}}",
+         \"failed_connects\":{},\"down_ms\":{},\"last_error\":{error},\"published\":{},\
+         \"dropped\":{},\"received\":{},\"own_skipped\":{},\"topics\":{},\"subscribe_requests\":{},\
+         \"last_resubscribe_ms\":{}}}",
         s.kind,
         json_string(&s.url),
         s.connected,
         s.outages,
         s.reconnects,
+        s.failed_connects,
         millis(s.down_for),
         s.published,
         s.dropped,

@@ -35,6 +35,8 @@ fn a_bad_broker_url_is_a_one_line_error() {
     for (url, expected) in [
         ("http://127.0.0.1:1", "unsupported broker scheme \"http\""),
         ("redis//nope", "invalid broker URL"),
+        // Parsed as a URL, refused by the Redis client: the database is not a number.
+        ("redis://127.0.0.1:1/nope", "invalid broker URL"),
     ] {
         let out = Command::new(WSX)
             .args(["serve", "--listen", "127.0.0.1:0", "--pubsub", "--broker", url])
@@ -305,5 +307,157 @@ impl Http {
         let mut body = vec![0; len];
         self.tcp.read_exact(&mut body).unwrap();
         head + &String::from_utf8_lossy(&body)
+    }
+}
+
+/// Credentials from the URL: `redis://:PASS@` (the default user's `requirepass`) and
+/// `redis://USER:PASS@` (an ACL user) join; a wrong password and none at all are refused,
+/// logged once as refused credentials, counted at every retry, and a node that was refused
+/// joins by itself once the broker takes its password.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_credentials_from_the_url() {
+    let extra = ["--requirepass", "s3cret", "--user", "alice", "on", ">alic3", "~*", "&*", "+@all"];
+    let Some(broker) = BrokerProcess::start_with(BrokerKind::Redis, &extra, &["s3cret"]) else {
+        return;
+    };
+    let a = Node::start(&broker.url_as(":s3cret"));
+    let b = Node::start(&broker.url_as("alice:alic3"));
+    let wrong = Node::start(&broker.url_as(":wr0ng"));
+    let none = Node::start(&broker.url());
+    joined_and_refused(&broker, [&a, &b], [&wrong, &none], "s3cret").await;
+    for node in [&wrong, &none] {
+        let error = broker_field(&node.stats(), "last_error");
+        assert!(error.contains("uthenticat"), "{error}");
+    }
+
+    // The broker takes the wrong password too from now on: that node joins, no restart.
+    broker.resp(&["ACL", "SETUSER", "default", ">wr0ng"]).unwrap();
+    wrong.wait("\"connected\":true,\"outages\":1,\"reconnects\":0");
+    let mut on_wrong = wrong.ws("room").await;
+    // A and B have no subscribers left: the one subscriber of room at the broker is this node.
+    broker.wait_for("the fixed node on room", |br| {
+        br.resp(&["PUBSUB", "NUMSUB", "wsx.room"]).unwrap() == ["wsx.room", "1"]
+    });
+    Http::new(a.port).post("room", "after the fix");
+    assert_eq!(recv_n(&mut on_wrong, 1).await, ["after the fix"]);
+    assert_eq!(broker_field(&none.stats(), "connected"), "false");
+}
+
+/// Credentials from the URL for NATS (`--user U --pass P`, `nats://U:P@`): two nodes join; a
+/// wrong password and none at all are refused, logged once, counted at every retry.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nats_credentials_from_the_url() {
+    let extra = ["--user", "wsx", "--pass", "n4ts"];
+    let Some(broker) = BrokerProcess::start_with(BrokerKind::Nats, &extra, &[]) else { return };
+    let a = Node::start(&broker.url_as("wsx:n4ts"));
+    let b = Node::start(&broker.url_as("wsx:n4ts"));
+    let wrong = Node::start(&broker.url_as("wsx:wr0ng"));
+    let none = Node::start(&broker.url());
+    joined_and_refused(&broker, [&a, &b], [&wrong, &none], "n4ts").await;
+    for node in [&wrong, &none] {
+        let error = broker_field(&node.stats(), "last_error");
+        assert!(error.contains("authorization violation"), "{error}");
+    }
+    // The refused nodes are not connected at the broker, only A and B (waited for: a refused
+    // node's attempt is there for a moment until the broker turns it away).
+    broker.wait_for("only A and B connected", |br| br.client_count() == 2);
+}
+
+/// A NATS token from the URL (`--auth T`, `nats://T@`), percent-decoded; a wrong one refused.
+#[test]
+fn nats_token_from_the_url() {
+    let Some(broker) = BrokerProcess::start_with(BrokerKind::Nats, &["--auth", "t/k"], &[]) else {
+        return;
+    };
+    let good = Node::start(&broker.url_as("t%2Fk"));
+    let wrong = Node::start(&broker.url_as("t%2Fx"));
+    good.wait_connected(0);
+    wait_failed_connects(&wrong, 2);
+    assert_eq!(broker_field(&wrong.stats(), "connected"), "false");
+    assert_eq!(wrong.log().matches("refused the credentials").count(), 1, "{}", wrong.log());
+}
+
+/// `good` nodes carry messages both ways through the broker and hide the password in
+/// `/stats`; `refused` nodes stay down with their failure logged once, counted at every
+/// retry, and go on with local fan-out.
+async fn joined_and_refused(
+    broker: &BrokerProcess,
+    good: [&Node; 2],
+    refused: [&Node; 2],
+    password: &str,
+) {
+    let [a, b] = good;
+    a.wait_connected(0);
+    b.wait_connected(0);
+    let mut on_a = a.ws("room").await;
+    let mut on_b = b.ws("room").await;
+    broker.wait_for("both nodes on room", |_| {
+        a.stats().contains("\"topics\":1") && b.stats().contains("\"topics\":1")
+    });
+    broker.wait_for("subscribed room", |br| br.has_subscription("wsx.room"));
+    // Through the broker, both ways, in order (each also gets its own from the local fan-out;
+    // nothing orders A's messages against B's, so B speaks once A's have arrived).
+    for (from, prefix) in [(a, "a"), (b, "b")] {
+        let mut http = Http::new(from.port);
+        for i in 0..10 {
+            http.post("room", &format!("{prefix}{i}"));
+        }
+        let expected: Vec<String> = (0..10).map(|i| format!("{prefix}{i}")).collect();
+        assert_eq!(recv_n(&mut on_a, 10).await, expected);
+        assert_eq!(recv_n(&mut on_b, 10).await, expected);
+    }
+    for node in [a, b] {
+        let stats = node.stats();
+        assert_eq!(broker_field(&stats, "published"), "10", "{stats}");
+        assert_eq!(broker_field(&stats, "received"), "10", "{stats}");
+        assert_eq!(broker_field(&stats, "failed_connects"), "0", "{stats}");
+        assert!(!stats.contains(password), "the password in /stats: {stats}");
+        assert!(broker_field(&stats, "url").contains(":***@"), "{stats}");
+    }
+
+    for node in refused {
+        // Retried with backoff (100 ms, 200 ms, ...): a few attempts within seconds, one
+        // outage, one log line, no password in either.
+        wait_failed_connects(node, 3);
+        let stats = node.stats();
+        assert_eq!(broker_field(&stats, "connected"), "false", "{stats}");
+        assert_eq!(broker_field(&stats, "outages"), "1", "{stats}");
+        assert_eq!(broker_field(&stats, "reconnects"), "0", "{stats}");
+        let log = node.log();
+        assert_eq!(log.matches("refused the credentials").count(), 1, "{log}");
+        assert_eq!(log.matches("unreachable").count(), 0, "{log}");
+        assert!(!log.contains("wr0ng") && !stats.contains("wr0ng"), "a password shown: {log}");
+        // Local fan-out goes on; the publish is dropped for the other nodes and counted.
+        let mut local = node.ws("room").await;
+        node.wait("\"subscriptions\":1");
+        let reply = Http::new(node.port).post("room", "local only");
+        assert!(reply.contains("\"delivered\":1"), "{reply}");
+        assert_eq!(recv_n(&mut local, 1).await, ["local only"]);
+        assert_eq!(broker_field(&node.stats(), "dropped"), "1");
+    }
+    // Nothing from the refused nodes reached the good ones.
+    assert_nothing_more(&mut on_a).await;
+}
+
+/// Waits (bounded) until `node` has failed to connect at least `n` times.
+fn wait_failed_connects(node: &Node, n: u64) {
+    let started = Instant::now();
+    while broker_field(&node.stats(), "failed_connects").parse::<u64>().unwrap() < n {
+        assert!(started.elapsed() < HANG_GUARD, "no retries: {}", node.stats());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The value of `key` in the `broker` object of a `/stats` response, as it is written
+/// (a JSON string without its quotes).
+fn broker_field(stats: &str, key: &str) -> String {
+    let broker = &stats[stats.find("\"broker\":").unwrap_or_else(|| panic!("{stats}"))..];
+    let needle = format!("\"{key}\":");
+    let rest = &broker
+        [broker.find(&needle).unwrap_or_else(|| panic!("no {key}: {stats}")) + needle.len()..];
+    if let Some(string) = rest.strip_prefix('"') {
+        string[..string.find('"').unwrap()].to_owned()
+    } else {
+        rest[..rest.find([',', '}']).unwrap()].to_owned()
     }
 }

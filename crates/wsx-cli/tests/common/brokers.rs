@@ -38,11 +38,22 @@ pub(crate) struct BrokerProcess {
     /// NATS's monitoring port.
     monitor: u16,
     dir: PathBuf,
+    /// More arguments for the broker (credentials, say).
+    extra: Vec<String>,
+    /// Redis: what this file's own commands send as `AUTH` first (password, or user and
+    /// password), when the broker wants it.
+    auth: Vec<String>,
 }
 
 impl BrokerProcess {
     /// The broker, or `None` (after a skip line) when it is not installed.
     pub(crate) fn start(kind: BrokerKind) -> Option<Self> {
+        Self::start_with(kind, &[], &[])
+    }
+
+    /// The broker started with `extra` arguments (`--requirepass P`, `--user U --pass P`);
+    /// Redis: `auth` are the arguments of the `AUTH` this file's own commands send first.
+    pub(crate) fn start_with(kind: BrokerKind, extra: &[&str], auth: &[&str]) -> Option<Self> {
         let path = match kind {
             BrokerKind::Redis => REDIS_SERVER,
             BrokerKind::Nats => NATS_SERVER,
@@ -58,16 +69,30 @@ impl BrokerProcess {
         ));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
-        let mut broker = Self { kind, child: None, port: free_port(), monitor: free_port(), dir };
+        let mut broker = Self {
+            kind,
+            child: None,
+            port: free_port(),
+            monitor: free_port(),
+            dir,
+            extra: extra.iter().map(|&a| a.to_owned()).collect(),
+            auth: auth.iter().map(|&a| a.to_owned()).collect(),
+        };
         broker.restart();
         Some(broker)
     }
 
     /// `redis://127.0.0.1:PORT` or `nats://127.0.0.1:PORT`.
     pub(crate) fn url(&self) -> String {
+        self.url_as("")
+    }
+
+    /// The URL with `userinfo` (`user:pass`, `:pass`) before the host.
+    pub(crate) fn url_as(&self, userinfo: &str) -> String {
+        let at = if userinfo.is_empty() { "" } else { "@" };
         match self.kind {
-            BrokerKind::Redis => format!("redis://127.0.0.1:{}", self.port),
-            BrokerKind::Nats => format!("nats://127.0.0.1:{}", self.port),
+            BrokerKind::Redis => format!("redis://{userinfo}{at}127.0.0.1:{}", self.port),
+            BrokerKind::Nats => format!("nats://{userinfo}{at}127.0.0.1:{}", self.port),
         }
     }
 
@@ -108,6 +133,7 @@ impl BrokerProcess {
             }
         };
         let child = command
+            .args(&self.extra)
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)
@@ -131,7 +157,7 @@ impl BrokerProcess {
 
     fn answers(&self) -> bool {
         match self.kind {
-            BrokerKind::Redis => resp(self.port, &["PING"]).is_ok_and(|r| r == ["PONG"]),
+            BrokerKind::Redis => self.resp(&["PING"]).is_ok_and(|r| r == ["PONG"]),
             BrokerKind::Nats => {
                 http_get(self.monitor, "/varz").is_ok()
                     && TcpStream::connect((Ipv4Addr::LOCALHOST, self.port)).is_ok()
@@ -155,7 +181,8 @@ impl BrokerProcess {
     /// subject).
     pub(crate) fn has_subscription(&self, channel: &str) -> bool {
         match self.kind {
-            BrokerKind::Redis => resp(self.port, &["PUBSUB", "CHANNELS", channel])
+            BrokerKind::Redis => self
+                .resp(&["PUBSUB", "CHANNELS", channel])
                 .unwrap_or_else(|e| panic!("PUBSUB CHANNELS: {e}"))
                 .iter()
                 .any(|c| c == channel),
@@ -167,20 +194,36 @@ impl BrokerProcess {
         }
     }
 
-    /// How many subscriptions the broker holds, all clients together.
+    /// How many subscriptions the broker's clients hold, all together.
     pub(crate) fn subscription_count(&self) -> usize {
         match self.kind {
-            BrokerKind::Redis => resp(self.port, &["PUBSUB", "CHANNELS"]).map_or(0, |c| c.len()),
+            BrokerKind::Redis => self.resp(&["PUBSUB", "CHANNELS"]).map_or(0, |c| c.len()),
             BrokerKind::Nats => {
-                let body = http_get(self.monitor, "/subsz").unwrap_or_default();
-                let key = "\"num_subscriptions\":";
-                body.find(key)
-                    .and_then(|i| {
-                        let rest = body[i + key.len()..].trim_start();
-                        let end = rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len());
-                        rest[..end].parse().ok()
-                    })
-                    .unwrap_or(0)
+                // Per client connection: /subsz's total has the server's own (system account)
+                // subscriptions in it too.
+                let body = http_get(self.monitor, "/connz?limit=100000").unwrap_or_default();
+                let key = "\"subscriptions\":";
+                body.match_indices(key).filter_map(|(i, _)| number_after(&body[i..], key)).sum()
+            }
+        }
+    }
+
+    /// One Redis command, after `AUTH` if the broker wants it.
+    pub(crate) fn resp(&self, args: &[&str]) -> std::io::Result<Vec<String>> {
+        let auth: Vec<&str> = self.auth.iter().map(String::as_str).collect();
+        resp_as(self.port, &auth, args)
+    }
+
+    /// How many clients are connected to the broker (Redis `CLIENT LIST` without this
+    /// file's own connection; NATS `/connz`).
+    pub(crate) fn client_count(&self) -> usize {
+        match self.kind {
+            BrokerKind::Redis => self
+                .resp(&["CLIENT", "LIST"])
+                .map_or(0, |l| l.concat().lines().count().saturating_sub(1)),
+            BrokerKind::Nats => {
+                let body = http_get(self.monitor, "/connz").unwrap_or_default();
+                number_after(&body, "\"num_connections\":").unwrap_or(0)
             }
         }
     }
@@ -221,17 +264,42 @@ fn free_port() -> u16 {
     TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap().local_addr().unwrap().port()
 }
 
+/// The number after `key` in `body` (a JSON field).
+fn number_after(body: &str, key: &str) -> Option<usize> {
+    let rest = body[body.find(key)? + key.len()..].trim_start();
+    let end = rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len());
+    rest[..end].parse().ok()
+}
+
 /// One Redis command over a fresh connection; the reply as a list of strings (a simple or
 /// bulk string is a list of one).
 pub(crate) fn resp(port: u16, args: &[&str]) -> std::io::Result<Vec<String>> {
+    resp_as(port, &[], args)
+}
+
+/// [`resp`], after `AUTH auth…` unless `auth` is empty.
+pub(crate) fn resp_as(port: u16, auth: &[&str], args: &[&str]) -> std::io::Result<Vec<String>> {
     let mut tcp = TcpStream::connect((Ipv4Addr::LOCALHOST, port))?;
     tcp.set_read_timeout(Some(Duration::from_secs(10)))?;
-    let mut request = format!("*{}\r\n", args.len());
-    for a in args {
-        request.push_str(&format!("${}\r\n{a}\r\n", a.len()));
+    let command = |args: &[&str]| {
+        let mut out = format!("*{}\r\n", args.len());
+        for a in args {
+            out.push_str(&format!("${}\r\n{a}\r\n", a.len()));
+        }
+        out
+    };
+    let mut reader = BufReader::new(tcp.try_clone()?);
+    if !auth.is_empty() {
+        let mut line = vec!["AUTH"];
+        line.extend_from_slice(auth);
+        tcp.write_all(command(&line).as_bytes())?;
+        let mut reply = String::new();
+        reader.read_line(&mut reply)?;
+        if reply.trim_end() != "+OK" {
+            return Err(std::io::Error::new(std::io::ErrorKind::PermissionDenied, reply));
+        }
     }
-    tcp.write_all(request.as_bytes())?;
-    let mut reader = BufReader::new(tcp);
+    tcp.write_all(command(args).as_bytes())?;
     let bad = |what: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, what.to_owned());
     let mut line = String::new();
     reader.read_line(&mut line)?;
@@ -255,6 +323,10 @@ pub(crate) fn resp(port: u16, args: &[&str]) -> std::io::Result<Vec<String>> {
             for _ in 0..n {
                 let mut head = String::new();
                 reader.read_line(&mut head)?;
+                if let Some(number) = head.trim_end().strip_prefix(':') {
+                    out.push(number.to_owned());
+                    continue;
+                }
                 let len: usize = head
                     .trim_end()
                     .get(1..)
