@@ -3,7 +3,6 @@
 //! ratio; both against Chromium's offer (which Python `websockets` sends byte for byte too),
 //! with compressed messages echoed.
 
-#[allow(dead_code)]
 mod common;
 
 use std::process::Command;
