@@ -141,7 +141,7 @@ base=$(median "${RSS[default|none]}")
 echo
 echo "Offers: Chromium \`$CHROMIUM_OFFER\`; Python websockets \`$PYTHON_OFFER\`."
 echo
-echo "| \`wsx serve --threads 1\`, $IDLE idle connections, each after one ~200 B echo | RSS per connection, median (min–max) of $ROUNDS | vs no deflate |"
+echo "| \`wsx serve --threads 1\`, $IDLE idle connections, each after one ~190 B echo | RSS per connection, median (min–max) of $ROUNDS | vs no deflate |"
 echo "|---|---:|---:|"
 echo "| no deflate offered | $(spread "${RSS[default|none]}") B | 1.00× |"
 for mode in default takeover; do
@@ -153,7 +153,7 @@ for mode in default takeover; do
     done
 done
 echo
-echo "| 1,000 chat-like JSON messages (~200 B), one at a time, Chromium's offer | answer | server → client on the wire | client → server on the wire |"
+echo "| 1,000 chat-like JSON messages (~190 B), one at a time, Chromium's offer | answer | server → client on the wire | client → server on the wire |"
 echo "|---|---|---:|---:|"
 echo "| default | \`$(answer "$DEFAULT_RATIO")\` | $(share "$DEFAULT_RATIO" server_wire_bytes) | $(share "$DEFAULT_RATIO" client_wire_bytes) |"
 echo "| \`--deflate-context-takeover\` | \`$(answer "$TAKEOVER_RATIO")\` | $(share "$TAKEOVER_RATIO" server_wire_bytes) | $(share "$TAKEOVER_RATIO" client_wire_bytes) |"

@@ -923,6 +923,29 @@ mod tests {
     }
 
     #[test]
+    fn the_pool_stays_bounded_with_many_window_sizes() {
+        // Six window sizes on one thread: the pool keeps at most MAX_PER_KIND of each kind and
+        // the others are built for their message and dropped; every message still round-trips.
+        for round in 0..3 {
+            for bits in 10..=15u8 {
+                let config = DeflateConfig::default()
+                    .server_max_window_bits(bits)
+                    .client_max_window_bits(bits);
+                let offer = client_offer(&config);
+                let params = negotiate([offer.as_str()], &config).unwrap();
+                let mut server = Deflate::new(Role::Server, &params, &config);
+                let mut client = Deflate::new(Role::Client, &params, &config);
+                let msg = format!("{round} {bits} hello hello hello hello");
+                let c = server.compress(msg.as_bytes()).unwrap();
+                assert_eq!(&client.decompress(&c, 1024).unwrap()[..], msg.as_bytes());
+                let (compressors, decompressors) = pool::held();
+                assert!(compressors <= pool::MAX_PER_KIND, "{compressors}");
+                assert!(decompressors <= pool::MAX_PER_KIND, "{decompressors}");
+            }
+        }
+    }
+
+    #[test]
     fn bomb_stops_at_the_limit() {
         let config = DeflateConfig { min_size: 0, ..DeflateConfig::default() };
         let params = negotiate(["permessage-deflate"], &config).unwrap();
