@@ -138,7 +138,8 @@ for (const path of ['/', '/ws']) {
         await ws.closed;
         return ext;
       }, path);
-      assert.equal(extensions, 'permessage-deflate');
+      // The default answer keeps no codec state between messages (RFC 7692 §7.1.1).
+      assert.equal(extensions, 'permessage-deflate; server_no_context_takeover; client_no_context_takeover');
     });
 
     test('a close started by the browser is clean with code 1000', TIMEOUT, async () => {

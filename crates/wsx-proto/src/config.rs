@@ -46,8 +46,10 @@ pub struct Config {
     /// Default 128 KiB. The core never refuses to queue; drivers apply this as backpressure.
     pub write_buffer_high_water: usize,
     /// permessage-deflate (RFC 7692): offered by clients and accepted by servers when `Some`.
-    /// Default `None`: compression costs CPU and, with context takeover, about 300 KiB per
-    /// connection (see [`crate::deflate`]); turn it on for text-heavy traffic.
+    /// Default `None`: compression costs CPU; turn it on for text-heavy traffic.
+    /// [`DeflateConfig::default`] keeps no codec state between messages (no context
+    /// takeover); with context takeover it costs about 300 KiB per connection (see
+    /// [`crate::deflate`]).
     pub deflate: Option<DeflateConfig>,
     /// Streaming receive ([`crate::Connection::poll_event`]): an uncompressed data message that
     /// has not fully arrived is delivered in chunks once this many of its bytes are waiting.

@@ -636,14 +636,20 @@ proptest! {
 // ---------------------------------------------------------------------------------------------
 // What a peer may get wrong
 
-/// The parameters a plain offer (`permessage-deflate`) negotiates under the defaults.
+/// The parameters a plain offer (`permessage-deflate`) negotiates with context takeover (so
+/// the codec kept on the connection is what these tests exercise; the borrowed one of the
+/// default has its own tests in `deflate.rs` and below).
 fn default_params() -> Params {
-    deflate::negotiate([deflate::NAME], &DeflateConfig::default()).unwrap()
+    deflate::negotiate([deflate::NAME], &takeover()).unwrap()
+}
+
+/// Context takeover both ways.
+fn takeover() -> DeflateConfig {
+    DeflateConfig::default().context_takeover(true)
 }
 
 fn deflate_conn(role: Role, config: Config) -> Connection {
-    Connection::new(role, config.deflate(Some(DeflateConfig::default())))
-        .with_deflate(default_params())
+    Connection::new(role, config.deflate(Some(takeover()))).with_deflate(default_params())
 }
 
 /// Raw DEFLATE of `data`, sync-flushed with the 4-byte tail removed (RFC 7692 §7.2.1), by
@@ -1007,4 +1013,156 @@ fn min_size_and_level_decide_what_is_compressed() {
             }
         }
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The default: no context takeover both ways, against the offers real clients send
+
+/// Chromium's offer, which Firefox and Python `websockets` (17.4) send byte for byte too.
+const BROWSER_OFFER: &str = "permessage-deflate; client_max_window_bits";
+
+/// A chat message of about 200 bytes with the keys every message repeats.
+fn chat(i: usize) -> String {
+    format!(
+        "{{\"type\":\"message\",\"room\":\"general\",\"user\":{{\"id\":{},\"name\":\"user-{}\"}},\
+         \"text\":\"hello everyone, this is message number {i} of the day\",\"ts\":{}}}",
+        i % 97,
+        i % 97,
+        1_700_000_000_000u64 + i as u64
+    )
+}
+
+/// A server with `server` config negotiating with a client that offered `offer` and runs with
+/// `client` config (the browser's own behaviour: context takeover unless told otherwise).
+fn negotiated_pair(offer: &str, server: &DeflateConfig, client: &DeflateConfig) -> (Pair, Params) {
+    let server_params = deflate::negotiate([offer], server).expect("the server accepts");
+    let response = server_params.to_response_header();
+    let client_params = deflate::accept_response([response.as_str()], client)
+        .expect("the client accepts the answer")
+        .expect("an answer");
+    let base = Config::default().write_buffer_high_water(usize::MAX);
+    let pair = Pair {
+        client: Connection::new(Role::Client, base.clone().deflate(Some(client.clone())))
+            .with_deflate(client_params),
+        server: Connection::new(Role::Server, base.deflate(Some(server.clone())))
+            .with_deflate(server_params),
+    };
+    (pair, server_params)
+}
+
+/// Sends `messages` from `tx` to `rx`, delivered in reads of the sizes in `reads` (cycled),
+/// and returns the payloads of the data frames on the wire.
+fn send_split(
+    tx: &mut Connection,
+    rx: &mut Connection,
+    messages: &[Message],
+    reads: &[usize],
+) -> Vec<Vec<u8>> {
+    for m in messages {
+        tx.send(m.clone()).unwrap();
+    }
+    let wire = take_transmit(tx);
+    let frames = parse_frames(&wire);
+    let mut events = Vec::new();
+    let (mut pos, mut i) = (0, 0);
+    while pos < wire.len() {
+        let n = reads[i % reads.len()].min(wire.len() - pos);
+        rx.handle_input(&wire[pos..pos + n]);
+        events.extend(poll_all(rx));
+        pos += n;
+        i += 1;
+    }
+    let expected: Vec<Event> = messages.iter().cloned().map(Ok).collect();
+    assert_eq!(events, expected);
+    for f in &frames {
+        assert_eq!(f.header.rsv, RSV1, "every message here is compressed");
+    }
+    frames.into_iter().map(|f| f.payload).collect()
+}
+
+#[test]
+fn default_server_answers_browser_and_python_offers_without_context_takeover() {
+    let server = DeflateConfig::default();
+    // What a browser does: context takeover of its own unless the server says otherwise.
+    let browser = DeflateConfig::default().context_takeover(true);
+    let (mut pair, params) = negotiated_pair(BROWSER_OFFER, &server, &browser);
+    assert_eq!(
+        params.to_response_header(),
+        "permessage-deflate; server_no_context_takeover; client_no_context_takeover"
+    );
+    // The same small message twice each way, read in 1 to 13 bytes at a time: without context
+    // takeover both copies compress to the same bytes (each starts from an empty window).
+    let msgs = [Message::text(chat(1)), Message::text(chat(1)), Message::binary(vec![9u8; 70_000])];
+    let reads = [1, 2, 3, 5, 8, 13];
+    let Pair { client, server } = &mut pair;
+    let up = send_split(client, server, &msgs, &reads);
+    let down = send_split(server, client, &msgs, &reads);
+    for wire in [&up, &down] {
+        assert_eq!(wire[0], wire[1], "a second copy referred back to the first");
+        assert!(wire[2].len() < 1000, "70,000 equal bytes compressed to {}", wire[2].len());
+    }
+}
+
+#[test]
+fn small_json_messages_round_trip_in_both_modes_and_takeover_compresses_better() {
+    let msgs: Vec<Message> = (0..200).map(|i| Message::text(chat(i))).collect();
+    let plain: usize = msgs.iter().map(|m| m.payload().len()).sum();
+    let mut sizes = Vec::new();
+    for takeover in [false, true] {
+        let config = DeflateConfig::default().context_takeover(takeover);
+        let (mut pair, params) = negotiated_pair(BROWSER_OFFER, &config, &config);
+        assert_eq!(params.server_no_context_takeover(), !takeover);
+        assert_eq!(params.client_no_context_takeover(), !takeover);
+        let Pair { client, server } = &mut pair;
+        let up: usize = send_split(client, server, &msgs, &[4096]).iter().map(Vec::len).sum();
+        let down: usize = send_split(server, client, &msgs, &[4096]).iter().map(Vec::len).sum();
+        assert!(up < plain && down < plain, "{takeover}: {up} {down} of {plain}");
+        sizes.push(down);
+    }
+    // Context takeover is what makes small messages small (keys repeated across messages).
+    assert!(sizes[1] * 2 < sizes[0], "with takeover {} bytes, without {}", sizes[1], sizes[0]);
+}
+
+#[test]
+fn fragmented_compressed_message_split_across_reads_inflates_without_context_takeover() {
+    // A compressed message in three frames (RSV1 on the first only, RFC 7692 §6.1), each read
+    // a few bytes at a time, with a ping between the fragments and an uncompressed message
+    // streamed the other way (chunks are never compressed) while it is in flight.
+    let config = DeflateConfig::default();
+    let (mut pair, _) = negotiated_pair(BROWSER_OFFER, &config, &config);
+    let text = chat(7).repeat(30);
+    let mut compressed = compress(text.as_bytes());
+    assert!(compressed.len() > 30);
+    let third = compressed.len() / 3;
+    let rest = compressed.split_off(third);
+    let (middle, last) = rest.split_at(third);
+    let mut wire = raw_frame(RSV1_BIT | TEXT, Some(KEY), &compressed);
+    wire.extend(raw_frame(PING | FIN, Some(KEY), b"between"));
+    wire.extend(raw_frame(CONT, Some(KEY), middle));
+    wire.extend(raw_frame(FIN | CONT, Some(KEY), last));
+    let server = &mut pair.server;
+    let mut events = Vec::new();
+    for (i, piece) in wire.chunks(5).enumerate() {
+        server.handle_input(piece);
+        events.extend(poll_all(server));
+        if i == 3 {
+            server.send_chunk(wsx_proto::Chunk::binary(vec![1u8; 100], true, false)).unwrap();
+        }
+    }
+    server.send_chunk(wsx_proto::Chunk::binary(vec![2u8; 100], false, true)).unwrap();
+    assert_eq!(
+        events,
+        vec![Ok(Message::Ping(b"between"[..].into())), Ok(Message::text(text.clone()))]
+    );
+    let sent = parse_frames(&take_transmit(server));
+    let data: Vec<_> = sent.iter().filter(|f| f.header.opcode != OpCode::Pong).collect();
+    assert_eq!(data.len(), 2);
+    assert!(data.iter().all(|f| f.header.rsv == 0), "a streamed message went out compressed");
+    // The same message again inflates the same: nothing was kept from the first.
+    server.handle_input(&raw_frame(
+        FIN | RSV1_BIT | TEXT,
+        Some(KEY),
+        &[&compressed[..], middle, last].concat(),
+    ));
+    assert_eq!(poll_all(server), vec![Ok(Message::text(text))]);
 }

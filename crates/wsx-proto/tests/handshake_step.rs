@@ -72,7 +72,12 @@ fn server_answers_with_the_negotiated_headers_and_a_ready_connection() {
         .unwrap();
     let h = accepted.response.headers();
     assert_eq!(h["sec-websocket-accept"], "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
-    assert_eq!(h["sec-websocket-extensions"], "permessage-deflate");
+    // The default keeps no codec state between messages: both parameters, though the
+    // (browser's) offer named neither (RFC 7692 §7.1.1.1, §7.1.1.2).
+    assert_eq!(
+        h["sec-websocket-extensions"],
+        "permessage-deflate; server_no_context_takeover; client_no_context_takeover"
+    );
     assert!(accepted.connection.is_deflate_enabled());
     // Without the config's consent, no compression even when offered.
     let accepted = ServerPolicy::new(Config::default())
@@ -119,8 +124,14 @@ fn client_fails_on_what_it_did_not_offer() {
         HandshakeError::UnofferedProtocol("other".into())
     );
     let offering = ClientOffer::new(deflate(), ["chat"]).unwrap();
+    // The default offer asks for server_no_context_takeover, so an answer must name it.
+    assert_eq!(
+        offering.process_response(&response_101(&offering, &ext)).map(|_| ()).unwrap_err(),
+        HandshakeError::UnofferedExtension("permessage-deflate".into())
+    );
+    let answer = ("Sec-WebSocket-Extensions", "permessage-deflate; server_no_context_takeover");
     let ok = offering
-        .process_response(&response_101(&offering, &[ext[0], ("Sec-WebSocket-Protocol", "chat")]))
+        .process_response(&response_101(&offering, &[answer, ("Sec-WebSocket-Protocol", "chat")]))
         .unwrap();
     assert_eq!(ok.protocol.as_deref(), Some("chat"));
     assert!(ok.connection.is_deflate_enabled());

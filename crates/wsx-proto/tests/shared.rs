@@ -18,6 +18,11 @@ fn params() -> Params {
     deflate::negotiate([deflate::NAME], &DeflateConfig::default()).unwrap()
 }
 
+/// What a plain offer negotiates with a server that keeps its context.
+fn takeover_params() -> Params {
+    deflate::negotiate([deflate::NAME], &DeflateConfig::default().context_takeover(true)).unwrap()
+}
+
 /// The messages a client reads from `wire`.
 fn read_as_client(wire: &[u8], deflate: bool) -> Vec<Message> {
     let mut client = Connection::new(Role::Client, Config::default());
@@ -123,7 +128,7 @@ fn a_compressed_shared_frame_goes_only_where_no_server_context_takeover_was_nego
     }
 
     for conn in [
-        Connection::new(Role::Server, Config::default()).with_deflate(params()),
+        Connection::new(Role::Server, Config::default()).with_deflate(takeover_params()),
         Connection::new(Role::Server, Config::default()),
         Connection::new(Role::Server, Config::default()).with_deflate(negotiated(
             "permessage-deflate; server_no_context_takeover; server_max_window_bits=10",

@@ -55,9 +55,10 @@ async fn case_count(base: &str) -> Result<u32, wsx::Error> {
 
 /// Echoes every data message until the connection ends.
 async fn echo(url: &str) -> Result<(), wsx::Error> {
-    // Offer client_no_context_takeover too: cases 13.2, 13.5 and 13.6 accept compression only
-    // from clients that offer it, and every other case works with it.
-    let deflate = DeflateConfig::default().client_no_context_takeover(true);
+    // Offer client_no_context_takeover: cases 13.2, 13.5 and 13.6 accept compression only
+    // from clients that offer it, and every other case works with it. Not
+    // server_no_context_takeover (in the default offer): the cases choose the server's side.
+    let deflate = DeflateConfig::default().server_no_context_takeover(false);
     let config = Config::default().deflate(Some(deflate));
     let (mut ws, _) = ClientBuilder::new(url).config(config).connect().await?;
     while let Some(msg) = ws.recv().await {

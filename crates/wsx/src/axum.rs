@@ -39,9 +39,10 @@
 //!
 //! **Compression**: the extractor starts from [`Config::default`] with permessage-deflate
 //! allowed ([`DeflateConfig::default`]), so it is used whenever the client offers it, as
-//! browsers do. With context takeover that costs about 300 KiB per connection (see
-//! [`wsx_proto::deflate`]); turn it off with `.deflate(None)` or tune it with
-//! `.deflate(DeflateConfig::default().server_no_context_takeover(true))`.
+//! browsers do. The default answers without context takeover either way, so a connection keeps
+//! no codec between messages; `.deflate(DeflateConfig::default().context_takeover(true))`
+//! compresses small similar messages far better at about 300 KiB per connection (see
+//! [`wsx_proto::deflate`]); `.deflate(None)` turns compression off.
 //!
 //! The request is checked and negotiated by
 //! [`ServerPolicy::accept`](wsx_proto::handshake::ServerPolicy::accept), as by every other

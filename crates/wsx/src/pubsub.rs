@@ -53,9 +53,11 @@
 //!   Every other subscriber, those with context takeover included, gets the uncompressed frame,
 //!   which permessage-deflate allows at any time (RFC 7692 §6) and which leaves their
 //!   compression context untouched: compressing per subscriber would cost the CPU of one
-//!   compression per delivery. A server that wants its pub/sub traffic compressed negotiates
-//!   `server_no_context_takeover` (`DeflateConfig::server_no_context_takeover`, as
-//!   `wsx serve --pubsub` does).
+//!   compression per delivery. [`DeflateConfig::default`] negotiates
+//!   `server_no_context_takeover`, so every subscriber that compresses takes the shared frame;
+//!   a server with context takeover keeps `DeflateConfig::server_no_context_takeover` on for
+//!   its pub/sub traffic to be compressed (as `wsx serve --pubsub --deflate-context-takeover`
+//!   does).
 //! - **Deliveries are written while the connection is driven**: by receiving (the usual loop),
 //!   and by sending or flushing. A connection that is not polled keeps its deliveries queued,
 //!   up to the bound above.

@@ -16,7 +16,11 @@ Usage:
       permessage-deflate is closed with 4000.
 
 MODE:
-  default              compression="deflate" (websockets' own settings)
+  default              compression="deflate" (websockets' own settings); as a client,
+                       expects the wsx server's default answer: no context takeover
+                       either way
+  takeover             (client) the same offer, against a wsx server with context
+                       takeover: expects neither no_context_takeover parameter
   no-context-takeover  both no_context_takeover parameters
   server-window-8      (client) server_max_window_bits=8, client_max_window_bits=9:
                        the server cannot compress with 8 bits, so it must not
@@ -90,7 +94,7 @@ def messages() -> list:
 
 
 def client_extensions(mode: str):
-    if mode == "default":
+    if mode in ("default", "takeover"):
         return {"compression": "deflate"}
     if mode == "no-context-takeover":
         factory = ClientPerMessageDeflateFactory(
@@ -119,13 +123,14 @@ def check_client_extension(mode: str, ws) -> None:
     got = (ext.remote_no_context_takeover, ext.local_no_context_takeover,
            ext.remote_max_window_bits, ext.local_max_window_bits)
     expected = {
-        "default": (False, False, 15, 15),
+        "default": (True, True, 15, 15),
+        "takeover": (False, False, 15, 15),
         "no-context-takeover": (True, True, 15, 15),
-        "server-window-8": (False, False, 8, 9),
+        "server-window-8": (True, True, 8, 9),
     }[mode]
     if got != expected:
         fail(f"negotiated {got}, expected {expected}")
-    if mode == "no-context-takeover" and not (
+    if mode in ("default", "no-context-takeover") and not (
         "server_no_context_takeover" in header and "client_no_context_takeover" in header
     ):
         fail(f"the response does not name both no_context_takeover parameters: {header!r}")

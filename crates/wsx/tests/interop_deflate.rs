@@ -39,7 +39,17 @@ const STEP: Duration = Duration::from_secs(60);
 
 #[test]
 fn python_client_with_default_deflate_against_wsx_server() {
+    // websockets' default offer (`permessage-deflate; client_max_window_bits`, Chromium's too)
+    // gets the default answer: no context takeover either way, which it accepts.
     python_client_against_wsx_server("default");
+}
+
+#[test]
+fn python_client_against_wsx_server_with_context_takeover() {
+    python_client_against_server(
+        "takeover",
+        WsxServer::start(DeflateConfig::default().context_takeover(true)),
+    );
 }
 
 #[test]
@@ -56,7 +66,11 @@ fn python_client_limiting_the_server_to_8_bits_gets_uncompressed_frames() {
 
 /// Runs the Python client in `mode` against a wsx echo server with deflate on by default.
 fn python_client_against_wsx_server(mode: &str) {
-    let server = WsxServer::start(DeflateConfig::default());
+    python_client_against_server(mode, WsxServer::start(DeflateConfig::default()));
+}
+
+/// Runs the Python client in `mode` against `server`.
+fn python_client_against_server(mode: &str, server: WsxServer) {
     let url = format!("ws://{}/deflate", server.addr);
     let out = log_path(&format!("deflate-python-client-{mode}"), server.addr.port());
     let mut cmd = Command::new(python());
@@ -178,7 +192,8 @@ async fn echo(tcp: tokio::net::TcpStream, config: Config) -> Result<ServedConnec
 
 #[test]
 fn wsx_client_with_context_takeover_against_python_server() {
-    let header = wsx_client_against_python_server("default", DeflateConfig::default(), true);
+    let takeover = DeflateConfig::default().context_takeover(true);
+    let header = wsx_client_against_python_server("default", takeover, true);
     // websockets' defaults: 12-bit windows both ways, context kept.
     assert!(!header.contains("no_context_takeover"), "{header}");
     assert!(header.contains("server_max_window_bits=12"), "{header}");
@@ -187,18 +202,16 @@ fn wsx_client_with_context_takeover_against_python_server() {
 
 #[test]
 fn wsx_client_asking_for_no_context_takeover_against_python_server() {
-    let mut config = DeflateConfig::default();
-    config.server_no_context_takeover = true;
-    config.client_no_context_takeover = true;
-    let header = wsx_client_against_python_server("default", config, true);
+    // The default offer asks for no context takeover either way.
+    let header = wsx_client_against_python_server("default", DeflateConfig::default(), true);
     assert!(header.contains("server_no_context_takeover"), "{header}");
     assert!(header.contains("client_no_context_takeover"), "{header}");
 }
 
 #[test]
 fn python_server_imposing_no_context_takeover_on_wsx_client() {
-    let header =
-        wsx_client_against_python_server("no-context-takeover", DeflateConfig::default(), true);
+    let takeover = DeflateConfig::default().context_takeover(true);
+    let header = wsx_client_against_python_server("no-context-takeover", takeover, true);
     assert!(header.contains("server_no_context_takeover"), "{header}");
     assert!(header.contains("client_no_context_takeover"), "{header}");
 }

@@ -275,11 +275,13 @@ async fn an_overflowing_subscriber_is_closed_with_1013_under_the_close_policy() 
     }
 }
 
-/// A pair with permessage-deflate negotiated from `offer`.
+/// A pair with permessage-deflate negotiated from `offer` by a server that keeps its context
+/// unless the offer asks otherwise.
 fn deflate_pair(offer: &str) -> (WebSocket<DuplexStream>, WebSocket<DuplexStream>) {
     use wsx::proto::deflate::{self, DeflateConfig};
     use wsx::proto::Connection;
-    let params = deflate::negotiate([offer], &DeflateConfig::default()).unwrap();
+    let takeover = DeflateConfig::default().context_takeover(true);
+    let params = deflate::negotiate([offer], &takeover).unwrap();
     let (a, b) = tokio::io::duplex(64 << 10);
     let server = Connection::new(Role::Server, Config::default()).with_deflate(params);
     let client = Connection::new(Role::Client, Config::default()).with_deflate(params);
