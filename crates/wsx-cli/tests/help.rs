@@ -17,6 +17,7 @@ const NO_DEFAULT: &[&str] = &[
     "--exec",
     "--sh",
     "--to",
+    "--broker",
     // connect
     "--header",
     "--protocol",
