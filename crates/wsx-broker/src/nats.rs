@@ -29,8 +29,10 @@ const PUBLISH_BATCH: usize = 512;
 const CLIENT_CAPACITY: usize = 128;
 
 /// Messages from the broker waiting in one subscription's channel, at most (past that
-/// async-nats drops them: a slow consumer); each at most the server's `max_payload`.
-const SUBSCRIPTION_CAPACITY: usize = 256;
+/// async-nats drops them: a slow consumer); each at most the server's `max_payload` (1 MiB by
+/// default). async-nats's default is 65,536; 256 lost messages of a burst of 1,000 on a
+/// loaded machine, so a burst of a few thousand passes.
+const SUBSCRIPTION_CAPACITY: usize = 8192;
 
 /// The reconnect delay async-nats gets once the link is gone: it does not stop retrying by
 /// itself, so it waits this long (and never tries again in practice).
