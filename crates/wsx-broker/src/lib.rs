@@ -901,13 +901,15 @@ mod tests {
     fn settings_out_of_range_are_clamped() {
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
         let _guard = runtime.enter();
-        let mut config = LinkConfig::default();
-        config.max_queued = 0;
-        config.subscribe_batch = 0;
-        config.ping_interval = Duration::ZERO;
-        config.timeout = Duration::ZERO;
-        config.min_backoff = Duration::ZERO;
-        config.max_backoff = Duration::ZERO;
+        let config = LinkConfig {
+            max_queued: 0,
+            subscribe_batch: 0,
+            ping_interval: Duration::ZERO,
+            timeout: Duration::ZERO,
+            min_backoff: Duration::ZERO,
+            max_backoff: Duration::ZERO,
+            ..LinkConfig::default()
+        };
         let link = Link::new("redis://127.0.0.1:1", config).unwrap();
         let c = &link.shared.config;
         assert_eq!((c.max_queued, c.subscribe_batch), (1, 1));
