@@ -267,3 +267,40 @@ async fn redis_stalled_broker_bounds_the_bytes() {
 async fn nats_stalled_broker_bounds_the_bytes() {
     a_stalled_broker_bounds_the_bytes(BrokerKind::Nats).await;
 }
+
+/// The hub gone while a stats handle (a clone of the link) lives on and the broker is away:
+/// Redis's task stops retrying (it looks at the hub between attempts).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_stops_retrying_once_the_hub_is_gone() {
+    let Some(mut broker) = BrokerProcess::start(BrokerKind::Redis) else { return };
+    let url = broker.url();
+    broker.kill();
+    let config =
+        LinkConfig::default().backoff(Duration::from_millis(10), Duration::from_millis(20));
+    let link = Link::new(&url, config).unwrap();
+    let hub = Hub::with_broker(HubConfig::default(), link.clone());
+    wait("retrying", || link.stats().failed_connects >= 3).await;
+    drop(hub);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let stopped_at = link.stats().failed_connects;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(link.stats().failed_connects, stopped_at, "still retrying without a hub");
+}
+
+/// A NATS link dropped (hub and every handle) during an outage: async-nats does not come back
+/// to the broker once it is up again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nats_does_not_reconnect_once_the_link_is_gone() {
+    let Some(mut broker) = BrokerProcess::start(BrokerKind::Nats) else { return };
+    let config =
+        LinkConfig::default().backoff(Duration::from_millis(50), Duration::from_millis(100));
+    let (hub, link) = node(&broker, config);
+    wait("connected", || link.stats().connected).await;
+    broker.kill();
+    wait("down", || !link.stats().connected).await;
+    drop((hub, link));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    broker.restart();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(broker.client_count(), 0, "async-nats reconnected for a link that is gone");
+}
