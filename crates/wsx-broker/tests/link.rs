@@ -301,6 +301,10 @@ async fn nats_does_not_reconnect_once_the_link_is_gone() {
     drop((hub, link));
     tokio::time::sleep(Duration::from_millis(300)).await;
     broker.restart();
+    // Connecting and leaving at once would not show in the clients of the moment: the
+    // broker's count of every connection since its restart (the helper's own probe of the
+    // port, made before it reported the broker up, among them).
+    let probes = broker.total_connections();
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    assert_eq!(broker.client_count(), 0, "async-nats reconnected for a link that is gone");
+    assert_eq!(broker.total_connections(), probes, "async-nats reconnected for a gone link");
 }

@@ -212,6 +212,13 @@ impl BrokerProcess {
         }
     }
 
+    /// NATS: how many client connections the broker accepted since it (re)started, the
+    /// closed ones included (`/varz` `total_connections`).
+    pub(crate) fn total_connections(&self) -> usize {
+        let body = http_get(self.monitor, "/varz").unwrap_or_else(|e| panic!("/varz: {e}"));
+        number_after(&body, "\"total_connections\":").unwrap_or_else(|| panic!("{body}"))
+    }
+
     /// How many subscriptions the broker's clients hold, all together.
     pub(crate) fn subscription_count(&self) -> usize {
         match self.kind {
