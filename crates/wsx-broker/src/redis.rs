@@ -67,14 +67,22 @@ pub(crate) async fn run(shared: &Arc<Shared>, hub: &WeakHub, rx: &mut mpsc::Rece
             Ended::Failed(fault, e) => shared.fail(fault, &e),
         }
         shared.drop_queued(rx);
-        if up_at.is_some_and(|t: Instant| t.elapsed() >= stable) {
-            attempt = 0;
-        }
+        attempt = attempt_after(attempt, up_at.map(|t| t.elapsed()), stable);
         tokio::time::sleep(crate::backoff(&shared.config, attempt)).await;
         attempt = attempt.saturating_add(1);
         if hub.upgrade().is_none() {
             return;
         }
+    }
+}
+
+/// The backoff attempt to wait for after a session that was up for `up_for` (`None`: it
+/// never came up): from the start again only after a link that stayed up `stable`.
+fn attempt_after(attempt: u32, up_for: Option<Duration>, stable: Duration) -> u32 {
+    if up_for.is_some_and(|d| d >= stable) {
+        0
+    } else {
+        attempt
     }
 }
 
@@ -236,5 +244,18 @@ async fn publish(
             shared.dropped.fetch_add(n, Ordering::Relaxed);
             Err(e.into())
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_flapping_broker_does_not_reset_the_backoff() {
+        let stable = Duration::from_secs(5);
+        assert_eq!(attempt_after(6, None, stable), 6, "never up");
+        assert_eq!(attempt_after(6, Some(Duration::from_millis(50)), stable), 6, "flapping");
+        assert_eq!(attempt_after(6, Some(Duration::from_secs(5)), stable), 0, "stayed up");
     }
 }
