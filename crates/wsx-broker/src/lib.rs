@@ -603,9 +603,13 @@ impl Shared {
         changes
     }
 
-    /// The link is up and every live topic subscribed.
+    /// The link is up and every live topic subscribed. Nothing if it already was (NATS: the
+    /// state tick and the `Connected` event may both see one connection come up).
     fn up(&self, resubscribe: Duration) {
         let mut status = lock(&self.status);
+        if self.connected.load(Ordering::Relaxed) {
+            return;
+        }
         status.last_resubscribe = Some(resubscribe);
         if status.was_up {
             status.reconnects += 1;
@@ -884,6 +888,9 @@ mod tests {
         shared.down("connection refused");
         assert_eq!(status(&link), (false, 2, 0, 4));
         assert_eq!(lock(&shared.status).fault, Some(Fault::Unreachable));
+        shared.up(Duration::ZERO);
+        assert_eq!(status(&link), (true, 2, 1, 4));
+        // Up twice for one connection (the NATS tick and its event): one reconnect.
         shared.up(Duration::ZERO);
         assert_eq!(status(&link), (true, 2, 1, 4));
         // The password never shows.
