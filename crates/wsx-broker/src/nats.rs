@@ -210,8 +210,9 @@ pub(crate) async fn run(shared: &Arc<Shared>, hub: &WeakHub, rx: &mut mpsc::Rece
     }
 }
 
-/// Every subscription was written again before the client counts as connected; a flush is a
-/// round trip behind them: the link is up once it is answered.
+/// The client counts as connected after its handshake's PING was answered, with every
+/// subscription queued again before that; async-nats's flush writes them out (it waits for
+/// the socket, not for the broker): the link is up once it is done.
 async fn flush(shared: &Shared, client: &Client) {
     let started = Instant::now();
     match timeout(shared.config.timeout, client.flush()).await {
