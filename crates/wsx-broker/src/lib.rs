@@ -52,7 +52,25 @@
 //!   live topic in batches, and delivery resumes; nothing from the outage is replayed.
 //! - **A slow broker** costs a bounded queue: at most [`LinkConfig::max_queued`] messages and
 //!   [`LinkConfig::max_queued_bytes`] bytes wait to be sent; past that a publish is dropped for
-//!   the other nodes and counted, and the publisher never waits.
+//!   the other nodes and counted, and the publisher never waits. Bytes stay counted until the
+//!   driver has handed them on: Redis until the broker answered the pipeline (so nothing more
+//!   waits); NATS until async-nats took the message into its channel, which holds at most 128
+//!   more (with its 64 KiB write buffer: the only bytes beyond the bound). Measured with a
+//!   stalled broker and 1,000 publishes of 512 KiB, 16 MiB bound: the process grew 19 MiB
+//!   (Redis), 81 MiB (NATS).
+//! - **What comes in** is checked: a payload over [`LinkConfig::max_message_size`] is dropped
+//!   and counted ([`LinkStats::too_large`]); Redis still reads it whole first (up to its
+//!   `proto-max-bulk-len`, 512 MB by default), NATS refuses it at the server past its
+//!   `max_payload` (1 MiB by default). Anything that begins with the envelope's prefix (`wsx`
+//!   and a byte below 0x20, the version) but is not a valid version-1 envelope is dropped and
+//!   counted ([`LinkStats::malformed`]). Everything else is a *foreign* message (published by
+//!   something else than a node, `redis-cli PUBLISH wsx.room hi` say): delivered as it is,
+//!   text when it is UTF-8, binary otherwise. NATS holds at most 8,192 messages per topic
+//!   waiting for the link's task; past that async-nats drops them (a slow consumer).
+//! - **Credentials never show**: logs, [`LinkStats::url`], `Debug` and [`public_url`] give the
+//!   URL with its password as `***`, and a user without a password (a NATS token) as well.
+//! - **One hub per link**: a clone of a link given to a second hub is refused there (logged at
+//!   error level; that hub stays local), so it cannot disturb the first hub's topics.
 
 #![deny(unsafe_code)]
 // Without a broker feature there is no driver: the link refuses every URL, and the machinery
@@ -126,6 +144,10 @@ pub struct LinkConfig {
     /// Put before a topic's name to make the broker channel (Redis) or subject (NATS, where
     /// the topic is escaped into one subject token). Default `wsx.`.
     pub prefix: String,
+    /// A message from the broker whose payload is longer than this is dropped (and counted
+    /// in [`LinkStats::too_large`]), as the node's own limit on what its clients publish
+    /// would refuse it. Default 64 MiB.
+    pub max_message_size: usize,
 }
 
 impl Default for LinkConfig {
@@ -139,6 +161,7 @@ impl Default for LinkConfig {
             min_backoff: Duration::from_millis(100),
             max_backoff: Duration::from_secs(5),
             prefix: "wsx.".into(),
+            max_message_size: 64 << 20,
         }
     }
 }
@@ -186,6 +209,44 @@ impl LinkConfig {
         self.prefix = prefix.into();
         self
     }
+
+    /// Sets [`Self::max_message_size`].
+    pub fn max_message_size(mut self, n: usize) -> Self {
+        self.max_message_size = n;
+        self
+    }
+
+    /// The settings with every value in its working range, whichever way they were set:
+    /// at least one queued message and one topic per batch, a timeout and a ping interval of
+    /// at least 10 ms, a backoff of at least [`MIN_BACKOFF`], `max_backoff >= min_backoff`.
+    fn clamped(mut self) -> Self {
+        const FLOOR: Duration = Duration::from_millis(10);
+        self.max_queued = self.max_queued.max(1);
+        self.subscribe_batch = self.subscribe_batch.max(1);
+        self.timeout = self.timeout.max(FLOOR);
+        self.ping_interval = self.ping_interval.max(FLOOR);
+        self.min_backoff = self.min_backoff.max(MIN_BACKOFF);
+        self.max_backoff = self.max_backoff.max(self.min_backoff);
+        self
+    }
+}
+
+/// The shortest wait between reconnects, whatever [`LinkConfig::min_backoff`] says.
+pub const MIN_BACKOFF: Duration = Duration::from_millis(10);
+
+/// `url` as it may be shown (logs, `/stats`, error messages): a password replaced by `***`,
+/// and a user name without a password as well (a NATS token: `nats://TOKEN@host`); a URL that
+/// does not parse is not shown at all.
+pub fn public_url(url: &str) -> String {
+    let Ok(mut public) = url::Url::parse(url) else {
+        return "(an invalid URL)".to_owned();
+    };
+    if public.password().is_some() {
+        let _ = public.set_password(Some("***"));
+    } else if !public.username().is_empty() {
+        let _ = public.set_username("***");
+    }
+    public.to_string()
 }
 
 /// Which broker a [`Link`] talks to.
@@ -236,6 +297,12 @@ pub struct LinkStats {
     pub received: u64,
     /// This node's own messages, brought back by the broker and skipped.
     pub own_skipped: u64,
+    /// Messages from the broker dropped for a payload over [`LinkConfig::max_message_size`].
+    pub too_large: u64,
+    /// Messages from the broker dropped as broken envelopes: they begin with the envelope's
+    /// magic (`wsx` and a version byte below 0x20) but are of an unknown version, an unknown
+    /// kind, too short, or text that is not UTF-8.
+    pub malformed: u64,
     /// Topics this node is subscribed to at the broker (or will be, once connected).
     pub topics: usize,
     /// SUBSCRIBE and UNSUBSCRIBE commands sent (Redis: one per batch of topics), or SUB and
@@ -248,10 +315,27 @@ pub struct LinkStats {
 
 /// A node's connection to a broker, and the [`Broker`] of its hub. Cloning shares it; the
 /// link's task stops when the hub and every clone are gone.
-#[derive(Clone)]
+///
+/// A link serves one hub: given to a second one (a clone of it), it refuses it at
+/// [`Hub::with_broker`] (logged at error level), and that hub's subscriptions and publishes
+/// never reach the link (they stay local to that hub); the clone given to the first hub, and
+/// every other clone, go on as before.
 pub struct Link {
     shared: Arc<Shared>,
     _stop: Arc<DropGuard>,
+    /// This clone was given to a hub after another one had the link: it does nothing.
+    refused: AtomicBool,
+}
+
+impl Clone for Link {
+    fn clone(&self) -> Self {
+        // A clone is its own handle: refusing one given to a second hub leaves the others.
+        Self {
+            shared: self.shared.clone(),
+            _stop: self._stop.clone(),
+            refused: AtomicBool::new(self.refused.load(Ordering::Relaxed)),
+        }
+    }
 }
 
 impl fmt::Debug for Link {
@@ -277,22 +361,19 @@ impl Link {
             }
             #[cfg(feature = "nats")]
             "nats" | "tls" => {
-                nats::check(url)?;
+                nats::check_url(url)?;
                 Kind::Nats
             }
             other => return Err(Error::Scheme(other.to_owned())),
         };
         let runtime = tokio::runtime::Handle::try_current().map_err(|_| Error::NoRuntime)?;
-        let mut public = parsed.clone();
-        if public.password().is_some() {
-            let _ = public.set_password(Some("***"));
-        }
+        let config = config.clamped();
         let (tx, rx) = mpsc::channel(config.max_queued);
         let stop = CancellationToken::new();
         let shared = Arc::new(Shared {
             kind,
             url: url.to_owned(),
-            public_url: public.to_string(),
+            public_url: public_url(url),
             node_id: random_u64(),
             config,
             runtime,
@@ -308,9 +389,11 @@ impl Link {
             dropped: AtomicU64::new(0),
             received: AtomicU64::new(0),
             own_skipped: AtomicU64::new(0),
+            too_large: AtomicU64::new(0),
+            malformed: AtomicU64::new(0),
             subscribe_requests: AtomicU64::new(0),
         });
-        Ok(Self { shared, _stop: Arc::new(stop.drop_guard()) })
+        Ok(Self { shared, _stop: Arc::new(stop.drop_guard()), refused: AtomicBool::new(false) })
     }
 
     /// The broker's kind.
@@ -341,6 +424,8 @@ impl Link {
             dropped: s.dropped.load(Ordering::Relaxed),
             received: s.received.load(Ordering::Relaxed),
             own_skipped: s.own_skipped.load(Ordering::Relaxed),
+            too_large: s.too_large.load(Ordering::Relaxed),
+            malformed: s.malformed.load(Ordering::Relaxed),
             topics: lock(&s.topics).live.len(),
             subscribe_requests: s.subscribe_requests.load(Ordering::Relaxed),
             last_resubscribe: status.last_resubscribe,
@@ -351,7 +436,12 @@ impl Link {
 impl Broker for Link {
     fn start(&self, hub: WeakHub) {
         let Some(rx) = lock(&self.shared.queue_rx).take() else {
-            warn!("a broker link was given to a second hub: it serves only the first");
+            self.refused.store(true, Ordering::Relaxed);
+            error!(
+                "the link to broker {} was given to a second hub: refused, that hub stays local \
+                 (a link serves one hub)",
+                self.shared.public_url
+            );
             return;
         };
         let shared = self.shared.clone();
@@ -365,6 +455,9 @@ impl Broker for Link {
     }
 
     fn subscribed(&self, topic: &str) {
+        if self.refused.load(Ordering::Relaxed) {
+            return;
+        }
         let mut topics = lock(&self.shared.topics);
         let topic: Arc<str> = Arc::from(topic);
         topics.live.insert(topic.clone());
@@ -374,6 +467,9 @@ impl Broker for Link {
     }
 
     fn unsubscribed(&self, topic: &str) {
+        if self.refused.load(Ordering::Relaxed) {
+            return;
+        }
         let mut topics = lock(&self.shared.topics);
         topics.live.remove(topic);
         topics.dirty.insert(Arc::from(topic));
@@ -382,6 +478,9 @@ impl Broker for Link {
     }
 
     fn publish(&self, topic: &str, message: &Message) {
+        if self.refused.load(Ordering::Relaxed) {
+            return;
+        }
         let s = &*self.shared;
         let payload = message.payload();
         let len = payload.len();
@@ -429,6 +528,8 @@ struct Shared {
     dropped: AtomicU64,
     received: AtomicU64,
     own_skipped: AtomicU64,
+    too_large: AtomicU64,
+    malformed: AtomicU64,
     subscribe_requests: AtomicU64,
 }
 
@@ -502,9 +603,13 @@ impl Shared {
         changes
     }
 
-    /// The link is up and every live topic subscribed.
+    /// The link is up and every live topic subscribed. Nothing if it already was (NATS: the
+    /// state tick and the `Connected` event may both see one connection come up).
     fn up(&self, resubscribe: Duration) {
         let mut status = lock(&self.status);
+        if self.connected.load(Ordering::Relaxed) {
+            return;
+        }
         status.last_resubscribe = Some(resubscribe);
         if status.was_up {
             status.reconnects += 1;
@@ -574,22 +679,36 @@ impl Shared {
 
     /// Takes `out` off the queue's byte count.
     fn sent(&self, out: &Outgoing) {
-        self.queued_bytes.fetch_sub(out.payload_len, Ordering::Relaxed);
+        self.sent_bytes(out.payload_len);
+    }
+
+    /// Takes `n` payload bytes off the queue's byte count (publishes sent, or dropped).
+    fn sent_bytes(&self, n: usize) {
+        self.queued_bytes.fetch_sub(n, Ordering::Relaxed);
     }
 
     /// A message from the broker for `topic`: delivered here unless this node sent it.
     fn incoming(&self, hub: &Hub, topic: &str, data: &[u8]) {
+        // The envelope's header is not payload; a foreign message is payload throughout.
+        let header = if is_envelope(data) { HEADER } else { 0 };
+        if data.len().saturating_sub(header) > self.config.max_message_size {
+            self.too_large.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
         match open_envelope(data) {
-            Some((node, _)) if node == self.node_id => {
+            Opened::Envelope(node, _) if node == self.node_id => {
                 self.own_skipped.fetch_add(1, Ordering::Relaxed);
             }
-            Some((_, message)) => {
+            Opened::Envelope(_, message) => {
                 self.received.fetch_add(1, Ordering::Relaxed);
                 hub.deliver(topic, &message);
             }
+            Opened::Malformed => {
+                self.malformed.fetch_add(1, Ordering::Relaxed);
+            }
             // Published by something else than a wsx node (a backend with redis-cli, say):
-            // text when it is UTF-8.
-            None => {
+            // text when it is UTF-8, binary otherwise.
+            Opened::Foreign => {
                 self.received.fetch_add(1, Ordering::Relaxed);
                 let data = Bytes::copy_from_slice(data);
                 let message = match Utf8Bytes::try_from(data.clone()) {
@@ -619,11 +738,31 @@ async fn run(shared: Arc<Shared>, hub: WeakHub, mut rx: mpsc::Receiver<Outgoing>
 /// `wsx` 1: the magic and version of an envelope.
 const MAGIC: &[u8; 4] = b"wsx\x01";
 
+/// The bytes of an envelope before its payload: magic, kind, node id.
+const HEADER: usize = 13;
+
+/// What every envelope begins with, of any version: `wsx` and a version byte below 0x20 (a
+/// control character: a text that begins with `wsx` is not taken for one).
+fn is_envelope(data: &[u8]) -> bool {
+    data.len() >= 4 && data[..3] == MAGIC[..3] && data[3] < 0x20
+}
+
+/// A message from the broker, looked at.
+#[derive(Debug, PartialEq)]
+enum Opened {
+    /// From a wsx node: its id, the message.
+    Envelope(u64, Message),
+    /// Begins as an envelope but is not a valid one of version 1: dropped.
+    Malformed,
+    /// Not from a wsx node: delivered as it is.
+    Foreign,
+}
+
 /// A message as it goes through the broker: magic, kind (`t` or `b`), the node id (8 bytes,
 /// big-endian), the payload.
 fn envelope(node_id: u64, message: &Message) -> Bytes {
     let payload = message.payload();
-    let mut out = BytesMut::with_capacity(13 + payload.len());
+    let mut out = BytesMut::with_capacity(HEADER + payload.len());
     out.put_slice(MAGIC);
     out.put_u8(if matches!(message, Message::Text(_)) { b't' } else { b'b' });
     out.put_u64(node_id);
@@ -631,18 +770,24 @@ fn envelope(node_id: u64, message: &Message) -> Bytes {
     out.freeze()
 }
 
-/// The sender and message of an envelope; `None` if `data` is not one.
-fn open_envelope(data: &[u8]) -> Option<(u64, Message)> {
-    let rest = data.strip_prefix(MAGIC)?;
-    let (&kind, rest) = rest.split_first()?;
-    let node = u64::from_be_bytes(rest.get(..8)?.try_into().ok()?);
-    let payload = Bytes::copy_from_slice(&rest[8..]);
-    let message = match kind {
-        b't' => Message::Text(Utf8Bytes::try_from(payload).ok()?),
-        b'b' => Message::Binary(payload),
-        _ => return None,
+/// What `data` is: an envelope (its sender and message), a broken one, or a foreign message.
+fn open_envelope(data: &[u8]) -> Opened {
+    if !is_envelope(data) {
+        return Opened::Foreign;
+    }
+    let open = || {
+        let rest = data.strip_prefix(MAGIC)?;
+        let (&kind, rest) = rest.split_first()?;
+        let node = u64::from_be_bytes(rest.get(..8)?.try_into().ok()?);
+        let payload = &rest[8..];
+        let message = match kind {
+            b't' => Message::Text(Utf8Bytes::try_from(Bytes::copy_from_slice(payload)).ok()?),
+            b'b' => Message::Binary(Bytes::copy_from_slice(payload)),
+            _ => return None,
+        };
+        Some(Opened::Envelope(node, message))
     };
-    Some((node, message))
+    open().unwrap_or(Opened::Malformed)
 }
 
 /// The delay before reconnect attempt `attempt` (0 = the first): exponential backoff with
@@ -689,12 +834,17 @@ mod tests {
         for message in [Message::text("héllo"), Message::binary(vec![0u8, 1, 2]), Message::text("")]
         {
             let data = envelope(42, &message);
-            assert_eq!(open_envelope(&data), Some((42, message)));
+            assert_eq!(open_envelope(&data), Opened::Envelope(42, message));
         }
-        assert_eq!(open_envelope(b"hello"), None);
-        assert_eq!(open_envelope(b"wsx\x01t123"), None, "a short node id");
-        assert_eq!(open_envelope(b"wsx\x01x12345678"), None, "an unknown kind");
-        assert_eq!(open_envelope(b"wsx\x01t12345678\xff"), None, "text that is not UTF-8");
+        assert_eq!(open_envelope(b"hello"), Opened::Foreign);
+        assert_eq!(open_envelope(b"wsx rocks"), Opened::Foreign, "text beginning with wsx");
+        assert_eq!(open_envelope(b"wsx"), Opened::Foreign);
+        assert_eq!(open_envelope(b""), Opened::Foreign);
+        assert_eq!(open_envelope(b"wsx\x01t123"), Opened::Malformed, "a short node id");
+        assert_eq!(open_envelope(b"wsx\x01"), Opened::Malformed, "no kind");
+        assert_eq!(open_envelope(b"wsx\x01x12345678"), Opened::Malformed, "an unknown kind");
+        assert_eq!(open_envelope(b"wsx\x01t12345678\xff"), Opened::Malformed, "not UTF-8");
+        assert_eq!(open_envelope(b"wsx\x02t12345678hi"), Opened::Malformed, "a later version");
     }
 
     #[test]
@@ -740,8 +890,82 @@ mod tests {
         assert_eq!(lock(&shared.status).fault, Some(Fault::Unreachable));
         shared.up(Duration::ZERO);
         assert_eq!(status(&link), (true, 2, 1, 4));
+        // Up twice for one connection (the NATS tick and its event): one reconnect.
+        shared.up(Duration::ZERO);
+        assert_eq!(status(&link), (true, 2, 1, 4));
         // The password never shows.
         assert_eq!(link.stats().url, "redis://:***@127.0.0.1:1");
+    }
+
+    #[test]
+    fn credentials_never_show() {
+        for (url, public) in [
+            ("nats://s3cret@127.0.0.1:4222", "nats://***@127.0.0.1:4222"),
+            ("nats://:s3cret@127.0.0.1:4222", "nats://:***@127.0.0.1:4222"),
+            ("nats://user:s3cret@127.0.0.1:4222", "nats://user:***@127.0.0.1:4222"),
+            ("redis://user:s3cret@127.0.0.1/2", "redis://user:***@127.0.0.1/2"),
+            ("redis://127.0.0.1:6379", "redis://127.0.0.1:6379"),
+            ("not a url s3cret", "(an invalid URL)"),
+        ] {
+            assert_eq!(public_url(url), public);
+        }
+    }
+
+    #[cfg(feature = "nats")]
+    #[test]
+    fn a_token_in_the_url_is_hidden_from_stats_and_debug() {
+        let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        let _guard = runtime.enter();
+        let link = Link::new("nats://s3cret@127.0.0.1:1", LinkConfig::default()).unwrap();
+        assert_eq!(link.stats().url, "nats://***@127.0.0.1:1");
+        assert!(!format!("{link:?}").contains("s3cret"), "{link:?}");
+    }
+
+    #[cfg(feature = "redis")]
+    #[test]
+    fn settings_out_of_range_are_clamped() {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let _guard = runtime.enter();
+        let config = LinkConfig {
+            max_queued: 0,
+            subscribe_batch: 0,
+            ping_interval: Duration::ZERO,
+            timeout: Duration::ZERO,
+            min_backoff: Duration::ZERO,
+            max_backoff: Duration::ZERO,
+            ..LinkConfig::default()
+        };
+        let link = Link::new("redis://127.0.0.1:1", config).unwrap();
+        let c = &link.shared.config;
+        assert_eq!((c.max_queued, c.subscribe_batch), (1, 1));
+        assert!(c.ping_interval >= Duration::from_millis(10) && c.timeout > Duration::ZERO);
+        assert_eq!((c.min_backoff, c.max_backoff), (MIN_BACKOFF, MIN_BACKOFF));
+        assert!(backoff(c, 0) >= MIN_BACKOFF / 2);
+        // Started with them: no panic (a zero-capacity channel, chunks(0), a zero interval).
+        let hub = Hub::with_broker(wsx::pubsub::HubConfig::default(), link.clone());
+        hub.publish("t", &Message::text("x"));
+        runtime.block_on(tokio::time::sleep(Duration::from_millis(50)));
+    }
+
+    #[cfg(feature = "redis")]
+    #[test]
+    fn a_link_serves_one_hub_and_refuses_a_second() {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let _guard = runtime.enter();
+        let link = Link::new("redis://127.0.0.1:1", LinkConfig::default()).unwrap();
+        let first = Hub::with_broker(wsx::pubsub::HubConfig::default(), link.clone());
+        let second = Hub::with_broker(wsx::pubsub::HubConfig::default(), link.clone());
+        let mut on_first = first.subscriber();
+        on_first.subscribe("a");
+        let mut on_second = second.subscriber();
+        on_second.subscribe("a");
+        on_second.subscribe("b");
+        assert_eq!(link.stats().topics, 1, "the second hub's topics reached the link");
+        // The second hub's last subscriber on "a" leaving does not take it from the first.
+        drop(on_second);
+        assert_eq!(link.stats().topics, 1);
+        drop(on_first);
+        assert_eq!(link.stats().topics, 0);
     }
 
     #[test]

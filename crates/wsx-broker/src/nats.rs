@@ -6,9 +6,10 @@ use std::collections::{HashMap, HashSet};
 use std::fmt::Write as _;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use async_nats::{ConnectOptions, Event};
+use async_nats::connection::State;
+use async_nats::{Client, ConnectOptions, Event};
 use futures_util::stream::SelectAll;
 use futures_util::StreamExt;
 use tokio::sync::{mpsc, oneshot};
@@ -20,8 +21,46 @@ use crate::{Fault, Outgoing, Shared};
 /// Publishes handed to the client between two looks at the rest, at most.
 const PUBLISH_BATCH: usize = 512;
 
+/// Commands (publishes, mostly) waiting in async-nats's channel to its connection task, at
+/// most: with its write buffer (64 KiB, and one message past it), the only bytes beyond
+/// [`LinkConfig::max_queued_bytes`] that a stalled broker holds up.
+///
+/// [`LinkConfig::max_queued_bytes`]: crate::LinkConfig::max_queued_bytes
+const CLIENT_CAPACITY: usize = 128;
+
+/// Messages from the broker waiting in one subscription's channel, at most (past that
+/// async-nats drops them: a slow consumer); each at most the server's `max_payload` (1 MiB by
+/// default). async-nats's default is 65,536; 256 lost messages of a burst of 1,000 on a
+/// loaded machine, so a burst of a few thousand passes.
+const SUBSCRIPTION_CAPACITY: usize = 8192;
+
+/// The reconnect delay async-nats gets once the link is gone: it does not stop retrying by
+/// itself, so it waits this long (and never tries again in practice).
+const STOPPED_DELAY: std::time::Duration = std::time::Duration::from_secs(365 * 24 * 3600);
+
+/// What a look at the client's own connection state says to do.
+#[derive(Debug, PartialEq, Eq)]
+enum Check {
+    /// Nothing: the link's state matches the client's.
+    Nothing,
+    /// Connected, but the link is down (a failed flush, a lost `Connected` event): flush
+    /// again and count the link up.
+    Flush,
+    /// Not connected, but the link is up (a lost `Disconnected` event): the link is down.
+    Down,
+}
+
+/// What to do for a link that counts as `up` on a client whose connection is `state`.
+fn check(up: bool, state: &State) -> Check {
+    match (up, matches!(state, State::Connected)) {
+        (false, true) => Check::Flush,
+        (true, false) => Check::Down,
+        _ => Check::Nothing,
+    }
+}
+
 /// Whether async-nats takes `url` (no I/O).
-pub(crate) fn check(url: &str) -> Result<(), crate::Error> {
+pub(crate) fn check_url(url: &str) -> Result<(), crate::Error> {
     url.parse::<async_nats::ServerAddr>()
         .map(drop)
         .map_err(|e| crate::Error::Invalid(e.to_string()))
@@ -30,6 +69,7 @@ pub(crate) fn check(url: &str) -> Result<(), crate::Error> {
 pub(crate) async fn run(shared: &Arc<Shared>, hub: &WeakHub, rx: &mut mpsc::Receiver<Outgoing>) {
     let (events_tx, mut events) = mpsc::channel::<Event>(64);
     let config = shared.config.clone();
+    let stop = shared.stop.clone();
     let options = ConnectOptions::new()
         .retry_on_initial_connect()
         .max_reconnects(None)
@@ -37,8 +77,15 @@ pub(crate) async fn run(shared: &Arc<Shared>, hub: &WeakHub, rx: &mut mpsc::Rece
         .name(format!("wsx node {:016x}", shared.node_id))
         .connection_timeout(config.timeout)
         .ping_interval(config.ping_interval)
-        .client_capacity(config.max_queued.clamp(128, 65_536))
-        .reconnect_delay_callback(move |attempts| crate::backoff(&config, attempts as u32))
+        .client_capacity(CLIENT_CAPACITY)
+        .subscription_capacity(SUBSCRIPTION_CAPACITY)
+        .reconnect_delay_callback(move |attempts| {
+            if stop.is_cancelled() {
+                STOPPED_DELAY
+            } else {
+                crate::backoff(&config, attempts as u32)
+            }
+        })
         .event_callback(move |event| {
             let events_tx = events_tx.clone();
             async move {
@@ -59,6 +106,11 @@ pub(crate) async fn run(shared: &Arc<Shared>, hub: &WeakHub, rx: &mut mpsc::Rece
     let mut cancels: HashMap<Arc<str>, oneshot::Sender<()>> = HashMap::new();
     let mut streams = SelectAll::new();
     let mut changes = shared.all_topics(&mut at_broker);
+    // Events are lossy (async-nats and this driver both drop them when their channel is
+    // full) and a flush can fail on a connection that stays up: the client's own state is
+    // looked at on this tick too, so the link never stays down on a connected client.
+    let mut tick = tokio::time::interval(shared.config.ping_interval.min(Duration::from_secs(1)));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         for topic in changes.subscribe.drain(..) {
             match client.subscribe(subject(prefix, &topic)).await {
@@ -94,17 +146,21 @@ pub(crate) async fn run(shared: &Arc<Shared>, hub: &WeakHub, rx: &mut mpsc::Rece
                 }
                 changes = shared.changes(&mut at_broker);
             }
-            event = events.recv() => match event {
-                Some(Event::Connected) => {
-                    // Every subscription was written again before this event; a flush is a
-                    // round trip behind them.
-                    let started = Instant::now();
-                    match timeout(shared.config.timeout, client.flush()).await {
-                        Ok(Ok(())) => shared.up(started.elapsed()),
-                        Ok(Err(e)) => shared.down(&e.to_string()),
-                        Err(_) => shared.down("the broker did not answer in time"),
+            _ = tick.tick() => {
+                if hub.upgrade().is_none() {
+                    return;
+                }
+                match check(shared.connected.load(Ordering::Relaxed), &client.connection_state()) {
+                    Check::Nothing => {}
+                    Check::Flush => flush(shared, &client).await,
+                    Check::Down => {
+                        shared.down("disconnected");
+                        shared.drop_queued(rx);
                     }
                 }
+            }
+            event = events.recv() => match event {
+                Some(Event::Connected) => flush(shared, &client).await,
                 Some(Event::Disconnected) => {
                     shared.down("disconnected");
                     shared.drop_queued(rx);
@@ -125,14 +181,25 @@ pub(crate) async fn run(shared: &Arc<Shared>, hub: &WeakHub, rx: &mut mpsc::Rece
                 let mut next = Some(first);
                 let mut n = 0;
                 while let Some(out) = next.take() {
-                    shared.sent(&out);
                     n += 1;
-                    if !shared.connected.load(Ordering::Relaxed) {
-                        shared.dropped.fetch_add(1, Ordering::Relaxed);
-                    } else if client.publish(subject(prefix, &out.topic), out.envelope).await.is_ok() {
+                    let len = out.payload_len;
+                    // The payload stays on the queue's byte count until the client has taken
+                    // it; its channel is short (CLIENT_CAPACITY), and a client that takes
+                    // nothing within the timeout (a stalled broker) ends the batch.
+                    let sent = if shared.connected.load(Ordering::Relaxed) {
+                        let publish = client.publish(subject(prefix, &out.topic), out.envelope);
+                        Some(timeout(shared.config.timeout, publish).await)
+                    } else {
+                        None
+                    };
+                    shared.sent_bytes(len);
+                    if let Some(Ok(Ok(()))) = sent {
                         shared.published.fetch_add(1, Ordering::Relaxed);
                     } else {
                         shared.dropped.fetch_add(1, Ordering::Relaxed);
+                        if let Some(Err(_)) = sent {
+                            break;
+                        }
                     }
                     if n < PUBLISH_BATCH {
                         next = rx.try_recv().ok();
@@ -140,6 +207,18 @@ pub(crate) async fn run(shared: &Arc<Shared>, hub: &WeakHub, rx: &mut mpsc::Rece
                 }
             }
         }
+    }
+}
+
+/// The client counts as connected after its handshake's PING was answered, with every
+/// subscription queued again before that; async-nats's flush writes them out (it waits for
+/// the socket, not for the broker): the link is up once it is done.
+async fn flush(shared: &Shared, client: &Client) {
+    let started = Instant::now();
+    match timeout(shared.config.timeout, client.flush()).await {
+        Ok(Ok(())) => shared.up(started.elapsed()),
+        Ok(Err(e)) => shared.down(&e.to_string()),
+        Err(_) => shared.down("the broker did not answer in time"),
     }
 }
 
@@ -219,5 +298,14 @@ mod tests {
         }
         assert_eq!(topic("%zz"), None);
         assert_eq!(topic("%4"), None);
+    }
+
+    #[test]
+    fn the_client_state_corrects_the_link_state() {
+        assert_eq!(check(false, &State::Connected), Check::Flush, "a lost or failed Connected");
+        assert_eq!(check(true, &State::Disconnected), Check::Down, "a lost Disconnected");
+        assert_eq!(check(true, &State::Pending), Check::Down);
+        assert_eq!(check(true, &State::Connected), Check::Nothing);
+        assert_eq!(check(false, &State::Disconnected), Check::Nothing);
     }
 }

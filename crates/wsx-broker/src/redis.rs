@@ -4,7 +4,7 @@
 use std::collections::HashSet;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use futures_util::future::try_join_all;
 use futures_util::StreamExt;
@@ -56,15 +56,33 @@ pub(crate) async fn run(shared: &Arc<Shared>, hub: &WeakHub, rx: &mut mpsc::Rece
             return;
         }
     };
+    // A link that stayed up this long starts its backoff again from the first delay; one
+    // that is lost sooner (a flapping broker) goes on from where it was.
+    let stable = shared.config.max_backoff.max(Duration::from_secs(1));
     let mut attempt = 0;
     loop {
-        match session(shared, hub, rx, &client, &mut attempt).await {
+        let mut up_at = None;
+        match session(shared, hub, rx, &client, &mut up_at).await {
             Ended::HubGone => return,
             Ended::Failed(fault, e) => shared.fail(fault, &e),
         }
         shared.drop_queued(rx);
+        attempt = attempt_after(attempt, up_at.map(|t| t.elapsed()), stable);
         tokio::time::sleep(crate::backoff(&shared.config, attempt)).await;
         attempt = attempt.saturating_add(1);
+        if hub.upgrade().is_none() {
+            return;
+        }
+    }
+}
+
+/// The backoff attempt to wait for after a session that was up for `up_for` (`None`: it
+/// never came up): from the start again only after a link that stayed up `stable`.
+fn attempt_after(attempt: u32, up_for: Option<Duration>, stable: Duration) -> u32 {
+    if up_for.is_some_and(|d| d >= stable) {
+        0
+    } else {
+        attempt
     }
 }
 
@@ -74,7 +92,7 @@ async fn session(
     hub: &WeakHub,
     rx: &mut mpsc::Receiver<Outgoing>,
     client: &redis::Client,
-    attempt: &mut u32,
+    up_at: &mut Option<Instant>,
 ) -> Ended {
     let t = shared.config.timeout;
     let started = Instant::now();
@@ -97,7 +115,7 @@ async fn session(
         return e;
     }
     shared.up(started.elapsed());
-    *attempt = 0;
+    *up_at = Some(Instant::now());
     let mut ping = tokio::time::interval_at(
         tokio::time::Instant::now() + shared.config.ping_interval,
         shared.config.ping_interval,
@@ -150,11 +168,14 @@ async fn ping_once(shared: &Shared, sink: &mut PubSubSink) -> Result<(), Ended> 
 }
 
 /// Sends the SUBSCRIBEs and UNSUBSCRIBEs of `changes`, [`LinkConfig::subscribe_batch`]
-/// topics per command, every command sent before the first reply is awaited.
+/// topics per command, every command sent before the first reply is awaited; each must be
+/// answered within [`LinkConfig::timeout`].
 ///
 /// [`LinkConfig::subscribe_batch`]: crate::LinkConfig::subscribe_batch
+/// [`LinkConfig::timeout`]: crate::LinkConfig::timeout
 async fn apply(shared: &Shared, sink: &PubSubSink, changes: Changes) -> Result<(), Ended> {
     let batch = shared.config.subscribe_batch;
+    let t = shared.config.timeout;
     let prefix = &shared.config.prefix;
     let channels = |topics: &[Arc<str>]| -> Vec<String> {
         topics.iter().map(|t| format!("{prefix}{t}")).collect()
@@ -163,25 +184,32 @@ async fn apply(shared: &Shared, sink: &PubSubSink, changes: Changes) -> Result<(
     for chunk in changes.subscribe.chunks(batch) {
         let mut sink = sink.clone();
         let names = channels(chunk);
-        requests
-            .push(futures_util::future::Either::Left(async move { sink.subscribe(names).await }));
+        requests.push(futures_util::future::Either::Left(async move {
+            timeout(t, sink.subscribe(names)).await?.map_err(Ended::from)
+        }));
     }
     for chunk in changes.unsubscribe.chunks(batch) {
         let mut sink = sink.clone();
         let names = channels(chunk);
-        requests.push(futures_util::future::Either::Right(
-            async move { sink.unsubscribe(names).await },
-        ));
+        requests.push(futures_util::future::Either::Right(async move {
+            timeout(t, sink.unsubscribe(names)).await?.map_err(Ended::from)
+        }));
     }
     if requests.is_empty() {
         return Ok(());
     }
     shared.subscribe_requests.fetch_add(requests.len() as u64, Ordering::Relaxed);
-    timeout(shared.config.timeout, try_join_all(requests)).await??;
+    // Each batch has its own timeout, from when it is sent: many topics on a slow broker
+    // take as long as they take, as long as each reply comes in time.
+    try_join_all(requests).await?;
     Ok(())
 }
 
-/// Sends `first` and whatever else is queued (up to [`PUBLISH_BATCH`]) in one pipeline.
+/// Sends `first` and whatever else is queued (up to [`PUBLISH_BATCH`]) in one pipeline. The
+/// payloads stay on the queue's byte count until the broker has answered the pipeline (or
+/// it failed): what waits in the pipeline is bounded by [`LinkConfig::max_queued_bytes`] too.
+///
+/// [`LinkConfig::max_queued_bytes`]: crate::LinkConfig::max_queued_bytes
 async fn publish(
     shared: &Shared,
     conn: &mut MultiplexedConnection,
@@ -190,9 +218,10 @@ async fn publish(
 ) -> Result<(), Ended> {
     let mut pipe = redis::pipe();
     let mut n = 0u64;
+    let mut bytes = 0;
     let mut next = Some(first);
     while let Some(out) = next.take() {
-        shared.sent(&out);
+        bytes += out.payload_len;
         let channel = format!("{}{}", shared.config.prefix, out.topic);
         pipe.cmd("PUBLISH").arg(channel).arg(out.envelope.as_ref()).ignore();
         n += 1;
@@ -200,7 +229,9 @@ async fn publish(
             next = rx.try_recv().ok();
         }
     }
-    match timeout(shared.config.timeout, pipe.query_async::<()>(conn)).await {
+    let result = timeout(shared.config.timeout, pipe.query_async::<()>(conn)).await;
+    shared.sent_bytes(bytes);
+    match result {
         Ok(Ok(())) => {
             shared.published.fetch_add(n, Ordering::Relaxed);
             Ok(())
@@ -213,5 +244,18 @@ async fn publish(
             shared.dropped.fetch_add(n, Ordering::Relaxed);
             Err(e.into())
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_flapping_broker_does_not_reset_the_backoff() {
+        let stable = Duration::from_secs(5);
+        assert_eq!(attempt_after(6, None, stable), 6, "never up");
+        assert_eq!(attempt_after(6, Some(Duration::from_millis(50)), stable), 6, "flapping");
+        assert_eq!(attempt_after(6, Some(Duration::from_secs(5)), stable), 0, "stayed up");
     }
 }

@@ -344,8 +344,12 @@ fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
             let (hub, link) = match &args.broker {
                 None => (wsx::pubsub::Hub::with_config(config), None),
                 Some(url) => {
-                    let link = wsx_broker::Link::new(url, wsx_broker::LinkConfig::default())
-                        .map_err(|e| anyhow::anyhow!("--broker {url}: {e}"))?;
+                    // Nothing from the broker is larger than what a client may publish here.
+                    let link_config =
+                        wsx_broker::LinkConfig::default().max_message_size(args.max_message_size);
+                    let link = wsx_broker::Link::new(url, link_config).map_err(|e| {
+                        anyhow::anyhow!("--broker {}: {e}", wsx_broker::public_url(url))
+                    })?;
                     (wsx::pubsub::Hub::with_broker(config, link.clone()), Some(link))
                 }
             };

@@ -270,7 +270,8 @@ fn broker_json(s: &wsx_broker::LinkStats) -> String {
     format!(
         "{{\"kind\":\"{}\",\"url\":{},\"connected\":{},\"outages\":{},\"reconnects\":{},\
          \"failed_connects\":{},\"down_ms\":{},\"last_error\":{error},\"published\":{},\
-         \"dropped\":{},\"received\":{},\"own_skipped\":{},\"topics\":{},\"subscribe_requests\":{},\
+         \"dropped\":{},\"received\":{},\"own_skipped\":{},\"too_large\":{},\"malformed\":{},\
+         \"topics\":{},\"subscribe_requests\":{},\
          \"last_resubscribe_ms\":{}}}",
         s.kind,
         json_string(&s.url),
@@ -283,6 +284,8 @@ fn broker_json(s: &wsx_broker::LinkStats) -> String {
         s.dropped,
         s.received,
         s.own_skipped,
+        s.too_large,
+        s.malformed,
         s.topics,
         s.subscribe_requests,
         millis(s.last_resubscribe),

@@ -37,6 +37,9 @@ fn a_bad_broker_url_is_a_one_line_error() {
         ("redis//nope", "invalid broker URL"),
         // Parsed as a URL, refused by the Redis client: the database is not a number.
         ("redis://127.0.0.1:1/nope", "invalid broker URL"),
+        // The same with credentials: they are not in the message.
+        ("redis://user:s3cret@127.0.0.1:1/nope", "--broker redis://user:***@127.0.0.1:1/nope"),
+        ("http://s3cret@127.0.0.1:1", "--broker http://***@127.0.0.1:1"),
     ] {
         let out = Command::new(WSX)
             .args(["serve", "--listen", "127.0.0.1:0", "--pubsub", "--broker", url])
@@ -47,6 +50,7 @@ fn a_bad_broker_url_is_a_one_line_error() {
         assert!(!out.status.success(), "{url}: started");
         assert_eq!(stderr.lines().count(), 1, "{stderr}");
         assert!(stderr.contains(expected), "{url}: {stderr}");
+        assert!(!stderr.contains("s3cret"), "{url}: a secret shown: {stderr}");
     }
 }
 
@@ -186,6 +190,11 @@ struct Node {
 
 impl Node {
     fn start(broker: &str) -> Self {
+        Self::start_with(broker, &[])
+    }
+
+    /// [`Self::start`] with `extra` arguments for `wsx serve`.
+    fn start_with(broker: &str, extra: &[&str]) -> Self {
         for attempt in 0..5 {
             let port = free_port();
             let log = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
@@ -194,6 +203,7 @@ impl Node {
             let mut child = Command::new(WSX)
                 .args(["serve", "--listen", &listen, "--pubsub", "--publish-token", TOKEN])
                 .args(["--broker", broker])
+                .args(extra)
                 .env("RUST_LOG", "info")
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())
@@ -375,6 +385,38 @@ fn nats_token_from_the_url() {
     wait_failed_connects(&wrong, 2);
     assert_eq!(broker_field(&wrong.stats(), "connected"), "false");
     assert_eq!(wrong.log().matches("refused the credentials").count(), 1, "{}", wrong.log());
+    // The token is neither in /stats (unauthenticated) nor in the log, decoded or not.
+    for (node, token) in [(&good, "t/k"), (&wrong, "t/x")] {
+        let (stats, log) = (node.stats(), node.log());
+        let url = broker_field(&stats, "url");
+        assert!(url.starts_with("nats://***@127.0.0.1:"), "{stats}");
+        assert!(log.contains("nats://***@127.0.0.1:"), "{log}");
+        for secret in [token.to_owned(), token.replace('/', "%2F")] {
+            assert!(!stats.contains(&secret), "the token in /stats: {stats}");
+            assert!(!log.contains(&secret), "the token in the log: {log}");
+        }
+    }
+}
+
+/// Messages from the broker are held to the node's `--max-message-size`: one larger (a
+/// `PUBLISH` over raw RESP, as from redis-cli) is dropped and counted in `/stats`, a broken
+/// envelope too; the node goes on delivering.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broker_messages_are_held_to_the_node_limits() {
+    let Some(broker) = BrokerProcess::start(BrokerKind::Redis) else { return };
+    let node = Node::start_with(&broker.url(), &["--max-message-size", "1000"]);
+    node.wait_connected(0);
+    let mut ws = node.ws("room").await;
+    broker.wait_for("subscribed", |br| br.subscribers("wsx.room") == 1);
+    for data in [&"x".repeat(100_000), "wsx\x01t1234", "within the limit"] {
+        assert_eq!(broker.resp(&["PUBLISH", "wsx.room", data]).unwrap(), ["1"]);
+    }
+    assert_eq!(recv_n(&mut ws, 1).await, ["within the limit"]);
+    let stats = node.stats();
+    assert_eq!(broker_field(&stats, "too_large"), "1", "{stats}");
+    assert_eq!(broker_field(&stats, "malformed"), "1", "{stats}");
+    assert_eq!(broker_field(&stats, "received"), "1", "{stats}");
+    assert_eq!(broker_field(&stats, "connected"), "true", "{stats}");
 }
 
 /// `good` nodes carry messages both ways through the broker and hide the password in

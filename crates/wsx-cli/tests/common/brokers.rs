@@ -194,6 +194,31 @@ impl BrokerProcess {
         }
     }
 
+    /// How many clients are subscribed at the broker to `channel` (Redis `PUBSUB NUMSUB`;
+    /// NATS: the client connections listing the subject in `/connz?subs=1`).
+    pub(crate) fn subscribers(&self, channel: &str) -> usize {
+        match self.kind {
+            BrokerKind::Redis => self
+                .resp(&["PUBSUB", "NUMSUB", channel])
+                .unwrap_or_else(|e| panic!("PUBSUB NUMSUB: {e}"))
+                .get(1)
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(0),
+            BrokerKind::Nats => {
+                let body = http_get(self.monitor, "/connz?subs=1&limit=1000")
+                    .unwrap_or_else(|e| panic!("/connz: {e}"));
+                body.matches(&format!("\"{channel}\"")).count()
+            }
+        }
+    }
+
+    /// NATS: how many client connections the broker accepted since it (re)started, the
+    /// closed ones included (`/varz` `total_connections`).
+    pub(crate) fn total_connections(&self) -> usize {
+        let body = http_get(self.monitor, "/varz").unwrap_or_else(|e| panic!("/varz: {e}"));
+        number_after(&body, "\"total_connections\":").unwrap_or_else(|| panic!("{body}"))
+    }
+
     /// How many subscriptions the broker's clients hold, all together.
     pub(crate) fn subscription_count(&self) -> usize {
         match self.kind {
