@@ -41,11 +41,12 @@ fn subscribe(hub: &Hub, topic: &str) -> WebSocket<DuplexStream> {
     WebSocket::from_raw(b, Role::Client, Config::default())
 }
 
-/// The next text message; keepalive pings and pongs (a slow run outlasts the ping interval)
-/// are passed over.
+/// The next text message within [`GUARD`]; keepalive pings and pongs (a slow run outlasts
+/// the ping interval) are passed over.
 async fn recv_text(ws: &mut WebSocket<DuplexStream>) -> String {
+    let deadline = tokio::time::Instant::now() + GUARD;
     loop {
-        match tokio::time::timeout(GUARD, ws.recv()).await {
+        match tokio::time::timeout_at(deadline, ws.recv()).await {
             Ok(Some(Ok(Message::Text(t)))) => return t.to_string(),
             Ok(Some(Ok(Message::Ping(_) | Message::Pong(_)))) => {}
             other => panic!("{other:?}"),
@@ -172,7 +173,11 @@ async fn nats_resubscribes_100000_topics_in_batches() {
 async fn a_stalled_broker_costs_a_bounded_queue() {
     let Some(broker) = BrokerProcess::start(BrokerKind::Redis) else { return };
     let config = LinkConfig::default().max_queued(100).timeout(Duration::from_secs(1));
-    let (a, link) = node(&broker, config);
+    let link = Link::new(&broker.url(), config).unwrap();
+    // Room for all 10,000 locally (the default 256 KiB would skip some for a subscriber
+    // whose task a loaded machine runs late): this test is about the broker's queue.
+    let hub_config = HubConfig::default().max_queued_bytes(16 << 20);
+    let a = Hub::with_broker(hub_config, link.clone());
     let mut local = subscribe(&a, "t");
     wait("connected", || link.stats().connected).await;
     broker.signal("STOP");
@@ -312,6 +317,12 @@ async fn nats_does_not_reconnect_once_the_link_is_gone() {
     // broker's count of every connection since its restart (the helper's own probe of the
     // port, made before it reported the broker up, among them).
     let probes = broker.total_connections();
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    assert_eq!(broker.total_connections(), probes, "async-nats reconnected for a gone link");
+    tokio::time::sleep(Duration::from_millis(3000)).await;
+    // A link still alive would reconnect every 50-100 ms; the one attempt async-nats may
+    // still have had pending at the drop (late on a loaded machine) is allowed.
+    let after = broker.total_connections();
+    assert!(
+        after <= probes + 1,
+        "async-nats kept reconnecting for a gone link: {probes} -> {after}"
+    );
 }

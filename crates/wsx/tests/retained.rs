@@ -8,14 +8,15 @@
 
 mod common;
 
-use std::alloc::{GlobalAlloc, Layout, System};
+#[path = "../../wsx-proto/tests/common/live_heap.rs"]
+mod live_heap;
+
 use std::io;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicIsize, Ordering};
-use std::sync::Mutex;
 use std::task::{Context, Poll};
 
 use common::raw::{frame, FIN, MASK, OP_BINARY};
+use live_heap::{alone, live};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use wsx::{Config, Message, Role, WebSocket};
 
@@ -146,69 +147,5 @@ impl AsyncWrite for Scripted {
 
     fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
         Poll::Ready(Ok(()))
-    }
-}
-
-// ---------------------------------------------------------------------------------------------
-// Counting live heap bytes
-// ---------------------------------------------------------------------------------------------
-
-/// Bytes allocated and not yet freed, by anyone in this process.
-fn live() -> isize {
-    LIVE.load(Ordering::SeqCst)
-}
-
-/// The count is process-wide: the tests of this binary take turns, so that one's allocations
-/// do not show in another's figure.
-fn alone() -> std::sync::MutexGuard<'static, ()> {
-    static ALONE: Mutex<()> = Mutex::new(());
-    ALONE.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-static LIVE: AtomicIsize = AtomicIsize::new(0);
-
-/// The system allocator, counting live bytes in [`LIVE`].
-struct Counting;
-
-#[global_allocator]
-static ALLOCATOR: Counting = Counting;
-
-// A global allocator cannot be written without `unsafe`: this one only forwards every call to
-// `System` unchanged, with the same arguments, and counts sizes on the side.
-#[allow(unsafe_code)]
-// SAFETY: each method forwards to `System`'s, which upholds the `GlobalAlloc` contract; the
-// counter never touches the memory.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        // SAFETY: the caller's guarantees for `layout` are passed on as they are.
-        let ptr = unsafe { System.alloc(layout) };
-        if !ptr.is_null() {
-            LIVE.fetch_add(layout.size() as isize, Ordering::Relaxed);
-        }
-        ptr
-    }
-
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        // SAFETY: as for `alloc`.
-        let ptr = unsafe { System.alloc_zeroed(layout) };
-        if !ptr.is_null() {
-            LIVE.fetch_add(layout.size() as isize, Ordering::Relaxed);
-        }
-        ptr
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: `ptr` came from this allocator, that is from `System`, with `layout`.
-        unsafe { System.dealloc(ptr, layout) };
-        LIVE.fetch_sub(layout.size() as isize, Ordering::Relaxed);
-    }
-
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        // SAFETY: `ptr` came from `System` with `layout`; the caller vouches for `new_size`.
-        let new = unsafe { System.realloc(ptr, layout, new_size) };
-        if !new.is_null() {
-            LIVE.fetch_add(new_size as isize - layout.size() as isize, Ordering::Relaxed);
-        }
-        new
     }
 }
