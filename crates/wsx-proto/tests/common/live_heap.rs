@@ -7,13 +7,13 @@ use std::sync::atomic::{AtomicIsize, Ordering};
 use std::sync::Mutex;
 
 /// Bytes allocated and not yet freed, by anyone in this process.
-pub fn live() -> isize {
+pub(crate) fn live() -> isize {
     LIVE.load(Ordering::SeqCst)
 }
 
 /// The count is process-wide: the tests of one binary take turns, so that one's allocations do
 /// not show in another's figure.
-pub fn alone() -> std::sync::MutexGuard<'static, ()> {
+pub(crate) fn alone() -> std::sync::MutexGuard<'static, ()> {
     static ALONE: Mutex<()> = Mutex::new(());
     ALONE.lock().unwrap_or_else(|e| e.into_inner())
 }
