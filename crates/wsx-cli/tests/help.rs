@@ -28,6 +28,8 @@ const NO_DEFAULT: &[&str] = &[
     "--proxy",
     "--close-reason",
     "--listen",
+    // bench
+    "--also",
 ];
 
 fn help(args: &[&str]) -> String {
