@@ -70,7 +70,12 @@ fuzz_target!(|data: &[u8]| {
         .iter()
         .map(|v| v.to_str().expect("ASCII"))
         .collect();
-    let client = deflate::accept_response(answer.iter().copied(), &DeflateConfig::default())
+    // The client that sent an arbitrary offer: one that allows context takeover both ways
+    // accepts every answer a server may give (a server may always add either
+    // no_context_takeover parameter); the default, which asks for none, would refuse an answer
+    // that keeps the server's context.
+    let client_config = DeflateConfig::default().context_takeover(true);
+    let client = deflate::accept_response(answer.iter().copied(), &client_config)
         .expect("the client accepts what the server negotiated");
     match (params, client) {
         (None, None) => {}
