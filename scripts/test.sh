@@ -2,7 +2,7 @@
 # The one test command (CI runs it through .ci/run). It installs what it
 # needs, idempotently, then runs every check; any failure fails the script.
 #
-#   1. tools: .venv with kosoku + websockets; tinyproxy and microsocks (apt);
+#   1. tools: .venv with kosoku + websockets; tinyproxy, microsocks, curl, redis-server and nats-server (apt);
 #      chromium and browser/node_modules when browser/ has tests
 #   2. cargo fmt --check, clippy -D warnings, build --release, test --release
 #   3. Autobahn server conformance, all 517 cases, against `wsx serve` and the axum_echo
@@ -131,8 +131,10 @@ ensure_proxy_tools() {
     local missing=()
     [[ -x /usr/bin/tinyproxy ]] || missing+=(tinyproxy)
     [[ -x /usr/bin/microsocks ]] || missing+=(microsocks)
+    # curl (with HTTP/2, as Debian builds it): the HTTP/2 POST /publish test's client.
+    [[ -x /usr/bin/curl ]] || missing+=(curl)
     if [[ ${#missing[@]} -eq 0 ]]; then
-        echo "tinyproxy and microsocks already installed"
+        echo "tinyproxy, microsocks and curl already installed"
         return
     fi
     $SUDO apt-get update
