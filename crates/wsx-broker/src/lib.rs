@@ -20,8 +20,12 @@
 //!
 //! URLs: `redis://[user:pass@]host[:port][/db]`, `rediss://` for TLS (feature `redis`);
 //! `nats://[user:pass@]host[:port]` or `nats://token@host[:port]`, `tls://` for TLS (feature
-//! `nats`); user, password and token percent-decoded. Credentials and TLS
-//! come from the URL only; TLS checks the broker's certificate against the webpki roots.
+//! `nats`); user, password and token percent-decoded. Credentials come from the URL. TLS checks
+//! the broker's certificate against the built-in roots (Redis: the webpki roots; NATS: the
+//! system's), or only against the CA certificates of [`LinkConfig::tls_ca`] when that is set
+//! (a broker with a private CA); [`LinkConfig::tls_client_cert`] answers a broker that asks
+//! for a client certificate (mutual TLS). Both need a TLS URL (`rediss://`, `tls://`) and are
+//! read and checked by [`Link::new`], so a missing or unreadable file is an error at once.
 //! A broker that refuses the credentials (Redis `WRONGPASS`, `NOAUTH`, `NOPERM`; NATS
 //! `Authorization Violation`) is an outage like a broker that is away: logged once (at error
 //! level, naming the credentials), shown by [`Link::stats`] ([`LinkStats::last_error`],
@@ -84,6 +88,7 @@ use std::collections::hash_map::RandomState;
 use std::collections::HashSet;
 use std::fmt;
 use std::hash::{BuildHasher, Hasher};
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -117,6 +122,10 @@ pub enum Error {
     /// [`Link::new`] was called outside a tokio runtime.
     #[error("a broker link needs a tokio runtime")]
     NoRuntime,
+    /// A TLS file of [`LinkConfig`] is missing or holds no certificate (key), or TLS files
+    /// were given with a URL that is not a TLS one.
+    #[error("broker TLS: {0}")]
+    Tls(String),
 }
 
 /// Settings of a [`Link`].
@@ -148,6 +157,12 @@ pub struct LinkConfig {
     /// in [`LinkStats::too_large`]), as the node's own limit on what its clients publish
     /// would refuse it. Default 64 MiB.
     pub max_message_size: usize,
+    /// A PEM file of CA certificates: the broker's certificate is checked against these only,
+    /// not the built-in roots. Needs a TLS URL (`rediss://`, `tls://`). Default none.
+    pub tls_ca: Option<PathBuf>,
+    /// A PEM certificate chain and its PEM private key, sent when the broker asks for a
+    /// client certificate (mutual TLS). Needs a TLS URL. Default none.
+    pub tls_client_cert: Option<(PathBuf, PathBuf)>,
 }
 
 impl Default for LinkConfig {
@@ -162,6 +177,8 @@ impl Default for LinkConfig {
             max_backoff: Duration::from_secs(5),
             prefix: "wsx.".into(),
             max_message_size: 64 << 20,
+            tls_ca: None,
+            tls_client_cert: None,
         }
     }
 }
@@ -216,6 +233,18 @@ impl LinkConfig {
         self
     }
 
+    /// Sets [`Self::tls_ca`].
+    pub fn tls_ca(mut self, path: impl Into<PathBuf>) -> Self {
+        self.tls_ca = Some(path.into());
+        self
+    }
+
+    /// Sets [`Self::tls_client_cert`]: the certificate chain and the key, PEM files.
+    pub fn tls_client_cert(mut self, cert: impl Into<PathBuf>, key: impl Into<PathBuf>) -> Self {
+        self.tls_client_cert = Some((cert.into(), key.into()));
+        self
+    }
+
     /// The settings with every value in its working range, whichever way they were set:
     /// at least one queued message and one topic per batch, a timeout and a ping interval of
     /// at least 10 ms, a backoff of at least [`MIN_BACKOFF`], `max_backoff >= min_backoff`.
@@ -229,6 +258,59 @@ impl LinkConfig {
         self.max_backoff = self.max_backoff.max(self.min_backoff);
         self
     }
+}
+
+/// The contents of [`LinkConfig::tls_ca`] and [`LinkConfig::tls_client_cert`], PEM.
+#[derive(Clone)]
+pub(crate) struct TlsFiles {
+    pub(crate) ca: Option<Vec<u8>>,
+    /// The certificate chain and the key.
+    pub(crate) client: Option<(Vec<u8>, Vec<u8>)>,
+}
+
+impl TlsFiles {
+    /// Reads the config's TLS files (`None` when it names none) and checks that they hold
+    /// what they should: at least one certificate, a key. `tls_url`: the URL asks for TLS.
+    fn load(config: &LinkConfig, tls_url: bool) -> Result<Option<Self>, Error> {
+        use rustls_pki_types::pem::PemObject;
+        use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+        if config.tls_ca.is_none() && config.tls_client_cert.is_none() {
+            return Ok(None);
+        }
+        if !tls_url {
+            return Err(Error::Tls(
+                "a CA or client certificate needs a TLS URL (rediss:// or tls://)".into(),
+            ));
+        }
+        let certs = |path: &Path| -> Result<Vec<u8>, Error> {
+            let pem = read(path)?;
+            let n = CertificateDer::pem_slice_iter(&pem)
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| Error::Tls(format!("{}: {e}", path.display())))?
+                .len();
+            if n == 0 {
+                return Err(Error::Tls(format!("{}: no PEM certificate in it", path.display())));
+            }
+            Ok(pem)
+        };
+        let ca = config.tls_ca.as_deref().map(certs).transpose()?;
+        let client = match &config.tls_client_cert {
+            None => None,
+            Some((cert, key)) => {
+                let chain = certs(cert)?;
+                let pem = read(key)?;
+                PrivateKeyDer::from_pem_slice(&pem).map_err(|e| {
+                    Error::Tls(format!("{}: no PEM private key ({e})", key.display()))
+                })?;
+                Some((chain, pem))
+            }
+        };
+        Ok(Some(Self { ca, client }))
+    }
+}
+
+fn read(path: &Path) -> Result<Vec<u8>, Error> {
+    std::fs::read(path).map_err(|e| Error::Tls(format!("{}: {e}", path.display())))
 }
 
 /// The shortest wait between reconnects, whatever [`LinkConfig::min_backoff`] says.
@@ -366,6 +448,11 @@ impl Link {
             }
             other => return Err(Error::Scheme(other.to_owned())),
         };
+        let tls = TlsFiles::load(&config, matches!(parsed.scheme(), "rediss" | "tls"))?;
+        #[cfg(feature = "redis")]
+        if kind == Kind::Redis {
+            redis::check_tls(url, tls.as_ref())?;
+        }
         let runtime = tokio::runtime::Handle::try_current().map_err(|_| Error::NoRuntime)?;
         let config = config.clamped();
         let (tx, rx) = mpsc::channel(config.max_queued);
@@ -376,6 +463,7 @@ impl Link {
             public_url: public_url(url),
             node_id: random_u64(),
             config,
+            tls,
             runtime,
             stop: stop.clone(),
             queue: tx,
@@ -512,6 +600,8 @@ struct Shared {
     public_url: String,
     node_id: u64,
     config: LinkConfig,
+    /// The PEM contents of the config's TLS files, read and checked by [`Link::new`].
+    tls: Option<TlsFiles>,
     runtime: tokio::runtime::Handle,
     stop: CancellationToken,
     queue: mpsc::Sender<Outgoing>,

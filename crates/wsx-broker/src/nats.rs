@@ -93,7 +93,16 @@ pub(crate) async fn run(shared: &Arc<Shared>, hub: &WeakHub, rx: &mut mpsc::Rece
                 let _ = events_tx.try_send(event);
             }
         });
-    let (options, url) = credentials(options, &shared.url);
+    let (mut options, url) = credentials(options, &shared.url);
+    let tls = shared.tls.is_some() || url.starts_with("tls://");
+    // The files were read and checked by `Link::new`; async-nats reads them again at every
+    // connect, from these paths. A CA given replaces the system's roots.
+    if let Some(ca) = &shared.config.tls_ca {
+        options = options.add_root_certificates(ca.clone()).require_tls(true);
+    }
+    if let Some((cert, key)) = &shared.config.tls_client_cert {
+        options = options.add_client_certificate(cert.clone(), key.clone()).require_tls(true);
+    }
     let client = match options.connect(url.as_str()).await {
         Ok(client) => client,
         Err(e) => {
@@ -169,8 +178,15 @@ pub(crate) async fn run(shared: &Arc<Shared>, hub: &WeakHub, rx: &mut mpsc::Rece
                 // A connection attempt failed (async-nats retries it): an outage begins, or
                 // goes on. async-nats says only what kind of failure it was.
                 Some(Event::ClientError(e)) => {
-                    let e = e.to_string();
+                    let mut e = e.to_string();
                     let refused = e.contains("authorization violation");
+                    // A failed TLS handshake reaches the event as a bare "IO error".
+                    if e.ends_with("IO error") && tls {
+                        e.push_str(
+                            " (over TLS a refused certificate shows as this too: the broker's \
+                             log says which)",
+                        );
+                    }
                     shared.fail(if refused { Fault::Refused } else { Fault::Unreachable }, &e);
                 }
                 Some(_) => {}

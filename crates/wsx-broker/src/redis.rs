@@ -13,7 +13,7 @@ use tokio::sync::mpsc;
 use tokio::time::timeout;
 use wsx::pubsub::WeakHub;
 
-use crate::{Changes, Fault, Outgoing, Shared};
+use crate::{Changes, Fault, Outgoing, Shared, TlsFiles};
 
 /// Publishes sent in one pipeline, at most.
 const PUBLISH_BATCH: usize = 512;
@@ -48,8 +48,30 @@ pub(crate) fn check(url: &str) -> Result<(), crate::Error> {
     redis::Client::open(url).map(drop).map_err(|e| crate::Error::Invalid(e.to_string()))
 }
 
+/// The client for `url`, with the CA and client certificate of `tls` when there are any.
+fn client(url: &str, tls: Option<&TlsFiles>) -> redis::RedisResult<redis::Client> {
+    match tls {
+        None => redis::Client::open(url),
+        Some(tls) => redis::Client::build_with_tls(
+            url,
+            redis::TlsCertificates {
+                client_tls: tls.client.as_ref().map(|(cert, key)| redis::ClientTlsConfig {
+                    client_cert: cert.clone(),
+                    client_key: key.clone(),
+                }),
+                root_cert: tls.ca.clone(),
+            },
+        ),
+    }
+}
+
+/// Whether redis-rs takes `url` with `tls` (no I/O; the PEM files are parsed).
+pub(crate) fn check_tls(url: &str, tls: Option<&TlsFiles>) -> Result<(), crate::Error> {
+    client(url, tls).map(drop).map_err(|e| crate::Error::Tls(e.to_string()))
+}
+
 pub(crate) async fn run(shared: &Arc<Shared>, hub: &WeakHub, rx: &mut mpsc::Receiver<Outgoing>) {
-    let client = match redis::Client::open(shared.url.as_str()) {
+    let client = match client(shared.url.as_str(), shared.tls.as_ref()) {
         Ok(client) => client,
         Err(e) => {
             shared.down(&format!("invalid Redis URL: {e}"));

@@ -189,6 +189,17 @@ struct ServeArgs {
     /// is in this process only.
     #[arg(long, value_name = "URL", requires = "pubsub")]
     broker: Option<String>,
+    /// With a TLS --broker (rediss://, tls://): check the broker's certificate against the CA
+    /// certificates in this PEM file only, not the built-in roots (a broker with a private CA).
+    #[arg(long, value_name = "FILE", requires = "broker")]
+    broker_ca: Option<PathBuf>,
+    /// With a TLS --broker: the client certificate chain (PEM) to present to a broker that
+    /// asks for one (mutual TLS); with --broker-key.
+    #[arg(long, value_name = "FILE", requires_all = ["broker", "broker_key"])]
+    broker_cert: Option<PathBuf>,
+    /// With --broker-cert: its private key (PEM).
+    #[arg(long, value_name = "FILE", requires = "broker_cert")]
+    broker_key: Option<PathBuf>,
     /// Run PROGRAM for every WebSocket (as websocketd does), with the arguments after `--` and no
     /// shell: each text message is a line on its stdin, each line of its stdout a text message.
     /// CGI variables (REMOTE_ADDR, PATH_INFO, QUERY_STRING, HTTP_USER_AGENT…) describe the
@@ -345,8 +356,14 @@ fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
                 None => (wsx::pubsub::Hub::with_config(config), None),
                 Some(url) => {
                     // Nothing from the broker is larger than what a client may publish here.
-                    let link_config =
+                    let mut link_config =
                         wsx_broker::LinkConfig::default().max_message_size(args.max_message_size);
+                    if let Some(ca) = &args.broker_ca {
+                        link_config = link_config.tls_ca(ca);
+                    }
+                    if let (Some(cert), Some(key)) = (&args.broker_cert, &args.broker_key) {
+                        link_config = link_config.tls_client_cert(cert, key);
+                    }
                     let link = wsx_broker::Link::new(url, link_config).map_err(|e| {
                         anyhow::anyhow!("--broker {}: {e}", wsx_broker::public_url(url))
                     })?;

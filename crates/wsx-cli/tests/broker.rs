@@ -503,3 +503,136 @@ fn broker_field(stats: &str, key: &str) -> String {
         rest[..rest.find([',', '}']).unwrap()].to_owned()
     }
 }
+
+/// TLS to Redis with a private CA: `rediss://` to redis-server's TLS port, which asks for a
+/// client certificate. Nodes given the CA and a client certificate join and carry messages;
+/// one without the CA refuses the broker's certificate, one without a client certificate is
+/// refused by the broker; both stay down, retrying, with local fan-out going on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_over_tls_with_a_private_ca() {
+    let dir = common::tls_fixtures();
+    let tls_port = free_port().to_string();
+    let file = |name: &str| dir.join(name).to_str().unwrap().to_owned();
+    let (leaf, key, ca) = (file("leaf.pem"), file("leaf.key"), file("ca.pem"));
+    let extra = [
+        "--tls-port",
+        &tls_port,
+        "--tls-cert-file",
+        &leaf,
+        "--tls-key-file",
+        &key,
+        "--tls-ca-cert-file",
+        &ca,
+        "--tls-auth-clients",
+        "yes",
+    ];
+    let Some(broker) = BrokerProcess::start_with(BrokerKind::Redis, &extra, &[]) else { return };
+    broker_over_tls(&broker, &format!("rediss://127.0.0.1:{tls_port}")).await;
+}
+
+/// TLS to NATS with a private CA: `tls://` to a nats-server that requires TLS and verifies
+/// client certificates; as for Redis.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nats_over_tls_with_a_private_ca() {
+    let dir = common::tls_fixtures();
+    let file = |name: &str| dir.join(name).to_str().unwrap().to_owned();
+    let (leaf, key, ca) = (file("leaf.pem"), file("leaf.key"), file("ca.pem"));
+    let extra = ["--tls", "--tlscert", &leaf, "--tlskey", &key, "--tlscacert", &ca, "--tlsverify"];
+    let Some(broker) = BrokerProcess::start_with(BrokerKind::Nats, &extra, &[]) else { return };
+    broker_over_tls(&broker, &format!("tls://127.0.0.1:{}", broker.port)).await;
+}
+
+async fn broker_over_tls(broker: &BrokerProcess, url: &str) {
+    let dir = common::tls_fixtures();
+    let file = |name: &str| dir.join(name).to_str().unwrap().to_owned();
+    let (ca, cert, key) = (file("ca.pem"), file("client.pem"), file("client.key"));
+    let full = ["--broker-ca", &ca, "--broker-cert", &cert, "--broker-key", &key];
+    let a = Node::start_with(url, &full);
+    let b = Node::start_with(url, &full);
+    // Without the CA the broker's certificate is unknown (checked against the built-in roots).
+    let no_ca = Node::start_with(url, &["--broker-cert", &cert, "--broker-key", &key]);
+    // Without a client certificate the broker refuses the node.
+    let no_cert = Node::start_with(url, &["--broker-ca", &ca]);
+    a.wait_connected(0);
+    b.wait_connected(0);
+    let mut on_a = a.ws("room").await;
+    let mut on_b = b.ws("room").await;
+    broker.wait_for("both nodes on room", |_| {
+        a.stats().contains("\"topics\":1") && b.stats().contains("\"topics\":1")
+    });
+    broker.wait_for("subscribed room", |br| br.has_subscription("wsx.room"));
+    let mut http = Http::new(a.port);
+    for i in 0..10 {
+        http.post("room", &format!("tls-{i}"));
+    }
+    let expected: Vec<String> = (0..10).map(|i| format!("tls-{i}")).collect();
+    assert_eq!(recv_n(&mut on_a, 10).await, expected);
+    assert_eq!(recv_n(&mut on_b, 10).await, expected);
+    assert_eq!(broker_field(&b.stats(), "received"), "10", "{}", b.stats());
+
+    // Why, as the node says it (Redis: rustls's reason; async-nats says only "IO error") and
+    // as the broker logs it.
+    let reasons = match broker.kind {
+        BrokerKind::Redis => [
+            ("UnknownIssuer", "alert unknown ca"),
+            ("CertificateRequired", "peer did not return a certificate"),
+        ],
+        BrokerKind::Nats => [
+            ("IO error (over TLS", "unknown certificate authority"),
+            ("IO error (over TLS", "client didn't provide a certificate"),
+        ],
+    };
+    for (node, (said, logged)) in [&no_ca, &no_cert].into_iter().zip(reasons) {
+        wait_failed_connects(node, 2);
+        let stats = node.stats();
+        assert_eq!(broker_field(&stats, "connected"), "false", "{stats}");
+        assert!(broker_field(&stats, "last_error").contains(said), "{stats}");
+        assert!(broker.log().contains(logged), "{}", broker.log());
+        let mut local = node.ws("room").await;
+        node.wait("\"subscriptions\":1");
+        let reply = Http::new(node.port).post("room", "local only");
+        assert!(reply.contains("\"delivered\":1"), "{reply}");
+        assert_eq!(recv_n(&mut local, 1).await, ["local only"]);
+    }
+    // Nothing from the refused nodes crossed.
+    assert_nothing_more(&mut on_b).await;
+}
+
+/// TLS files that are missing, hold no certificate, or come with a URL that is not a TLS one:
+/// a one-line error at start, naming the file.
+#[test]
+fn bad_broker_tls_files_are_a_one_line_error() {
+    let dir = common::tls_fixtures();
+    let file = |name: &str| dir.join(name).to_str().unwrap().to_owned();
+    let (ca, cert, key) = (file("ca.pem"), file("client.pem"), file("client.key"));
+    let missing = file("missing.pem");
+    let cases: [(&str, Vec<&str>, &str); 5] = [
+        ("redis://127.0.0.1:1", vec!["--broker-ca", &ca], "needs a TLS URL"),
+        ("nats://127.0.0.1:1", vec!["--broker-ca", &ca], "needs a TLS URL"),
+        ("rediss://127.0.0.1:1", vec!["--broker-ca", &missing], "missing.pem"),
+        // A key where the CA should be: no certificate in it.
+        ("tls://127.0.0.1:1", vec!["--broker-ca", &key], "no PEM certificate"),
+        // A certificate where the key should be.
+        ("rediss://127.0.0.1:1", vec!["--broker-cert", &cert, "--broker-key", &cert], "key"),
+    ];
+    for (url, args, expected) in cases {
+        let out = Command::new(WSX)
+            .args(["serve", "--listen", "127.0.0.1:0", "--pubsub", "--broker", url])
+            .args(&args)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{url} {args:?}: started");
+        assert_eq!(stderr.lines().count(), 1, "{stderr}");
+        assert!(stderr.contains("broker TLS") && stderr.contains(expected), "{args:?}: {stderr}");
+    }
+    // --broker-cert without --broker-key is refused by the argument parser.
+    let out = Command::new(WSX)
+        .args(["serve", "--pubsub", "--broker", "rediss://127.0.0.1:1", "--broker-cert", &cert])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--broker-key"));
+}

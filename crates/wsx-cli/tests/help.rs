@@ -18,6 +18,9 @@ const NO_DEFAULT: &[&str] = &[
     "--sh",
     "--to",
     "--broker",
+    "--broker-ca",
+    "--broker-cert",
+    "--broker-key",
     // connect
     "--header",
     "--protocol",

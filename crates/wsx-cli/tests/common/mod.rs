@@ -114,8 +114,8 @@ pub(crate) fn free_port() -> u16 {
 }
 
 /// The TLS test fixtures, generated once per test process into a directory of its own: a CA
-/// (`ca.pem`) and a certificate for localhost and 127.0.0.1 signed by it (`leaf.pem`,
-/// `leaf.key`). Once per process because tests run in parallel: a second set written to the
+/// (`ca.pem`), a certificate for localhost and 127.0.0.1 signed by it (`leaf.pem`,
+/// `leaf.key`) and a client certificate it signed (`client.pem`, `client.key`). Once per process because tests run in parallel: a second set written to the
 /// same directory would pair one test's leaf with another's CA. Keys are made anew on every
 /// run; none is stored in the repository.
 pub(crate) fn tls_fixtures() -> PathBuf {
@@ -128,6 +128,8 @@ pub(crate) fn tls_fixtures() -> PathBuf {
         std::fs::write(dir.join("ca.pem"), pki.ca_pem).unwrap();
         std::fs::write(dir.join("leaf.pem"), pki.leaf_pem).unwrap();
         std::fs::write(dir.join("leaf.key"), pki.leaf_key_pem).unwrap();
+        std::fs::write(dir.join("client.pem"), pki.client_pem).unwrap();
+        std::fs::write(dir.join("client.key"), pki.client_key_pem).unwrap();
         dir
     })
     .clone()
