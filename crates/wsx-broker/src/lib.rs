@@ -70,7 +70,8 @@
 //!   counted ([`LinkStats::malformed`]). Everything else is a *foreign* message (published by
 //!   something else than a node, `redis-cli PUBLISH wsx.room hi` say): delivered as it is,
 //!   text when it is UTF-8, binary otherwise. NATS holds at most 8,192 messages per topic
-//!   waiting for the link's task; past that async-nats drops them (a slow consumer).
+//!   waiting for the link's task; past that async-nats drops them (a slow consumer), counted in
+//!   [`LinkStats::slow_consumer`].
 //! - **Credentials never show**: logs, [`LinkStats::url`], `Debug` and [`public_url`] give the
 //!   URL with its password as `***`, and a user without a password (a NATS token) as well.
 //! - **One hub per link**: a clone of a link given to a second hub is refused there (logged at
@@ -385,6 +386,12 @@ pub struct LinkStats {
     /// magic (`wsx` and a version byte below 0x20) but are of an unknown version, an unknown
     /// kind, too short, or text that is not UTF-8.
     pub malformed: u64,
+    /// NATS: messages async-nats received from the broker that never reached this link:
+    /// dropped because a topic's buffer (8,192 messages) was full when the node did not take
+    /// them fast enough (a slow consumer), or left in the buffer of a topic unsubscribed
+    /// meanwhile, or, for a moment, still in it. Redis: 0 (its connection waits for the
+    /// reader instead of dropping).
+    pub slow_consumer: u64,
     /// Topics this node is subscribed to at the broker (or will be, once connected).
     pub topics: usize,
     /// SUBSCRIBE and UNSUBSCRIBE commands sent (Redis: one per batch of topics), or SUB and
@@ -478,6 +485,9 @@ impl Link {
             received: AtomicU64::new(0),
             own_skipped: AtomicU64::new(0),
             too_large: AtomicU64::new(0),
+            #[cfg(feature = "nats")]
+            nats_statistics: std::sync::OnceLock::new(),
+            taken: AtomicU64::new(0),
             malformed: AtomicU64::new(0),
             subscribe_requests: AtomicU64::new(0),
         });
@@ -513,6 +523,7 @@ impl Link {
             received: s.received.load(Ordering::Relaxed),
             own_skipped: s.own_skipped.load(Ordering::Relaxed),
             too_large: s.too_large.load(Ordering::Relaxed),
+            slow_consumer: s.slow_consumer(),
             malformed: s.malformed.load(Ordering::Relaxed),
             topics: lock(&s.topics).live.len(),
             subscribe_requests: s.subscribe_requests.load(Ordering::Relaxed),
@@ -619,6 +630,11 @@ struct Shared {
     received: AtomicU64,
     own_skipped: AtomicU64,
     too_large: AtomicU64,
+    /// NATS: the client's counters (its `in_messages`), once it is made.
+    #[cfg(feature = "nats")]
+    nats_statistics: std::sync::OnceLock<Arc<async_nats::Statistics>>,
+    /// NATS: messages taken from the client's subscriptions.
+    taken: AtomicU64,
     malformed: AtomicU64,
     subscribe_requests: AtomicU64,
 }
@@ -775,6 +791,16 @@ impl Shared {
     /// Takes `n` payload bytes off the queue's byte count (publishes sent, or dropped).
     fn sent_bytes(&self, n: usize) {
         self.queued_bytes.fetch_sub(n, Ordering::Relaxed);
+    }
+
+    /// [`LinkStats::slow_consumer`]: what the NATS client received and this link never took.
+    fn slow_consumer(&self) -> u64 {
+        #[cfg(feature = "nats")]
+        if let Some(stats) = self.nats_statistics.get() {
+            let received = stats.in_messages.load(Ordering::Relaxed);
+            return received.saturating_sub(self.taken.load(Ordering::Relaxed));
+        }
+        0
     }
 
     /// A message from the broker for `topic`: delivered here unless this node sent it.

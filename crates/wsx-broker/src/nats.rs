@@ -110,6 +110,7 @@ pub(crate) async fn run(shared: &Arc<Shared>, hub: &WeakHub, rx: &mut mpsc::Rece
             return;
         }
     };
+    let _ = shared.nats_statistics.set(client.statistics());
     let prefix = shared.config.prefix.as_str();
     let mut at_broker = HashSet::new();
     let mut cancels: HashMap<Arc<str>, oneshot::Sender<()>> = HashMap::new();
@@ -144,6 +145,7 @@ pub(crate) async fn run(shared: &Arc<Shared>, hub: &WeakHub, rx: &mut mpsc::Rece
         tokio::select! {
             msg = streams.next(), if !streams.is_empty() => {
                 let Some(msg) = msg else { continue };
+                shared.taken.fetch_add(1, Ordering::Relaxed);
                 let Some(hub) = hub.upgrade() else { return };
                 if let Some(topic) = msg.subject.as_str().strip_prefix(prefix).and_then(topic) {
                     shared.incoming(&hub, &topic, &msg.payload);

@@ -227,6 +227,55 @@ async fn what_comes_from_the_broker_is_checked() {
     assert!(s.connected && s.outages == 0, "{s:?}");
 }
 
+/// A node that cannot keep up with NATS: while the test holds the node's only thread, 30,000
+/// messages arrive from a raw NATS publisher; async-nats's subscription buffer (8,192) overflows,
+/// and every message is either delivered or counted in `slow_consumer`; the link stays up.
+#[tokio::test]
+async fn nats_slow_consumer_drops_are_counted() {
+    use std::io::{BufRead, BufReader, Write};
+    const FLOOD: u64 = 30_000;
+    let Some(broker) = BrokerProcess::start(BrokerKind::Nats) else { return };
+    let (hub, link) = node(&broker, LinkConfig::default());
+    let _on = subscribe(&hub, "flood");
+    wait("connected", || link.stats().connected && link.stats().topics == 1).await;
+    broker.wait_for("subscribed", |br| br.has_subscription("wsx.flood"));
+    // Held: nothing of this runtime runs until the broker has sent everything on.
+    let mut raw = std::net::TcpStream::connect(("127.0.0.1", broker.port)).unwrap();
+    let mut out = Vec::new();
+    out.extend_from_slice(b"CONNECT {\"verbose\":false}\r\n");
+    for i in 0..FLOOD {
+        let payload = format!("m{i:07}");
+        out.extend_from_slice(
+            format!("PUB wsx.flood {}\r\n{payload}\r\n", payload.len()).as_bytes(),
+        );
+    }
+    out.extend_from_slice(b"PING\r\n");
+    raw.write_all(&out).unwrap();
+    let mut lines = BufReader::new(raw);
+    let mut line = String::new();
+    while line.trim_end() != "PONG" {
+        line.clear();
+        assert!(lines.read_line(&mut line).unwrap() > 0, "NATS closed the publisher");
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    // Until what the buffer held is delivered: `received` stands still.
+    let started = Instant::now();
+    let mut last = u64::MAX;
+    while link.stats().received != last || last == 0 {
+        assert!(started.elapsed() < GUARD, "never settled: {:?}", link.stats());
+        last = link.stats().received;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let s = link.stats();
+    eprintln!("flood of {FLOOD}: received {}, slow_consumer {}", s.received, s.slow_consumer);
+    // Every message is delivered or counted, once the buffers are empty.
+    assert!(s.slow_consumer > 0 && s.received < FLOOD, "{s:?}");
+    // The buffer's worth was delivered, not dropped.
+    assert!(s.received >= 8192, "{s:?}");
+    assert_eq!(s.received + s.slow_consumer, FLOOD, "{s:?}");
+    assert!(s.connected, "{s:?}");
+}
+
 /// Resident memory of this process, in bytes.
 fn rss() -> usize {
     let status = std::fs::read_to_string("/proc/self/status").unwrap();

@@ -271,7 +271,7 @@ fn broker_json(s: &wsx_broker::LinkStats) -> String {
         "{{\"kind\":\"{}\",\"url\":{},\"connected\":{},\"outages\":{},\"reconnects\":{},\
          \"failed_connects\":{},\"down_ms\":{},\"last_error\":{error},\"published\":{},\
          \"dropped\":{},\"received\":{},\"own_skipped\":{},\"too_large\":{},\"malformed\":{},\
-         \"topics\":{},\"subscribe_requests\":{},\
+         \"slow_consumer\":{},\"topics\":{},\"subscribe_requests\":{},\
          \"last_resubscribe_ms\":{}}}",
         s.kind,
         json_string(&s.url),
@@ -286,6 +286,7 @@ fn broker_json(s: &wsx_broker::LinkStats) -> String {
         s.own_skipped,
         s.too_large,
         s.malformed,
+        s.slow_consumer,
         s.topics,
         s.subscribe_requests,
         millis(s.last_resubscribe),
