@@ -4,9 +4,11 @@
 //! subscriber from the hub, attaches it to its [`WebSocket`](crate::WebSocket) with
 //! [`WebSocket::attach`](crate::WebSocket::attach) and subscribes it to any number of topics.
 //! [`Hub::publish`] encodes the message once, as a [`SharedFrame`] (header and payload in one
-//! buffer), and hands every subscriber of the topic a reference to it: no copy, no encoding
-//! and no allocation per subscriber. Each connection then writes everything published to it
-//! since its last write in one write, while it is being received from.
+//! buffer), and appends it to the topic's log, which every subscriber reads from its own
+//! cursor: no copy, no encoding, no allocation and no queue entry per subscriber (a publish
+//! to N subscribers costs one log entry, not N). Each connection then writes everything
+//! published to it since its last write in one write, while it is being received from, and
+//! an entry goes once every subscriber it was for has taken it.
 //!
 //! ```no_run
 //! # async fn run() -> Result<(), wsx::Error> {
@@ -42,11 +44,13 @@
 //! - **At most once**: a message is delivered to the subscribers the topic has when it is
 //!   published, once each; a connection that subscribes later does not get it, there is no
 //!   history, and a message to a topic without subscribers is dropped.
-//! - **Slow subscribers**: each subscriber holds at most [`HubConfig::max_queued_bytes`] of
-//!   deliveries it has not taken into its send queue yet. Past that, by
-//!   [`HubConfig::overflow`], the message is skipped for that subscriber (and counted), or the
-//!   subscriber's connection is closed with 1013 (Try Again Later). A publish never waits for a
-//!   subscriber, so one that does not read cannot slow the others down.
+//! - **Slow subscribers**: a topic's log holds at most [`HubConfig::max_queued_bytes`] of
+//!   publishes some subscriber has not taken into its send queue yet, so no subscriber can
+//!   fall further behind than that. Past it the oldest publishes leave the log, and by
+//!   [`HubConfig::overflow`] the subscribers that had not taken them miss them (counted), or
+//!   have their connection closed with 1013 (Try Again Later). A publish never waits for a
+//!   subscriber, so one that does not read cannot slow the others down, and the memory a
+//!   topic pins is the bound, however many of its subscribers stop reading.
 //! - **Compression**: a message is compressed at most once per publish, and only when a
 //!   subscriber can take the result: a connection that negotiated permessage-deflate with
 //!   `server_no_context_takeover` (and the full 15-bit window) gets the one compressed frame.
@@ -70,9 +74,10 @@
 //! other nodes comes back through [`Hub::deliver`], to the local subscribers only. Without a
 //! broker nothing changes: a publish reads one more field and takes no further lock.
 
+use std::cell::RefCell;
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, Weak};
 use std::task::Waker;
 
@@ -95,10 +100,11 @@ pub enum Overflow {
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct HubConfig {
-    /// The most bytes of deliveries one subscriber may hold before they reach its send queue,
-    /// frame headers included, plus [`QUEUE_ENTRY_COST`] per message. Default 256 KiB. The
-    /// frames themselves are shared, so this bounds what a subscriber can pin, not what it
-    /// copies.
+    /// The most bytes a topic's log may hold of publishes not yet taken by all their
+    /// subscribers into their send queues, frame headers included, plus [`QUEUE_ENTRY_COST`]
+    /// per publish: how far behind a subscriber may fall. Default 256 KiB. The log is shared
+    /// by the topic's subscribers, so this bounds what the topic pins, however many of them
+    /// lag.
     pub max_queued_bytes: usize,
     /// What happens past [`Self::max_queued_bytes`]. Default [`Overflow::Skip`].
     pub overflow: Overflow,
@@ -108,9 +114,10 @@ pub struct HubConfig {
     pub compression: Option<DeflateConfig>,
 }
 
-/// What each queued delivery counts toward [`HubConfig::max_queued_bytes`] besides its frame:
-/// the queue entry itself, so that a flood of tiny messages is bounded too.
-pub const QUEUE_ENTRY_COST: usize = 48;
+/// What each publish waiting in a topic's log counts toward [`HubConfig::max_queued_bytes`]
+/// besides its frame: the log entry itself, so that a flood of tiny messages is bounded too.
+/// One entry serves every subscriber of the topic.
+pub const QUEUE_ENTRY_COST: usize = std::mem::size_of::<Entry>();
 
 impl Default for HubConfig {
     fn default() -> Self {
@@ -152,13 +159,17 @@ pub struct HubStats {
     pub subscriptions: usize,
     /// Publishes, to topics with subscribers or not.
     pub published: u64,
-    /// Messages handed to subscribers.
+    /// Messages handed to subscribers: queued for them by a publish, less those they missed
+    /// after all (skipped, or dropped when they unsubscribed or were closed before taking
+    /// them).
     pub deliveries: u64,
-    /// Deliveries skipped because the subscriber's queue was full ([`Overflow::Skip`]).
+    /// Deliveries skipped because the subscriber had fallen behind by more than the bound
+    /// ([`Overflow::Skip`]).
     pub skipped: u64,
     /// Deliveries of a compressed frame (one compression per publish shared by them).
     pub compressed_deliveries: u64,
-    /// Subscribers closed because their queue was full ([`Overflow::Close`]).
+    /// Subscribers closed because they had fallen behind by more than the bound
+    /// ([`Overflow::Close`]).
     pub overflow_closes: u64,
 }
 
@@ -201,9 +212,10 @@ impl WeakHub {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Published {
-    /// Subscribers the message was handed to.
+    /// Subscribers the message was queued for.
     pub delivered: usize,
-    /// Subscribers that did not get it because their queue was full.
+    /// Deliveries of earlier messages this publish pushed out of the topic's log, to
+    /// subscribers that had not taken them ([`Overflow::Skip`]): the oldest go first.
     pub skipped: usize,
 }
 
@@ -216,7 +228,9 @@ pub struct Hub {
 #[derive(Default)]
 struct HubShared {
     config: HubConfig,
-    topics: RwLock<HashMap<Arc<str>, Vec<Arc<Inbox>>>>,
+    topics: RwLock<HashMap<Arc<str>, Arc<Topic>>>,
+    /// Subscriptions in all topics.
+    subscriptions: AtomicUsize,
     next_id: AtomicU64,
     published: AtomicU64,
     deliveries: AtomicU64,
@@ -288,7 +302,10 @@ impl Hub {
             inbox: Arc::new(Inbox {
                 id,
                 takes_compressed: AtomicBool::new(false),
-                state: Mutex::new(InboxState::default()),
+                armed: AtomicBool::new(false),
+                overflowed: AtomicBool::new(false),
+                waker: Mutex::new(None),
+                memberships: Mutex::new(Vec::new()),
             }),
             topics: Vec::new(),
         }
@@ -339,8 +356,9 @@ impl Hub {
         published
     }
 
-    /// Delivers `plain` to `topic`'s subscribers but `except`, or its compressed form (made once,
-    /// from `message`) to those that take compressed frames.
+    /// Appends `plain` (and its compressed form, made once from `message` when a subscriber
+    /// takes compressed frames) to `topic`'s log for every subscriber but `except`, trims the
+    /// log to the bound, and wakes the subscribers waiting for it.
     fn fan_out(
         &self,
         topic: &str,
@@ -351,68 +369,121 @@ impl Hub {
         let shared = &*self.shared;
         shared.published.fetch_add(1, Ordering::Relaxed);
         let topics = read(&shared.topics);
-        let Some(subscribers) = topics.get(topic) else { return Published::default() };
-        let limit = shared.config.max_queued_bytes;
-        let mut result = Published::default();
-        let mut closes = 0;
-        // Made at the first subscriber that takes it: `None` until then, `Some(None)` when the
-        // message is not compressed (too short, compression off).
-        let mut compressed: Option<Option<SharedFrame>> = None;
-        let mut compressed_count = 0u64;
-        for inbox in subscribers {
-            if Some(inbox.id) == except {
-                continue;
-            }
-            let frame = if inbox.takes_compressed.load(Ordering::Relaxed) {
-                let made = compressed.get_or_insert_with(|| self.compress(message));
-                made.as_ref().unwrap_or(plain)
-            } else if plain.is_compressed() {
-                continue;
+        let Some(topic) = topics.get(topic) else { return Published::default() };
+        // Before the topic's lock, so that compressing holds up no subscriber's take. A
+        // subscriber that starts taking compressed frames meanwhile gets this one
+        // uncompressed, which is always allowed.
+        let compressed =
+            if !plain.is_compressed() && topic.compressed_members.load(Ordering::Relaxed) > 0 {
+                self.compress(message)
             } else {
-                plain
+                None
             };
-            let cost = frame.wire_len() + QUEUE_ENTRY_COST;
-            let mut state = lock(&inbox.state);
-            if state.overflowed {
-                continue;
-            }
-            if state.queued + cost > limit && !state.frames.is_empty() {
-                match shared.config.overflow {
-                    Overflow::Skip => {
-                        result.skipped += 1;
-                        continue;
-                    }
-                    Overflow::Close => {
-                        state.overflowed = true;
-                        state.frames = VecDeque::new();
-                        state.queued = 0;
-                        closes += 1;
+        // Woken after the locks are released; the buffer is this thread's, so a publish
+        // allocates nothing for it (a waker that publishes from `wake` gets a buffer of its own).
+        let mut wake = WAKE.with(|w| std::mem::take(&mut *w.borrow_mut()));
+        let mut result = Published::default();
+        let mut counts = Counts::default();
+        {
+            let mut state = lock(&topic.state);
+            let seq = state.end();
+            // Announced before the subscribers' flags are read: a subscriber that arms after
+            // this sees the new end and takes the entry itself; one that armed before is woken
+            // here (both sides use sequentially consistent order).
+            topic.end.store(seq + 1, Ordering::SeqCst);
+            let mut entry = Entry {
+                plain: plain.clone(),
+                compressed,
+                except,
+                pending: 0,
+                pending_compressed: 0,
+            };
+            for member in &state.members {
+                let Some(inbox) = &member.inbox else { continue };
+                let Some(compressed) = entry.is_for(inbox.id, member.takes_compressed) else {
+                    continue;
+                };
+                entry.pending += 1;
+                entry.pending_compressed += u32::from(compressed);
+                if inbox.armed.load(Ordering::SeqCst) && inbox.armed.swap(false, Ordering::SeqCst) {
+                    if let Some(waker) = lock(&inbox.waker).take() {
+                        wake.push(waker);
                     }
                 }
-            } else {
-                state.frames.push_back(frame.clone());
-                state.queued += cost;
-                result.delivered += 1;
-                compressed_count += u64::from(frame.is_compressed());
             }
-            let waker = state.waker.take();
-            drop(state);
-            if let Some(waker) = waker {
-                waker.wake();
-            }
+            result.delivered = entry.pending as usize;
+            counts.delivered = u64::from(entry.pending);
+            counts.compressed = u64::from(entry.pending_compressed);
+            state.bytes += entry.cost();
+            state.entries.push_back(entry);
+            self.trim(topic, &mut state, &mut result, &mut counts, &mut wake);
+            state.pop_taken();
         }
         drop(topics);
-        shared.deliveries.fetch_add(result.delivered as u64, Ordering::Relaxed);
-        if compressed_count > 0 {
-            shared.compressed_deliveries.fetch_add(compressed_count, Ordering::Relaxed);
+        for waker in wake.drain(..) {
+            waker.wake();
         }
-        if result.skipped > 0 {
-            shared.skipped.fetch_add(result.skipped as u64, Ordering::Relaxed);
-        }
-        if closes > 0 {
-            shared.overflow_closes.fetch_add(closes, Ordering::Relaxed);
-        }
+        WAKE.with(|w| {
+            let mut w = w.borrow_mut();
+            if w.capacity() < wake.capacity() {
+                *w = wake;
+            }
+        });
+        counts.apply(shared);
         result
+    }
+
+    /// Drops the oldest entries while the log holds more than the bound (keeping the newest):
+    /// under [`Overflow::Skip`] the subscribers that had not taken them miss them (counted);
+    /// under [`Overflow::Close`] those subscribers are marked to be closed and leave the topic.
+    fn trim(
+        &self,
+        topic: &Topic,
+        state: &mut TopicState,
+        result: &mut Published,
+        counts: &mut Counts,
+        wake: &mut Vec<Waker>,
+    ) {
+        let config = &self.shared.config;
+        while state.bytes > config.max_queued_bytes && state.entries.len() > 1 {
+            let seq = state.base;
+            let Some(entry) = state.entries.pop_front() else { break };
+            state.base += 1;
+            state.bytes -= entry.cost();
+            if entry.pending == 0 {
+                continue;
+            }
+            // Not delivered, whatever the policy.
+            counts.dropped += u64::from(entry.pending);
+            counts.dropped_compressed += u64::from(entry.pending_compressed);
+            match config.overflow {
+                Overflow::Skip => {
+                    result.skipped += entry.pending as usize;
+                    counts.skipped += u64::from(entry.pending);
+                }
+                Overflow::Close => {
+                    for slot in 0..state.members.len() {
+                        let member = &state.members[slot];
+                        let Some(inbox) = member.inbox.clone() else { continue };
+                        if member.next > seq
+                            || entry.frame_for(inbox.id, member.takes_compressed).is_none()
+                        {
+                            continue;
+                        }
+                        if !inbox.overflowed.swap(true, Ordering::SeqCst) {
+                            counts.closes += 1;
+                            if let Some(waker) = lock(&inbox.waker).take() {
+                                wake.push(waker);
+                            }
+                        }
+                        // What it had not taken is dropped; it takes nothing more here.
+                        if let Some(left) = state.remove(slot as u32, &inbox) {
+                            counts.left(topic, &left);
+                        }
+                    }
+                }
+            }
+        }
     }
 
     /// The compressed form of `message`, if compression is on and pays for it.
@@ -426,7 +497,7 @@ impl Hub {
 
     /// How many subscribers `topic` has.
     pub fn subscriber_count(&self, topic: &str) -> usize {
-        read(&self.shared.topics).get(topic).map_or(0, Vec::len)
+        read(&self.shared.topics).get(topic).map_or(0, |t| lock(&t.state).count)
     }
 
     /// How many topics have subscribers.
@@ -437,13 +508,9 @@ impl Hub {
     /// The counters and the present size.
     pub fn stats(&self) -> HubStats {
         let shared = &*self.shared;
-        let (topics, subscriptions) = {
-            let topics = read(&shared.topics);
-            (topics.len(), topics.values().map(Vec::len).sum())
-        };
         HubStats {
-            topics,
-            subscriptions,
+            topics: read(&shared.topics).len(),
+            subscriptions: shared.subscriptions.load(Ordering::Relaxed),
             published: shared.published.load(Ordering::Relaxed),
             deliveries: shared.deliveries.load(Ordering::Relaxed),
             skipped: shared.skipped.load(Ordering::Relaxed),
@@ -452,37 +519,104 @@ impl Hub {
         }
     }
 
-    fn add(&self, topic: &str, inbox: &Arc<Inbox>) -> Option<Arc<str>> {
+    /// Adds `inbox` to `topic` (made if new); its cursor starts at the log's end.
+    fn add(
+        &self,
+        topic: &str,
+        inbox: &Arc<Inbox>,
+        memberships: &mut Vec<Membership>,
+    ) -> Arc<Topic> {
         let mut topics = write(&self.shared.topics);
-        if let Some((name, subscribers)) = topics.get_key_value(topic) {
-            if subscribers.iter().any(|s| Arc::ptr_eq(s, inbox)) {
-                return None;
+        let topic = match topics.get(topic) {
+            Some(t) => t.clone(),
+            None => {
+                let t = Arc::new(Topic::new(topic));
+                topics.insert(t.name.clone(), t.clone());
+                // Under the lock: the broker hears of first and last subscribers in table order.
+                if let Some(broker) = &self.shared.broker {
+                    broker.subscribed(&t.name);
+                }
+                t
             }
-            let name = name.clone();
-            topics.get_mut(topic).expect("just found").push(inbox.clone());
-            return Some(name);
+        };
+        let takes_compressed = inbox.takes_compressed.load(Ordering::Relaxed);
+        let (slot, next) = lock(&topic.state).insert(inbox.clone(), takes_compressed);
+        if takes_compressed {
+            topic.compressed_members.fetch_add(1, Ordering::Relaxed);
         }
-        let name: Arc<str> = Arc::from(topic);
-        topics.insert(name.clone(), vec![inbox.clone()]);
-        // Under the lock: the broker hears of first and last subscribers in table order.
-        if let Some(broker) = &self.shared.broker {
-            broker.subscribed(topic);
+        if memberships.capacity() == 0 {
+            // Most connections hold one topic: no room for more until a second comes.
+            memberships.reserve_exact(1);
         }
-        Some(name)
+        memberships.push(Membership { topic: topic.clone(), slot, next });
+        self.shared.subscriptions.fetch_add(1, Ordering::Relaxed);
+        topic
     }
 
-    fn remove(&self, topic: &str, inbox: &Arc<Inbox>) {
+    /// Takes `membership`'s inbox out of its topic (what it had not taken is dropped), and
+    /// the topic out of the table once it has no subscriber left.
+    fn remove(&self, membership: &Membership, inbox: &Arc<Inbox>) {
+        let topic = &membership.topic;
         let mut topics = write(&self.shared.topics);
-        let Some(subscribers) = topics.get_mut(topic) else { return };
-        // From the end: the most recent subscribers tend to leave first.
-        if let Some(i) = subscribers.iter().rposition(|s| Arc::ptr_eq(s, inbox)) {
-            subscribers.swap_remove(i);
+        let (left, empty) = {
+            let mut state = lock(&topic.state);
+            let left = state.remove(membership.slot, inbox);
+            state.pop_taken();
+            (left, state.count == 0)
+        };
+        if let Some(left) = left {
+            let mut counts = Counts::default();
+            counts.left(topic, &left);
+            counts.apply(&self.shared);
         }
-        if subscribers.is_empty() {
-            topics.remove(topic);
+        if empty && topics.get(&topic.name).is_some_and(|t| Arc::ptr_eq(t, topic)) {
+            topics.remove(&topic.name);
             if let Some(broker) = &self.shared.broker {
-                broker.unsubscribed(topic);
+                broker.unsubscribed(&topic.name);
             }
+        }
+    }
+}
+
+/// Counter changes of one publish or removal, applied to the hub's counters at the end.
+#[derive(Default)]
+struct Counts {
+    delivered: u64,
+    compressed: u64,
+    /// Deliveries queued earlier that will not be made after all.
+    dropped: u64,
+    dropped_compressed: u64,
+    skipped: u64,
+    closes: u64,
+    /// Subscriptions that ended.
+    left: usize,
+}
+
+impl Counts {
+    /// `left` left `topic`.
+    fn left(&mut self, topic: &Topic, left: &Left) {
+        if left.takes_compressed {
+            topic.compressed_members.fetch_sub(1, Ordering::Relaxed);
+        }
+        self.dropped += left.dropped;
+        self.dropped_compressed += left.dropped_compressed;
+        self.left += 1;
+    }
+
+    fn apply(&self, shared: &HubShared) {
+        let add = |counter: &AtomicU64, up: u64, down: u64| {
+            if up > down {
+                counter.fetch_add(up - down, Ordering::Relaxed);
+            } else if down > up {
+                counter.fetch_sub(down - up, Ordering::Relaxed);
+            }
+        };
+        add(&shared.deliveries, self.delivered, self.dropped);
+        add(&shared.compressed_deliveries, self.compressed, self.dropped_compressed);
+        add(&shared.skipped, self.skipped, 0);
+        add(&shared.overflow_closes, self.closes, 0);
+        if self.left > 0 {
+            shared.subscriptions.fetch_sub(self.left, Ordering::Relaxed);
         }
     }
 }
@@ -516,42 +650,50 @@ pub type SubscriberId = u64;
 pub struct Subscriber {
     hub: Hub,
     inbox: Arc<Inbox>,
-    topics: Vec<Arc<str>>,
+    topics: Vec<Arc<Topic>>,
 }
 
 impl fmt::Debug for Subscriber {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Subscriber")
             .field("id", &self.inbox.id)
-            .field("topics", &self.topics)
+            .field("topics", &self.topics().collect::<Vec<_>>())
             .finish_non_exhaustive()
     }
 }
 
 impl Subscriber {
-    /// Subscribes to `topic`; `false` if already subscribed.
+    /// Subscribes to `topic`; `false` if already subscribed. Publishes from now on reach it.
     pub fn subscribe(&mut self, topic: &str) -> bool {
-        match self.hub.add(topic, &self.inbox) {
-            Some(name) => {
-                self.topics.push(name);
-                true
-            }
-            None => false,
+        if self.topics.iter().any(|t| &*t.name == topic) {
+            return false;
         }
+        let mut memberships = lock(&self.inbox.memberships);
+        let topic = self.hub.add(topic, &self.inbox, &mut memberships);
+        drop(memberships);
+        if self.topics.capacity() == 0 {
+            self.topics.reserve_exact(1);
+        }
+        self.topics.push(topic);
+        true
     }
 
-    /// Unsubscribes from `topic`; `false` if not subscribed. Deliveries already queued for it
-    /// are still written.
+    /// Unsubscribes from `topic`; `false` if not subscribed. What was published to it and is
+    /// not yet in the connection's send queue is not delivered.
     pub fn unsubscribe(&mut self, topic: &str) -> bool {
-        let Some(i) = self.topics.iter().position(|t| &**t == topic) else { return false };
-        self.topics.swap_remove(i);
-        self.hub.remove(topic, &self.inbox);
+        let Some(i) = self.topics.iter().position(|t| &*t.name == topic) else { return false };
+        let topic = self.topics.swap_remove(i);
+        let mut memberships = lock(&self.inbox.memberships);
+        if let Some(j) = memberships.iter().position(|m| Arc::ptr_eq(&m.topic, &topic)) {
+            let membership = memberships.swap_remove(j);
+            self.hub.remove(&membership, &self.inbox);
+        }
         true
     }
 
     /// The topics subscribed to.
     pub fn topics(&self) -> impl Iterator<Item = &str> {
-        self.topics.iter().map(|t| &**t)
+        self.topics.iter().map(|t| &*t.name)
     }
 
     /// The id to give [`Hub::publish_frame`] to leave this subscriber out.
@@ -559,10 +701,25 @@ impl Subscriber {
         self.inbox.id
     }
 
-    /// Bytes of deliveries waiting to reach the connection's send queue (as counted against
-    /// [`HubConfig::max_queued_bytes`]).
+    /// Bytes of deliveries waiting to reach the connection's send queue, as counted against
+    /// [`HubConfig::max_queued_bytes`] (each frame, plus [`QUEUE_ENTRY_COST`]).
     pub fn queued_bytes(&self) -> usize {
-        lock(&self.inbox.state).queued
+        let memberships = lock(&self.inbox.memberships);
+        let mut total = 0;
+        for m in memberships.iter() {
+            let state = lock(&m.topic.state);
+            let Some(member) = state.members.get(m.slot as usize) else { continue };
+            if !member.inbox.as_ref().is_some_and(|i| Arc::ptr_eq(i, &self.inbox)) {
+                continue;
+            }
+            let from = (member.next.max(state.base) - state.base) as usize;
+            for entry in state.entries.range(from..) {
+                if let Some(frame) = entry.frame_for(self.inbox.id, member.takes_compressed) {
+                    total += frame.wire_len() + QUEUE_ENTRY_COST;
+                }
+            }
+        }
+        total
     }
 
     pub(crate) fn inbox(&self) -> &Arc<Inbox> {
@@ -572,36 +729,207 @@ impl Subscriber {
 
 impl Drop for Subscriber {
     fn drop(&mut self) {
-        for topic in std::mem::take(&mut self.topics) {
-            self.hub.remove(&topic, &self.inbox);
+        self.topics.clear();
+        let memberships = std::mem::take(&mut *lock(&self.inbox.memberships));
+        for membership in &memberships {
+            self.hub.remove(membership, &self.inbox);
         }
     }
 }
 
-/// Deliveries on their way to one connection: filled by publishers, emptied by the
-/// connection's driver ([`Inbox::take`]).
+/// One topic: its subscribers, and the log of what was published to it that some of them
+/// have not taken yet. Each subscriber reads the log from its own cursor; an entry goes when
+/// every subscriber it was for has taken it, or when the log passes the bound.
+struct Topic {
+    name: Arc<str>,
+    /// The sequence number of the next publish: a subscriber whose cursor is there has
+    /// nothing new, and can tell without the lock.
+    end: AtomicU64,
+    /// Subscribers that take compressed frames: a publish is compressed only when there are.
+    compressed_members: AtomicUsize,
+    state: Mutex<TopicState>,
+}
+
+impl Topic {
+    fn new(name: &str) -> Self {
+        Self {
+            name: Arc::from(name),
+            end: AtomicU64::new(0),
+            compressed_members: AtomicUsize::new(0),
+            state: Mutex::new(TopicState::default()),
+        }
+    }
+}
+
+#[derive(Default)]
+struct TopicState {
+    /// Indexed by the slot each membership holds; a free slot has no inbox.
+    members: Vec<Member>,
+    free: Vec<u32>,
+    /// Members with an inbox.
+    count: usize,
+    /// The sequence number of `entries[0]`.
+    base: u64,
+    entries: VecDeque<Entry>,
+    /// What `entries` counts toward the bound.
+    bytes: usize,
+}
+
+struct Member {
+    inbox: Option<Arc<Inbox>>,
+    /// The sequence number of the next entry to take (below `base`: it missed some).
+    next: u64,
+    takes_compressed: bool,
+}
+
+/// One publish in a topic's log.
+struct Entry {
+    plain: SharedFrame,
+    compressed: Option<SharedFrame>,
+    except: Option<SubscriberId>,
+    /// Subscribers it is for that have not taken it.
+    pending: u32,
+    /// Of them, those that take `compressed` (when there is one).
+    pending_compressed: u32,
+}
+
+impl Entry {
+    fn cost(&self) -> usize {
+        self.plain.wire_len()
+            + self.compressed.as_ref().map_or(0, SharedFrame::wire_len)
+            + QUEUE_ENTRY_COST
+    }
+
+    /// Whether the entry is for the subscriber `id`, and then whether it gets the compressed
+    /// frame.
+    fn is_for(&self, id: SubscriberId, takes_compressed: bool) -> Option<bool> {
+        self.frame_for(id, takes_compressed).map(SharedFrame::is_compressed)
+    }
+
+    /// The frame for the subscriber `id`, if the entry is for it.
+    fn frame_for(&self, id: SubscriberId, takes_compressed: bool) -> Option<&SharedFrame> {
+        if self.except == Some(id) {
+            None
+        } else if takes_compressed {
+            Some(self.compressed.as_ref().unwrap_or(&self.plain))
+        } else if self.plain.is_compressed() {
+            None
+        } else {
+            Some(&self.plain)
+        }
+    }
+}
+
+/// What a subscriber that left a topic had not taken.
+struct Left {
+    dropped: u64,
+    dropped_compressed: u64,
+    /// It took compressed frames (one fewer in the topic's count).
+    takes_compressed: bool,
+}
+
+impl TopicState {
+    fn end(&self) -> u64 {
+        self.base + self.entries.len() as u64
+    }
+
+    fn insert(&mut self, inbox: Arc<Inbox>, takes_compressed: bool) -> (u32, u64) {
+        let member = Member { inbox: Some(inbox), next: self.end(), takes_compressed };
+        self.count += 1;
+        if let Some(slot) = self.free.pop() {
+            self.members[slot as usize] = member;
+            return (slot, self.end());
+        }
+        self.members.push(member);
+        // Slots fit in a u32: a topic has fewer subscribers than that.
+        ((self.members.len() - 1) as u32, self.end())
+    }
+
+    /// Frees `slot` if `inbox` holds it, releasing what it had not taken.
+    fn remove(&mut self, slot: u32, inbox: &Arc<Inbox>) -> Option<Left> {
+        let member = self.members.get_mut(slot as usize)?;
+        if !member.inbox.as_ref().is_some_and(|i| Arc::ptr_eq(i, inbox)) {
+            return None;
+        }
+        member.inbox = None;
+        let (next, takes_compressed) = (member.next.max(self.base), member.takes_compressed);
+        let mut left = Left { dropped: 0, dropped_compressed: 0, takes_compressed };
+        let from = (next - self.base) as usize;
+        for entry in self.entries.range_mut(from..) {
+            if let Some(compressed) = entry.is_for(inbox.id, takes_compressed) {
+                let compressed = u32::from(compressed);
+                entry.pending -= 1;
+                entry.pending_compressed -= compressed;
+                left.dropped += 1;
+                left.dropped_compressed += u64::from(compressed);
+            }
+        }
+        self.count -= 1;
+        if self.count == 0 {
+            self.members = Vec::new();
+            self.free = Vec::new();
+        } else {
+            self.free.push(slot);
+        }
+        Some(left)
+    }
+
+    /// Drops the entries at the front that every subscriber they were for has taken.
+    fn pop_taken(&mut self) {
+        while let Some(entry) = self.entries.front() {
+            if entry.pending > 0 {
+                break;
+            }
+            self.bytes -= entry.cost();
+            self.entries.pop_front();
+            self.base += 1;
+        }
+        // Drained: a burst's capacity is not kept for the life of the topic (a few entries
+        // are, so that steady publishing does not allocate per publish).
+        if self.entries.is_empty() && self.entries.capacity() > LOG_KEPT_CAPACITY {
+            self.entries.shrink_to(LOG_KEPT_CAPACITY);
+        }
+    }
+}
+
+/// Entries a drained topic log keeps allocated.
+const LOG_KEPT_CAPACITY: usize = 8;
+
+/// A subscriber's place in one topic.
+struct Membership {
+    topic: Arc<Topic>,
+    slot: u32,
+    /// The subscriber's cursor there, as of its last take: equal to the topic's end when
+    /// there is nothing new (checked without the topic's lock).
+    next: u64,
+}
+
+thread_local! {
+    /// Wakers collected by a publish, woken once its locks are released.
+    static WAKE: RefCell<Vec<Waker>> = const { RefCell::new(Vec::new()) };
+}
+
+/// One connection's side of its subscriptions: filled by publishers (through the topics'
+/// logs), emptied by the connection's driver ([`Inbox::take`]).
 pub(crate) struct Inbox {
     id: SubscriberId,
     /// The connection it is attached to takes compressed shared frames.
     takes_compressed: AtomicBool,
-    state: Mutex<InboxState>,
+    /// A waker is registered and no publish has woken it since.
+    armed: AtomicBool,
+    /// Passed the bound under [`Overflow::Close`]: the connection is to be closed.
+    overflowed: AtomicBool,
+    /// The task to wake on the next delivery. Locked on its own, never while waiting for
+    /// another lock.
+    waker: Mutex<Option<Waker>>,
+    /// The topics subscribed to, with the cursor in each. Locked before any topic's lock.
+    memberships: Mutex<Vec<Membership>>,
 }
 
 impl fmt::Debug for Inbox {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Inbox").field("id", &self.id).finish_non_exhaustive()
     }
-}
-
-#[derive(Default)]
-struct InboxState {
-    frames: VecDeque<SharedFrame>,
-    /// What `frames` counts toward the bound.
-    queued: usize,
-    /// The task to wake on the next delivery.
-    waker: Option<Waker>,
-    /// The bound was passed under [`Overflow::Close`]: the connection is to be closed.
-    overflowed: bool,
 }
 
 /// What [`Inbox::take`] found.
@@ -615,50 +943,110 @@ pub(crate) enum Taken {
 }
 
 impl Inbox {
-    /// Records whether the connection attached takes compressed shared frames.
+    /// Records whether the connection attached takes compressed shared frames (entries
+    /// already in its topics' logs are reckoned again for it).
     pub(crate) fn set_takes_compressed(&self, takes: bool) {
-        self.takes_compressed.store(takes, Ordering::Relaxed);
+        let memberships = lock(&self.memberships);
+        if self.takes_compressed.swap(takes, Ordering::Relaxed) == takes {
+            return;
+        }
+        for m in memberships.iter() {
+            let mut state = lock(&m.topic.state);
+            let state = &mut *state;
+            let Some(member) = state.members.get_mut(m.slot as usize) else { continue };
+            if !member.inbox.as_ref().is_some_and(|i| std::ptr::eq(&**i, self)) {
+                continue;
+            }
+            let from = (member.next.max(state.base) - state.base) as usize;
+            for entry in state.entries.range_mut(from..) {
+                if let Some(compressed) = entry.is_for(self.id, member.takes_compressed) {
+                    entry.pending -= 1;
+                    entry.pending_compressed -= u32::from(compressed);
+                }
+                if let Some(compressed) = entry.is_for(self.id, takes) {
+                    entry.pending += 1;
+                    entry.pending_compressed += u32::from(compressed);
+                }
+            }
+            member.takes_compressed = takes;
+            if takes {
+                m.topic.compressed_members.fetch_add(1, Ordering::Relaxed);
+            } else {
+                m.topic.compressed_members.fetch_sub(1, Ordering::Relaxed);
+            }
+            state.pop_taken();
+        }
     }
 
-    /// Hands queued deliveries to `take` in order while it returns true (it queues them on
-    /// the connection). With `waker`, registers it to be woken by the next publish whatever
-    /// the outcome: a driver that stops early (its send queue full, a chunked message half
-    /// sent) must still hear of what comes next, and of an overflow under
-    /// [`Overflow::Close`] while it waits for the transport.
+    /// Hands what was published to the subscriber's topics since its last take to `take`, in
+    /// order per topic, while it returns true (it queues them on the connection). With
+    /// `waker`, registers it to be woken by the next publish whatever the outcome: a driver
+    /// that stops early (its send queue full, a chunked message half sent) must still hear of
+    /// what comes next, and of an overflow under [`Overflow::Close`] while it waits for the
+    /// transport.
     pub(crate) fn take(
         &self,
         waker: Option<&Waker>,
         mut take: impl FnMut(&SharedFrame) -> bool,
     ) -> Taken {
-        let mut state = lock(&self.state);
+        let mut memberships = lock(&self.memberships);
         if let Some(waker) = waker {
-            match &state.waker {
-                Some(w) if w.will_wake(waker) => {}
-                _ => state.waker = Some(waker.clone()),
+            {
+                let mut slot = lock(&self.waker);
+                match &*slot {
+                    Some(w) if w.will_wake(waker) => {}
+                    _ => *slot = Some(waker.clone()),
+                }
             }
+            // Before the logs' ends are read: see `Hub::fan_out`.
+            self.armed.store(true, Ordering::SeqCst);
         }
-        if state.overflowed {
+        if self.overflowed.load(Ordering::SeqCst) {
             return Taken::Overflowed;
         }
-        while let Some(frame) = state.frames.front() {
-            if !take(frame) {
+        for m in memberships.iter_mut() {
+            if m.topic.end.load(Ordering::SeqCst) == m.next {
+                continue;
+            }
+            let mut state = lock(&m.topic.state);
+            let state = &mut *state;
+            let Some(member) = state.members.get_mut(m.slot as usize) else { continue };
+            if !member.inbox.as_ref().is_some_and(|i| std::ptr::eq(&**i, self)) {
+                continue;
+            }
+            let takes_compressed = member.takes_compressed;
+            // Below the base: the log was trimmed past it (counted then).
+            let mut next = member.next.max(state.base);
+            let end = state.base + state.entries.len() as u64;
+            let mut more = false;
+            while next < end {
+                let entry = &mut state.entries[(next - state.base) as usize];
+                match entry
+                    .frame_for(self.id, takes_compressed)
+                    .map(|f| (f.is_compressed(), take(f)))
+                {
+                    None => {}
+                    Some((compressed, true)) => {
+                        entry.pending -= 1;
+                        entry.pending_compressed -= u32::from(compressed);
+                    }
+                    Some((_, false)) => {
+                        more = true;
+                        break;
+                    }
+                }
+                next += 1;
+            }
+            member.next = next;
+            m.next = next;
+            state.pop_taken();
+            if more {
                 return Taken::More;
             }
-            let cost = frame.wire_len() + QUEUE_ENTRY_COST;
-            state.queued -= cost;
-            state.frames.pop_front();
-        }
-        // Drained: a burst's capacity is not kept for the life of the connection (a few
-        // entries are, so that steady publishing does not allocate per delivery).
-        if state.frames.capacity() > INBOX_KEPT_CAPACITY {
-            state.frames.shrink_to(INBOX_KEPT_CAPACITY);
         }
         Taken::Empty
     }
 }
-
-/// Queue entries a drained inbox keeps allocated.
-const INBOX_KEPT_CAPACITY: usize = 8;
 
 /// Locks, ignoring poisoning: the state stays consistent whatever a panicking holder did
 /// (every update is a single push or pop with its counter).
@@ -678,21 +1066,111 @@ fn write<T>(l: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
 mod tests {
     use super::*;
 
-    /// A drained inbox lets go of a burst's queue capacity (40 B per entry otherwise kept for
-    /// the life of the connection).
+    /// The entries of `topic`'s log and their capacity.
+    fn log(hub: &Hub, topic: &str) -> (usize, usize) {
+        let topics = read(&hub.shared.topics);
+        let state = lock(&topics[topic].state);
+        (state.entries.len(), state.entries.capacity())
+    }
+
+    /// A publish to many subscribers is one log entry; a drained log lets go of a burst's
+    /// capacity.
     #[test]
-    fn a_drained_inbox_keeps_only_a_few_entries() {
+    fn one_log_entry_serves_every_subscriber_and_a_drained_log_keeps_only_a_few() {
         let hub = Hub::new();
-        let mut s = hub.subscriber();
-        s.subscribe("t");
-        for _ in 0..4000 {
-            hub.publish("t", &Message::text("x"));
+        let mut subscribers: Vec<_> = (0..100).map(|_| hub.subscriber()).collect();
+        for s in &mut subscribers {
+            s.subscribe("t");
         }
-        assert!(lock(&s.inbox().state).frames.capacity() >= 4000);
-        assert!(matches!(s.inbox().take(None, |_| true), Taken::Empty));
-        let cap = lock(&s.inbox().state).frames.capacity();
-        assert!(cap <= INBOX_KEPT_CAPACITY, "a drained inbox holds {cap} entries");
-        assert_eq!(s.queued_bytes(), 0);
+        for _ in 0..2000 {
+            assert_eq!(hub.publish("t", &Message::text("x")).delivered, 100);
+        }
+        assert_eq!(log(&hub, "t").0, 2000);
+        let per_subscriber = 2000 * (3 + QUEUE_ENTRY_COST);
+        assert_eq!(subscribers[0].queued_bytes(), per_subscriber);
+        // All but the last have taken everything: the log stays for the one behind.
+        for s in &subscribers[..99] {
+            let mut n = 0;
+            assert!(matches!(
+                s.inbox().take(None, |_| {
+                    n += 1;
+                    true
+                }),
+                Taken::Empty
+            ));
+            assert_eq!(n, 2000);
+            assert_eq!(s.queued_bytes(), 0);
+        }
+        assert_eq!(log(&hub, "t").0, 2000);
+        assert!(matches!(subscribers[99].inbox().take(None, |_| true), Taken::Empty));
+        let (len, cap) = log(&hub, "t");
+        assert_eq!(len, 0);
+        assert!(cap <= LOG_KEPT_CAPACITY, "a drained log holds {cap} entries");
+        assert_eq!(hub.stats().deliveries, 200_000);
+    }
+
+    /// A subscriber that falls behind by more than the bound misses the oldest publishes
+    /// (counted), keeps the newest, and the log never holds more than the bound.
+    #[test]
+    fn a_lagging_subscriber_misses_the_oldest_and_the_log_stays_bounded() {
+        let bound = 10 * (3 + QUEUE_ENTRY_COST);
+        let hub = Hub::with_config(HubConfig::default().max_queued_bytes(bound));
+        let mut fast = hub.subscriber();
+        let mut slow = hub.subscriber();
+        fast.subscribe("t");
+        slow.subscribe("t");
+        let mut fast_got = Vec::new();
+        let mut skipped = 0;
+        for i in 0..100u8 {
+            skipped += hub.publish("t", &Message::binary(vec![i])).skipped;
+            fast.inbox().take(None, |f| {
+                fast_got.push(f.as_bytes()[2]);
+                true
+            });
+            assert!(log(&hub, "t").0 <= 10);
+        }
+        assert_eq!(fast_got, (0..100).collect::<Vec<u8>>());
+        let mut slow_got = Vec::new();
+        slow.inbox().take(None, |f| {
+            slow_got.push(f.as_bytes()[2]);
+            true
+        });
+        assert_eq!(slow_got, (90..100).collect::<Vec<u8>>());
+        assert_eq!(skipped, 90);
+        let stats = hub.stats();
+        assert_eq!((stats.skipped, stats.deliveries), (90, 110));
+        assert_eq!(log(&hub, "t").0, 0);
+    }
+
+    /// Leaving a topic releases what the subscriber had not taken, and the counts follow.
+    #[test]
+    fn unsubscribing_releases_the_entries_held_for_the_subscriber() {
+        let hub = Hub::new();
+        let mut a = hub.subscriber();
+        let mut b = hub.subscriber();
+        a.subscribe("t");
+        b.subscribe("t");
+        hub.publish("t", &Message::text("one"));
+        hub.publish_except("t", &Message::text("two"), &a);
+        assert!(matches!(a.inbox().take(None, |_| true), Taken::Empty));
+        assert_eq!(log(&hub, "t").0, 2);
+        assert!(b.unsubscribe("t"));
+        assert_eq!(log(&hub, "t").0, 0);
+        assert_eq!(hub.stats().deliveries, 1);
+        assert_eq!(hub.subscriber_count("t"), 1);
+        // The freed slot is taken by the next subscriber, which starts at the end.
+        let mut c = hub.subscriber();
+        c.subscribe("t");
+        hub.publish("t", &Message::text("three"));
+        let mut got = Vec::new();
+        c.inbox().take(None, |f| {
+            got.push(f.as_bytes().to_vec());
+            true
+        });
+        assert_eq!(got, [SharedFrame::text("three").as_bytes().to_vec()]);
+        drop((a, c));
+        assert_eq!(hub.topic_count(), 0);
+        assert_eq!(hub.stats().subscriptions, 0);
     }
 
     /// Records what the hub tells it.

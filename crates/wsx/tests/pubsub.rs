@@ -196,7 +196,8 @@ async fn a_subscriber_that_never_reads_is_skipped_without_slowing_the_others() {
     let bound = 64 << 10;
     let hub = Hub::with_config(HubConfig::default().max_queued_bytes(bound));
     let readers: Vec<_> = (0..10).map(|_| subscribed(&hub, &["t"], "t", false)).collect();
-    // Never read: its transport and send queue fill, then its inbox, then it is skipped.
+    // Never read: its transport and send queue fill, then the topic log holds the bound for
+    // it, then it misses the oldest.
     let stuck = subscribed(&hub, &["t"], "t", false);
     let payload = vec![b'x'; 1024];
     let n = 5_000;
@@ -228,7 +229,7 @@ async fn a_subscriber_that_never_reads_is_skipped_without_slowing_the_others() {
     let stats = hub.stats();
     let frame = 1024 + 4 + QUEUE_ENTRY_COST;
     // What reached it at most: the pipe (64 KiB), the send queue (up to the 128 KiB mark and
-    // one frame past it) and its inbox (the bound, and one delivery past it).
+    // one frame past it) and the log (the bound, and one delivery past it).
     let most_for_stuck = (64 << 10) / 1024 + (128 << 10) / 1024 + 1 + bound / frame + 1;
     let stuck_got = n as u64 - stats.skipped;
     assert!(stats.skipped > 0, "{stats:?}");
