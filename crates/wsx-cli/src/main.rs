@@ -162,8 +162,8 @@ struct ServeArgs {
     /// `Authorization: Bearer TOKEN` (without this flag HTTP publishing is off).
     #[arg(long, value_name = "TOKEN", requires = "pubsub", help_heading = "Pub/sub")]
     publish_token: Option<String>,
-    /// With --pubsub: most bytes of publishes queued for one subscriber that is not keeping up
-    /// (256 KiB); past it, --slow-subscriber decides.
+    /// With --pubsub: how far behind (bytes of publishes not yet taken) a subscriber may fall
+    /// before the oldest leave its topic's log (256 KiB); then --slow-subscriber decides.
     #[arg(
         long,
         value_name = "BYTES",
@@ -172,8 +172,8 @@ struct ServeArgs {
         help_heading = "Pub/sub"
     )]
     max_subscriber_queue: usize,
-    /// With --pubsub: what a publish does to a subscriber whose queue is full: `skip` the
-    /// message for it (counted in /stats) or `close` its connection with 1013.
+    /// With --pubsub: what happens to a subscriber that fell further behind: it `skip`s the
+    /// oldest publishes (counted in /stats) or its connection is `close`d with 1013.
     #[arg(
         long,
         value_enum,
