@@ -978,6 +978,12 @@ impl Inbox {
         }
     }
 
+    /// Whether a take would find something: a publish since the last take, or an overflow.
+    pub(crate) fn has_new(&self) -> bool {
+        self.overflowed.load(Ordering::Relaxed)
+            || lock(&self.memberships).iter().any(|m| m.topic.end.load(Ordering::Relaxed) != m.next)
+    }
+
     /// Hands what was published to the subscriber's topics since its last take to `take`, in
     /// order per topic, while it returns true (it queues them on the connection). With
     /// `waker`, registers it to be woken by the next publish whatever the outcome: a driver

