@@ -463,7 +463,8 @@ impl Hub {
                 }
                 Overflow::Close => {
                     for slot in 0..state.members.len() {
-                        let member = &state.members[slot];
+                        // A removal below can empty the topic, and with it `members`.
+                        let Some(member) = state.members.get(slot) else { break };
                         let Some(inbox) = member.inbox.clone() else { continue };
                         if member.next > seq
                             || entry.frame_for(inbox.id, member.takes_compressed).is_none()
