@@ -708,13 +708,9 @@ impl Subscriber {
         let memberships = lock(&self.inbox.memberships);
         let mut total = 0;
         for m in memberships.iter() {
-            let state = lock(&m.topic.state);
-            let Some(member) = state.members.get(m.slot as usize) else { continue };
-            if !member.inbox.as_ref().is_some_and(|i| Arc::ptr_eq(i, &self.inbox)) {
-                continue;
-            }
-            let from = (member.next.max(state.base) - state.base) as usize;
-            for entry in state.entries.range(from..) {
+            let mut state = lock(&m.topic.state);
+            let Some((member, entries, from)) = state.cursor(m.slot, &self.inbox) else { continue };
+            for entry in entries.range(from..) {
                 if let Some(frame) = entry.frame_for(self.inbox.id, member.takes_compressed) {
                     total += frame.wire_len() + QUEUE_ENTRY_COST;
                 }
@@ -846,17 +842,29 @@ impl TopicState {
         ((self.members.len() - 1) as u32, self.end())
     }
 
-    /// Frees `slot` if `inbox` holds it, releasing what it had not taken.
-    fn remove(&mut self, slot: u32, inbox: &Arc<Inbox>) -> Option<Left> {
+    /// The member in `slot` if `inbox` still holds it (a slot is reused once its member left),
+    /// the log, and the index in it of the first entry the member has not taken (0 when the
+    /// log was trimmed past its cursor).
+    fn cursor(
+        &mut self,
+        slot: u32,
+        inbox: &Inbox,
+    ) -> Option<(&mut Member, &mut VecDeque<Entry>, usize)> {
         let member = self.members.get_mut(slot as usize)?;
-        if !member.inbox.as_ref().is_some_and(|i| Arc::ptr_eq(i, inbox)) {
+        if !member.inbox.as_deref().is_some_and(|i| std::ptr::eq(i, inbox)) {
             return None;
         }
+        let from = member.next.saturating_sub(self.base) as usize;
+        Some((member, &mut self.entries, from))
+    }
+
+    /// Frees `slot` if `inbox` holds it, releasing what it had not taken.
+    fn remove(&mut self, slot: u32, inbox: &Arc<Inbox>) -> Option<Left> {
+        let (member, entries, from) = self.cursor(slot, inbox)?;
         member.inbox = None;
-        let (next, takes_compressed) = (member.next.max(self.base), member.takes_compressed);
+        let takes_compressed = member.takes_compressed;
         let mut left = Left { dropped: 0, dropped_compressed: 0, takes_compressed };
-        let from = (next - self.base) as usize;
-        for entry in self.entries.range_mut(from..) {
+        for entry in entries.range_mut(from..) {
             if let Some(compressed) = entry.is_for(inbox.id, takes_compressed) {
                 let compressed = u32::from(compressed);
                 entry.pending -= 1;
@@ -953,13 +961,8 @@ impl Inbox {
         }
         for m in memberships.iter() {
             let mut state = lock(&m.topic.state);
-            let state = &mut *state;
-            let Some(member) = state.members.get_mut(m.slot as usize) else { continue };
-            if !member.inbox.as_ref().is_some_and(|i| std::ptr::eq(&**i, self)) {
-                continue;
-            }
-            let from = (member.next.max(state.base) - state.base) as usize;
-            for entry in state.entries.range_mut(from..) {
+            let Some((member, entries, from)) = state.cursor(m.slot, self) else { continue };
+            for entry in entries.range_mut(from..) {
                 if let Some(compressed) = entry.is_for(self.id, member.takes_compressed) {
                     entry.pending -= 1;
                     entry.pending_compressed -= u32::from(compressed);
@@ -1016,18 +1019,13 @@ impl Inbox {
                 continue;
             }
             let mut state = lock(&m.topic.state);
-            let state = &mut *state;
-            let Some(member) = state.members.get_mut(m.slot as usize) else { continue };
-            if !member.inbox.as_ref().is_some_and(|i| std::ptr::eq(&**i, self)) {
-                continue;
-            }
+            let base = state.base;
+            // From the base when the log was trimmed past its cursor (counted then).
+            let Some((member, entries, from)) = state.cursor(m.slot, self) else { continue };
             let takes_compressed = member.takes_compressed;
-            // Below the base: the log was trimmed past it (counted then).
-            let mut next = member.next.max(state.base);
-            let end = state.base + state.entries.len() as u64;
+            let mut taken = from;
             let mut more = false;
-            while next < end {
-                let entry = &mut state.entries[(next - state.base) as usize];
+            for entry in entries.range_mut(from..) {
                 match entry
                     .frame_for(self.id, takes_compressed)
                     .map(|f| (f.is_compressed(), take(f)))
@@ -1042,8 +1040,9 @@ impl Inbox {
                         break;
                     }
                 }
-                next += 1;
+                taken += 1;
             }
+            let next = base + taken as u64;
             member.next = next;
             m.next = next;
             state.pop_taken();
