@@ -104,7 +104,10 @@ pub struct HubConfig {
     /// subscribers into their send queues, frame headers included, plus [`QUEUE_ENTRY_COST`]
     /// per publish: how far behind a subscriber may fall. Default 256 KiB. The log is shared
     /// by the topic's subscribers, so this bounds what the topic pins, however many of them
-    /// lag.
+    /// lag. A publish that every subscriber it was for has taken, or that was for none (a
+    /// publisher's own message, left out for it), holds only [`QUEUE_ENTRY_COST`] until the
+    /// entries before it go: a subscriber is pushed past the bound by what is queued for it,
+    /// plus that much for each publish after its oldest that is not.
     pub max_queued_bytes: usize,
     /// What happens past [`Self::max_queued_bytes`]. Default [`Overflow::Skip`].
     pub overflow: Overflow,
@@ -384,7 +387,7 @@ impl Hub {
         let mut wake = WAKE.with(|w| std::mem::take(&mut *w.borrow_mut()));
         let mut result = Published::default();
         let mut counts = Counts::default();
-        {
+        let emptied = {
             let mut state = lock(&topic.state);
             let seq = state.end();
             // Announced before the subscribers' flags are read: a subscriber that arms after
@@ -392,14 +395,24 @@ impl Hub {
             // here (both sides use sequentially consistent order).
             topic.end.store(seq + 1, Ordering::SeqCst);
             let mut entry = Entry {
-                plain: plain.clone(),
+                plain: Some(plain.clone()),
                 compressed,
                 except,
                 pending: 0,
                 pending_compressed: 0,
             };
-            for member in &state.members {
-                let Some(inbox) = &member.inbox else { continue };
+            let mut i = state.members.len();
+            while i > 0 {
+                i -= 1;
+                let member = &state.members[i];
+                let inbox = &member.inbox;
+                // Closed for overflow in another topic: it gets nothing more, and what it
+                // holds here is released now rather than when its connection is gone.
+                if inbox.overflowed.load(Ordering::Relaxed) {
+                    let left = state.remove_at(i);
+                    counts.left(topic, &left);
+                    continue;
+                }
                 let Some(compressed) = entry.is_for(inbox.id, member.takes_compressed) else {
                     continue;
                 };
@@ -414,12 +427,20 @@ impl Hub {
             result.delivered = entry.pending as usize;
             counts.delivered = u64::from(entry.pending);
             counts.compressed = u64::from(entry.pending_compressed);
+            // For nobody (a publisher's own message, left out for it): its place in the
+            // sequence only.
+            entry.settle();
             state.bytes += entry.cost();
             state.entries.push_back(entry);
             self.trim(topic, &mut state, &mut result, &mut counts, &mut wake);
             state.pop_taken();
-        }
+            counts.left > 0 && state.members.is_empty()
+        };
+        let emptied = emptied.then(|| topic.clone());
         drop(topics);
+        if let Some(topic) = emptied {
+            self.drop_if_empty(&topic);
+        }
         for waker in wake.drain(..) {
             waker.wake();
         }
@@ -462,10 +483,12 @@ impl Hub {
                     counts.skipped += u64::from(entry.pending);
                 }
                 Overflow::Close => {
-                    for slot in 0..state.members.len() {
-                        // A removal below can empty the topic, and with it `members`.
-                        let Some(member) = state.members.get(slot) else { break };
-                        let Some(inbox) = member.inbox.clone() else { continue };
+                    // Backwards: a removal moves the last member into the place left.
+                    let mut i = state.members.len();
+                    while i > 0 {
+                        i -= 1;
+                        let member = &state.members[i];
+                        let inbox = &member.inbox;
                         if member.next > seq
                             || entry.frame_for(inbox.id, member.takes_compressed).is_none()
                         {
@@ -478,9 +501,8 @@ impl Hub {
                             }
                         }
                         // What it had not taken is dropped; it takes nothing more here.
-                        if let Some(left) = state.remove(slot as u32, &inbox) {
-                            counts.left(topic, &left);
-                        }
+                        let left = state.remove_at(i);
+                        counts.left(topic, &left);
                     }
                 }
             }
@@ -498,7 +520,7 @@ impl Hub {
 
     /// How many subscribers `topic` has.
     pub fn subscriber_count(&self, topic: &str) -> usize {
-        read(&self.shared.topics).get(topic).map_or(0, |t| lock(&t.state).count)
+        read(&self.shared.topics).get(topic).map_or(0, |t| lock(&t.state).members.len())
     }
 
     /// How many topics have subscribers.
@@ -563,13 +585,27 @@ impl Hub {
             let mut state = lock(&topic.state);
             let left = state.remove(membership.slot, inbox);
             state.pop_taken();
-            (left, state.count == 0)
+            (left, state.members.is_empty())
         };
         if let Some(left) = left {
             let mut counts = Counts::default();
             counts.left(topic, &left);
             counts.apply(&self.shared);
         }
+        self.unlist(&mut topics, topic, empty);
+    }
+
+    /// Takes `topic` out of the table if no subscriber is left in it (one that was closed
+    /// for overflow by a publish, say).
+    fn drop_if_empty(&self, topic: &Arc<Topic>) {
+        let mut topics = write(&self.shared.topics);
+        let empty = lock(&topic.state).members.is_empty();
+        self.unlist(&mut topics, topic, empty);
+    }
+
+    /// Takes `topic`, found `empty`, out of `topics` (if it is still the one listed), and
+    /// the node out of it at the broker.
+    fn unlist(&self, topics: &mut HashMap<Arc<str>, Arc<Topic>>, topic: &Arc<Topic>, empty: bool) {
         if empty && topics.get(&topic.name).is_some_and(|t| Arc::ptr_eq(t, topic)) {
             topics.remove(&topic.name);
             if let Some(broker) = &self.shared.broker {
@@ -760,11 +796,12 @@ impl Topic {
 
 #[derive(Default)]
 struct TopicState {
-    /// Indexed by the slot each membership holds; a free slot has no inbox.
+    /// The subscribers, dense (a fan-out walks no gaps): one leaving is swapped out.
     members: Vec<Member>,
+    /// Where each slot's member is in `members`, [`VACANT`] for a free slot. A membership
+    /// keeps its slot for life, while its member may move in `members`.
+    slots: Vec<u32>,
     free: Vec<u32>,
-    /// Members with an inbox.
-    count: usize,
     /// The sequence number of `entries[0]`.
     base: u64,
     entries: VecDeque<Entry>,
@@ -772,8 +809,13 @@ struct TopicState {
     bytes: usize,
 }
 
+/// A free slot in [`TopicState::slots`].
+const VACANT: u32 = u32::MAX;
+
 struct Member {
-    inbox: Option<Arc<Inbox>>,
+    inbox: Arc<Inbox>,
+    /// Its slot in [`TopicState::slots`].
+    slot: u32,
     /// The sequence number of the next entry to take (below `base`: it missed some).
     next: u64,
     takes_compressed: bool,
@@ -781,7 +823,9 @@ struct Member {
 
 /// One publish in a topic's log.
 struct Entry {
-    plain: SharedFrame,
+    /// `None` once no subscriber is to take it (its frames dropped, its place in the log kept
+    /// until the entries before it go).
+    plain: Option<SharedFrame>,
     compressed: Option<SharedFrame>,
     except: Option<SubscriberId>,
     /// Subscribers it is for that have not taken it.
@@ -792,7 +836,7 @@ struct Entry {
 
 impl Entry {
     fn cost(&self) -> usize {
-        self.plain.wire_len()
+        self.plain.as_ref().map_or(0, SharedFrame::wire_len)
             + self.compressed.as_ref().map_or(0, SharedFrame::wire_len)
             + QUEUE_ENTRY_COST
     }
@@ -805,15 +849,30 @@ impl Entry {
 
     /// The frame for the subscriber `id`, if the entry is for it.
     fn frame_for(&self, id: SubscriberId, takes_compressed: bool) -> Option<&SharedFrame> {
+        let plain = self.plain.as_ref()?;
         if self.except == Some(id) {
             None
         } else if takes_compressed {
-            Some(self.compressed.as_ref().unwrap_or(&self.plain))
-        } else if self.plain.is_compressed() {
+            Some(self.compressed.as_ref().unwrap_or(plain))
+        } else if plain.is_compressed() {
             None
         } else {
-            Some(&self.plain)
+            Some(plain)
         }
+    }
+
+    /// Drops the frames of an entry no subscriber is to take any more, so that what others
+    /// did not take (a publisher's own messages, left out for it) holds no bytes of the bound
+    /// but the entry's own; returns the bytes released. An entry of a compressed frame only
+    /// keeps it: a subscriber may yet start taking compressed frames.
+    fn settle(&mut self) -> usize {
+        if self.pending > 0 || !self.plain.as_ref().is_some_and(|p| !p.is_compressed()) {
+            return 0;
+        }
+        let released = self.cost() - QUEUE_ENTRY_COST;
+        self.plain = None;
+        self.compressed = None;
+        released
     }
 }
 
@@ -831,56 +890,81 @@ impl TopicState {
     }
 
     fn insert(&mut self, inbox: Arc<Inbox>, takes_compressed: bool) -> (u32, u64) {
-        let member = Member { inbox: Some(inbox), next: self.end(), takes_compressed };
-        self.count += 1;
-        if let Some(slot) = self.free.pop() {
-            self.members[slot as usize] = member;
-            return (slot, self.end());
-        }
-        self.members.push(member);
-        // Slots fit in a u32: a topic has fewer subscribers than that.
-        ((self.members.len() - 1) as u32, self.end())
+        let position = self.members.len() as u32;
+        let slot = match self.free.pop() {
+            Some(slot) => {
+                self.slots[slot as usize] = position;
+                slot
+            }
+            None => {
+                // Slots fit in a u32: a topic has fewer subscribers than that.
+                self.slots.push(position);
+                (self.slots.len() - 1) as u32
+            }
+        };
+        let next = self.end();
+        self.members.push(Member { inbox, slot, next, takes_compressed });
+        (slot, next)
     }
 
-    /// The member in `slot` if `inbox` still holds it (a slot is reused once its member left),
-    /// the log, and the index in it of the first entry the member has not taken (0 when the
-    /// log was trimmed past its cursor).
+    /// Where the member in `slot` is, if `inbox` still holds it (a slot is reused once its
+    /// member left).
+    fn position(&self, slot: u32, inbox: &Inbox) -> Option<usize> {
+        let position = *self.slots.get(slot as usize)? as usize;
+        let member = self.members.get(position)?;
+        std::ptr::eq(&*member.inbox, inbox).then_some(position)
+    }
+
+    /// The member in `slot` if `inbox` still holds it, the log, and the index in it of the
+    /// first entry the member has not taken (0 when the log was trimmed past its cursor).
     fn cursor(
         &mut self,
         slot: u32,
         inbox: &Inbox,
     ) -> Option<(&mut Member, &mut VecDeque<Entry>, usize)> {
-        let member = self.members.get_mut(slot as usize)?;
-        if !member.inbox.as_deref().is_some_and(|i| std::ptr::eq(i, inbox)) {
-            return None;
-        }
+        let position = self.position(slot, inbox)?;
+        let member = &mut self.members[position];
         let from = member.next.saturating_sub(self.base) as usize;
         Some((member, &mut self.entries, from))
     }
 
-    /// Frees `slot` if `inbox` holds it, releasing what it had not taken.
-    fn remove(&mut self, slot: u32, inbox: &Arc<Inbox>) -> Option<Left> {
-        let (member, entries, from) = self.cursor(slot, inbox)?;
-        member.inbox = None;
-        let takes_compressed = member.takes_compressed;
-        let mut left = Left { dropped: 0, dropped_compressed: 0, takes_compressed };
-        for entry in entries.range_mut(from..) {
-            if let Some(compressed) = entry.is_for(inbox.id, takes_compressed) {
+    /// Takes out the member at `position`, releasing what it had not taken.
+    fn remove_at(&mut self, position: usize) -> Left {
+        let member = self.members.swap_remove(position);
+        if let Some(moved) = self.members.get(position) {
+            self.slots[moved.slot as usize] = position as u32;
+        }
+        let from = member.next.saturating_sub(self.base) as usize;
+        let id = member.inbox.id;
+        let mut left =
+            Left { dropped: 0, dropped_compressed: 0, takes_compressed: member.takes_compressed };
+        let mut released = 0;
+        for entry in self.entries.range_mut(from..) {
+            if let Some(compressed) = entry.is_for(id, member.takes_compressed) {
                 let compressed = u32::from(compressed);
                 entry.pending -= 1;
                 entry.pending_compressed -= compressed;
                 left.dropped += 1;
                 left.dropped_compressed += u64::from(compressed);
+                released += entry.settle();
             }
         }
-        self.count -= 1;
-        if self.count == 0 {
+        self.bytes -= released;
+        if self.members.is_empty() {
             self.members = Vec::new();
+            self.slots = Vec::new();
             self.free = Vec::new();
         } else {
-            self.free.push(slot);
+            self.slots[member.slot as usize] = VACANT;
+            self.free.push(member.slot);
         }
-        Some(left)
+        left
+    }
+
+    /// Takes out the member in `slot` if `inbox` holds it, releasing what it had not taken.
+    fn remove(&mut self, slot: u32, inbox: &Inbox) -> Option<Left> {
+        let position = self.position(slot, inbox)?;
+        Some(self.remove_at(position))
     }
 
     /// Drops the entries at the front that every subscriber they were for has taken.
@@ -962,6 +1046,7 @@ impl Inbox {
         for m in memberships.iter() {
             let mut state = lock(&m.topic.state);
             let Some((member, entries, from)) = state.cursor(m.slot, self) else { continue };
+            let mut released = 0;
             for entry in entries.range_mut(from..) {
                 if let Some(compressed) = entry.is_for(self.id, member.takes_compressed) {
                     entry.pending -= 1;
@@ -971,8 +1056,10 @@ impl Inbox {
                     entry.pending += 1;
                     entry.pending_compressed += u32::from(compressed);
                 }
+                released += entry.settle();
             }
             member.takes_compressed = takes;
+            state.bytes -= released;
             if takes {
                 m.topic.compressed_members.fetch_add(1, Ordering::Relaxed);
             } else {
@@ -1025,6 +1112,7 @@ impl Inbox {
             let takes_compressed = member.takes_compressed;
             let mut taken = from;
             let mut more = false;
+            let mut released = 0;
             for entry in entries.range_mut(from..) {
                 match entry
                     .frame_for(self.id, takes_compressed)
@@ -1034,6 +1122,11 @@ impl Inbox {
                     Some((compressed, true)) => {
                         entry.pending -= 1;
                         entry.pending_compressed -= u32::from(compressed);
+                        // Behind an entry someone else has yet to take, a taken one holds
+                        // its frames no longer.
+                        if taken > 0 {
+                            released += entry.settle();
+                        }
                     }
                     Some((_, false)) => {
                         more = true;
@@ -1045,6 +1138,7 @@ impl Inbox {
             let next = base + taken as u64;
             member.next = next;
             m.next = next;
+            state.bytes -= released;
             state.pop_taken();
             if more {
                 return Taken::More;
@@ -1077,6 +1171,37 @@ mod tests {
         let topics = read(&hub.shared.topics);
         let state = lock(&topics[topic].state);
         (state.entries.len(), state.entries.capacity())
+    }
+
+    /// Subscribers that come and go leave no gaps for a publish to walk: the members stay
+    /// dense, and each remaining subscriber keeps its place (its slot) through the moves.
+    #[test]
+    fn members_stay_dense_through_churn() {
+        let hub = Hub::new();
+        let mut keep: Vec<_> = (0..3).map(|_| hub.subscriber()).collect();
+        let mut churn: Vec<_> = (0..1000).map(|_| hub.subscriber()).collect();
+        for (i, s) in churn.iter_mut().enumerate() {
+            s.subscribe("t");
+            if i % 400 == 0 {
+                keep[i / 400].subscribe("t");
+            }
+        }
+        drop(churn);
+        let members = |hub: &Hub| {
+            let topics = read(&hub.shared.topics);
+            let state = lock(&topics["t"].state);
+            (state.members.len(), state.slots.len() - state.free.len())
+        };
+        assert_eq!(members(&hub), (3, 3));
+        assert_eq!(hub.publish("t", &Message::text("x")).delivered, 3);
+        for s in &keep {
+            assert_eq!(s.queued_bytes(), 3 + QUEUE_ENTRY_COST, "{s:?}");
+        }
+        assert!(keep[1].unsubscribe("t"));
+        assert_eq!(members(&hub), (2, 2));
+        assert_eq!(keep[0].queued_bytes() + keep[2].queued_bytes(), 2 * (3 + QUEUE_ENTRY_COST));
+        drop(keep);
+        assert_eq!(hub.topic_count(), 0);
     }
 
     /// A publish to many subscribers is one log entry; a drained log lets go of a burst's
