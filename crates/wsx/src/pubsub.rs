@@ -865,6 +865,7 @@ impl Entry {
     /// did not take (a publisher's own messages, left out for it) holds no bytes of the bound
     /// but the entry's own; returns the bytes released. An entry of a compressed frame only
     /// keeps it: a subscriber may yet start taking compressed frames.
+    #[inline]
     fn settle(&mut self) -> usize {
         if self.pending > 0 || !self.plain.as_ref().is_some_and(|p| !p.is_compressed()) {
             return 0;
@@ -1124,7 +1125,7 @@ impl Inbox {
                         entry.pending_compressed -= u32::from(compressed);
                         // Behind an entry someone else has yet to take, a taken one holds
                         // its frames no longer.
-                        if taken > 0 {
+                        if entry.pending == 0 && taken > 0 {
                             released += entry.settle();
                         }
                     }
