@@ -1070,10 +1070,15 @@ impl Inbox {
         }
     }
 
-    /// Whether a take would find something: a publish since the last take, or an overflow.
-    pub(crate) fn has_new(&self) -> bool {
-        self.overflowed.load(Ordering::Relaxed)
-            || lock(&self.memberships).iter().any(|m| m.topic.end.load(Ordering::Relaxed) != m.next)
+    /// How many publishes to the subscriber's topics came since its last take (`u64::MAX`
+    /// after an overflow): 0 when a take would find nothing, and a driver that waits for more
+    /// to gather sees whether any did.
+    pub(crate) fn new_count(&self) -> u64 {
+        if self.overflowed.load(Ordering::Relaxed) {
+            return u64::MAX;
+        }
+        let memberships = lock(&self.memberships);
+        memberships.iter().map(|m| m.topic.end.load(Ordering::Relaxed).wrapping_sub(m.next)).sum()
     }
 
     /// Hands what was published to the subscriber's topics since its last take to `take`, in
