@@ -5,13 +5,17 @@
 # another; every point runs on every server in every round, the server order rotating from round
 # to round. Then each server's memory per idle connection is measured. Run it on a quiet machine.
 #
-# Two stages, each with its own servers: echo (`wsx bench`), and pub/sub (`wsx bench --pubsub`,
+# Three stages, each with its own servers: echo (`wsx bench`), pub/sub (`wsx bench --pubsub`,
 # uWebSockets' broadcast_test: N connections on one topic, each round every connection
-# publishes one message and receives all N) against `wsx serve --pubsub` and pub/sub peers.
+# publishes one message and receives all N) against `wsx serve --pubsub` and pub/sub peers, and
+# TLS (wss:// echo msg/s, `wsx bench --handshakes` handshakes/s, RSS per idle wss:// connection)
+# for `wsx serve --tls-cert … --tls-key …` and tokio-tungstenite over tokio-rustls, with a
+# self-signed certificate made by openssl for the run.
 #
-#   scripts/bench.sh                                            # full run (~35 min)
-#   WSX_BENCH_ROUNDS=1 WSX_BENCH_DURATION=1 scripts/bench.sh    # smoke run (~2 min)
-#   WSX_BENCH_ECHO=0 scripts/bench.sh                           # the pub/sub stage alone
+#   scripts/bench.sh                                            # full run (~40 min)
+#   WSX_BENCH_ROUNDS=1 WSX_BENCH_DURATION=1 scripts/bench.sh    # smoke run (~3 min)
+#   WSX_BENCH_ECHO=0 WSX_BENCH_TLS=0 scripts/bench.sh           # the pub/sub stage alone
+#   WSX_BENCH_ECHO=0 WSX_BENCH_PUBSUB=0 scripts/bench.sh        # the TLS stage alone
 #
 # Settings (environment):
 #   WSX_BENCH_ROUNDS       rounds (default 3)
@@ -41,6 +45,18 @@
 #   WSX_BENCH_PUBSUB_INSTR_SERVERS  servers whose instructions per delivery callgrind counts at
 #                          WSX_BENCH_PUBSUB_INSTR_POINT (default "wsx-pubsub tungstenite-batch
 #                          tungstenite-broadcast", point 100x20; with WSX_BENCH_INSTR)
+#   WSX_BENCH_TLS          0 skips the TLS stage (default 1; needs openssl)
+#   WSX_BENCH_TLS_SERVERS  TLS servers (default "wsx-tls tungstenite-tls": `wsx serve --threads 1
+#                          --tls-cert … --tls-key …` with every other default, and
+#                          `wsx-bench-server --impl tungstenite-tls`)
+#   WSX_BENCH_TLS_POINTS   CONNSxSIZE list of wss:// echo runs (default "100x20 10x16384")
+#   WSX_BENCH_TLS_HANDSHAKERS  concurrent connectors of the handshake runs (default 8; 0 skips
+#                          them): each opens a wss:// connection, upgrades, closes, again; one
+#                          run with full TLS handshakes (`--no-tls-resumption`), one resuming
+#                          sessions (rustls's default client session cache)
+#   WSX_BENCH_TLS_IDLE     idle wss:// connections per server for the memory measurement, each
+#                          server's plain ws:// counterpart (wsx-default, tungstenite) measured
+#                          next to it (default WSX_BENCH_IDLE_CONNS; 0 skips)
 #   WSX_BENCH_ROUND_TIMEOUT  seconds a pub/sub round may take before the run fails (default 60)
 #   WSX_BENCH_SYSCALLS     1 counts each pub/sub server's write and read system calls with
 #                          `perf stat` tracepoints (default 1 when perf can; 0 skips)
@@ -73,6 +89,11 @@ PUBSUB_IDLE=${WSX_BENCH_PUBSUB_IDLE:-$IDLE_CONNS}
 read -r -a PUBSUB_INSTR_SERVERS <<<"${WSX_BENCH_PUBSUB_INSTR_SERVERS:-wsx-pubsub tungstenite-batch tungstenite-broadcast}"
 PUBSUB_INSTR_POINT=${WSX_BENCH_PUBSUB_INSTR_POINT:-100x20}
 ROUND_TIMEOUT=${WSX_BENCH_ROUND_TIMEOUT:-60}
+TLS=${WSX_BENCH_TLS:-1}
+read -r -a TLS_SERVERS <<<"${WSX_BENCH_TLS_SERVERS:-wsx-tls tungstenite-tls}"
+TLS_POINTS=${WSX_BENCH_TLS_POINTS-"100x20 10x16384"}
+TLS_HANDSHAKERS=${WSX_BENCH_TLS_HANDSHAKERS:-8}
+TLS_IDLE=${WSX_BENCH_TLS_IDLE:-$IDLE_CONNS}
 PEERS_DIR=crates/wsx-bench/peers
 PYTHON=${WSX_BENCH_PYTHON:-}
 # The system calls counted in pub/sub runs: every way the servers here write or read a socket.
@@ -108,6 +129,9 @@ die() { say "bench.sh: $*"; exit 1; }
 # ---- preparation ----------------------------------------------------------------------------
 command -v taskset >/dev/null || die "taskset not found (apt-get install util-linux)"
 command -v python3 >/dev/null || die "python3 not found"
+if [ "$TLS" = 1 ]; then
+    command -v openssl >/dev/null || die "openssl not found (needed by the TLS stage; WSX_BENCH_TLS=0 skips it)"
+fi
 [ "$(nproc)" -ge 2 ] || say "warning: fewer than 2 CPUs; server and generator will share one"
 if [ "${WSX_BENCH_BUILD:-1}" = 1 ]; then
     cargo build --release --quiet -p wsx-cli -p wsx-bench
@@ -166,6 +190,7 @@ if [ "$PUBSUB" = 1 ]; then setup_pubsub_peers; fi
 
 # 10,000 idle connections need as many descriptors in the server and in the idle client.
 want=$((IDLE_CONNS + 1024))
+if [ "$TLS" = 1 ] && [ "$TLS_IDLE" -gt "$IDLE_CONNS" ]; then want=$((TLS_IDLE + 1024)); fi
 if [ "$(ulimit -n)" != unlimited ] && [ "$(ulimit -n)" -lt "$want" ]; then
     ulimit -n "$want" 2>/dev/null || ulimit -n "$(ulimit -Hn)"
     [ "$(ulimit -n)" = unlimited ] || [ "$(ulimit -n)" -ge "$want" ] ||
@@ -174,12 +199,24 @@ fi
 
 mkdir -p "$(dirname "$OUT")" "$LOGS"
 : >"$OUT"
+# The TLS stage's certificate: self-signed, P-256, for 127.0.0.1 (the servers bind only there),
+# an end-entity certificate (CA:FALSE) that the clients trust as their only root.
+TLS_CERT=$LOGS/tls-cert.pem
+TLS_KEY=$LOGS/tls-key.pem
+if [ "$TLS" = 1 ]; then
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
+        -keyout "$TLS_KEY" -out "$TLS_CERT" -days 2 -subj /CN=localhost \
+        -addext subjectAltName=DNS:localhost,IP:127.0.0.1 \
+        -addext basicConstraints=critical,CA:FALSE 2>>"$LOGS/openssl.log" ||
+        die "openssl could not make the TLS stage's certificate (see $LOGS/openssl.log)"
+fi
 # Also measures how busy the machine is, and warns if something else is running.
 python3 scripts/bench_report.py machine \
     --setting rounds="$ROUNDS" --setting duration="$DURATION" --setting warmup="$WARMUP" \
     --setting binary="$BINARY" --setting server_cpu="$SERVER_CPU" \
     --setting client_cpu="$CLIENT_CPU" --setting idle_connections="$IDLE_CONNS" \
     --setting pubsub_idle_connections="$PUBSUB_IDLE" --setting round_timeout="$ROUND_TIMEOUT" \
+    --setting tls_idle_connections="$TLS_IDLE" --setting tls_handshakers="$TLS_HANDSHAKERS" \
     --setting node="$(node --version 2>/dev/null || echo none)" \
     --setting python="$("${PYTHON:-python3}" -c 'import sys; print(sys.version.split()[0])' 2>/dev/null || echo none)" \
     --setting websockets="$("${PYTHON:-python3}" -c 'import websockets; print(websockets.__version__)' 2>/dev/null || echo none)" \
@@ -208,8 +245,10 @@ free_port() {
 #                forward, as the peers do), for the 1 MiB comparison
 #   wsx-pubsub   `wsx serve --pubsub` with every other default: a connection to /P subscribes
 #                to topic P and publishes there, the sender included (broadcast_test)
+#   wsx-tls      wsx-default over TLS (`--tls-cert`, `--tls-key`: wss://, ALPN h2 and http/1.1)
 wsx_cmd() {
     case $1 in
+        wsx-tls) echo "$WSX serve --threads 1 --shutdown-timeout 1 --tls-cert $TLS_CERT --tls-key $TLS_KEY" ;;
         wsx-pubsub) echo "$WSX serve --pubsub --threads 1 --shutdown-timeout 1" ;;
         wsx) echo "$WSX serve --threads 1 --no-deflate --ping-interval 0 --shutdown-timeout 1" ;;
         wsx-default) echo "$WSX serve --threads 1 --shutdown-timeout 1" ;;
@@ -220,12 +259,29 @@ wsx_cmd() {
 # server_cmd NAME PORT: sets CMD to the command line of server NAME listening on PORT.
 server_cmd() {
     case $1 in
-        wsx | wsx-default | wsx-store | wsx-pubsub) read -r -a CMD <<<"$(wsx_cmd "$1")"
+        wsx | wsx-default | wsx-store | wsx-pubsub | wsx-tls) read -r -a CMD <<<"$(wsx_cmd "$1")"
             CMD+=(--listen "127.0.0.1:$2") ;;
+        tungstenite-tls) CMD=("$PEER" --impl "$1" --listen "127.0.0.1:$2" --tls-cert "$TLS_CERT"
+            --tls-key "$TLS_KEY") ;;
         node-ws) CMD=(node "$PEERS_DIR/ws_broadcast.mjs" --listen "127.0.0.1:$2") ;;
         python-websockets) CMD=("$PYTHON" "$PEERS_DIR/python_broadcast.py" --listen "127.0.0.1:$2") ;;
         *) CMD=("$PEER" --impl "$1" --listen "127.0.0.1:$2") ;;
     esac
+}
+
+# is_tls NAME: whether server NAME speaks wss:// (then its clients trust TLS_CERT).
+is_tls() { case $1 in *-tls) return 0 ;; *) return 1 ;; esac; }
+
+# target NAME PORT: sets URL to what the generator connects to for server NAME on PORT, and
+# GEN_TLS to the generator's flags for it (`--cacert` for a TLS server, else none).
+target() {
+    if is_tls "$1"; then
+        URL="wss://127.0.0.1:$2/"
+        GEN_TLS=(--cacert "$TLS_CERT")
+    else
+        URL="ws://127.0.0.1:$2/"
+        GEN_TLS=()
+    fi
 }
 
 # start_server NAME LOG: a fresh server on a free port, pinned; sets SERVER_PID and PORT.
@@ -268,26 +324,28 @@ rotated() {
     for ((i = 0; i < n; i++)); do printf '%s\n' "${SERVERS[(i + r) % n]}"; done
 }
 
-# run_point ROUND SERVER CONNS SIZE: one throughput run, one JSON line.
+# run_point ROUND SERVER CONNS SIZE [KIND]: one throughput run, one JSON line of KIND (default
+# run; tls_run in the TLS stage).
 #
 # Besides the generator's report it records the server's CPU time over a window that opens once
 # every connection is accepted and closes when the generator exits: with a single-threaded
 # generator the generator may be the bottleneck, and then the server's CPU per message is the
 # figure that still tells the servers apart.
 run_point() {
-    local round=$1 server=$2 conns=$3 size=$4 log="$LOGS/$2.log" out="$LOGS/bench.out"
+    local round=$1 server=$2 conns=$3 size=$4 kind=${5:-run} log="$LOGS/$2.log" out="$LOGS/bench.out"
     local json rc=0 fd0 gen t0 c0 t1 c1
     local flags=(-c "$conns" -s "$size" -d "$DURATION" --warmup "$WARMUP" --json)
     if [ "$BINARY" = 1 ]; then flags+=(--binary); fi
-    local head="{\"kind\":\"run\",\"round\":$round,\"server\":\"$server\",\"connections\":$conns,\"size\":$size"
+    local head="{\"kind\":\"$kind\",\"round\":$round,\"server\":\"$server\",\"connections\":$conns,\"size\":$size"
     if ! start_server "$server" "$log"; then
         say "  $server: server did not start (see $log)"
         printf '%s,"rc":-1,"bench":null}\n' "$head" >>"$OUT"
         return
     fi
     fd0=$(fd_count "$SERVER_PID")
-    taskset -c "$CLIENT_CPU" timeout "$RUN_TIMEOUT" "$GENERATOR" bench "ws://127.0.0.1:$PORT/" \
-        "${flags[@]}" >"$out" 2>>"$log" &
+    target "$server" "$PORT"
+    taskset -c "$CLIENT_CPU" timeout "$RUN_TIMEOUT" "$GENERATOR" bench "$URL" \
+        "${flags[@]}" "${GEN_TLS[@]}" >"$out" 2>>"$log" &
     gen=$!
     CLIENT_PID=$gen
     while kill -0 "$gen" 2>/dev/null && [ "$(fd_count "$SERVER_PID")" -lt $((fd0 + conns)) ]; do
@@ -314,7 +372,8 @@ run_point() {
 # upgraded connections to PATH (default /), recorded as KIND (default rss).
 run_idle() {
     local round=$1 server=$2 kind=${3:-rss} path=${4:-/} count=${5:-$IDLE_CONNS}
-    local log="$LOGS/$2.log" ready="$LOGS/idle.out" before after
+    local log="$LOGS/$2.log" ready="$LOGS/idle.out" before after tls=()
+    if is_tls "$server"; then tls=(--cacert "$TLS_CERT"); fi
     local head="{\"kind\":\"$kind\",\"round\":$round,\"server\":\"$server\",\"connections\":$count,\"path\":\"$path\""
     if ! start_server "$server" "$log"; then
         printf '%s,"ok":false,"error":"server did not start"}\n' "$head" >>"$OUT"
@@ -324,7 +383,7 @@ run_idle() {
     before=$(rss_kib "$SERVER_PID")
     : >"$ready"
     taskset -c "$CLIENT_CPU" "$IDLE" "127.0.0.1:$PORT" -c "$count" --path "$path" --hold 600 \
-        >"$ready" 2>>"$log" &
+        "${tls[@]}" >"$ready" 2>>"$log" &
     CLIENT_PID=$!
     local ok=false
     for _ in $(seq 1200); do
@@ -347,6 +406,52 @@ run_idle() {
     wait "$CLIENT_PID" 2>/dev/null || true
     CLIENT_PID=
     stop_server
+}
+
+# run_handshakes ROUND SERVER TLS: one `wsx bench --handshakes` run with TLS_HANDSHAKERS
+# connectors (TCP connect, TLS handshake, upgrade, close handshake, again), one JSON line; TLS
+# full: every TLS handshake a full one, resumed: the client resumes sessions. The server's CPU
+# time is taken over the measured part (after the warm-up) until the generator exits.
+run_handshakes() {
+    local round=$1 server=$2 tls=$3 log="$LOGS/$2.log" out="$LOGS/bench.out"
+    local json rc=0 gen t0 c0 t1 c1 flags=()
+    if [ "$tls" = full ]; then flags=(--no-tls-resumption); fi
+    local head="{\"kind\":\"tls_handshakes\",\"round\":$round,\"server\":\"$server\",\"tls\":\"$tls\",\"connections\":$TLS_HANDSHAKERS"
+    if ! start_server "$server" "$log"; then
+        say "  $server: server did not start (see $log)"
+        printf '%s,"rc":-1,"bench":null}\n' "$head" >>"$OUT"
+        return
+    fi
+    target "$server" "$PORT"
+    taskset -c "$CLIENT_CPU" timeout "$RUN_TIMEOUT" "$GENERATOR" bench --handshakes "$URL" \
+        -c "$TLS_HANDSHAKERS" -d "$DURATION" --warmup "$WARMUP" --json "${GEN_TLS[@]}" "${flags[@]}" \
+        >"$out" 2>>"$log" &
+    gen=$!
+    CLIENT_PID=$gen
+    sleep "$WARMUP"
+    t0=$(date +%s%N)
+    c0=$(cpu_ticks "$SERVER_PID")
+    wait "$gen" || rc=$?
+    CLIENT_PID=
+    t1=$(date +%s%N)
+    c1=$(cpu_ticks "$SERVER_PID")
+    stop_server
+    json=$(tail -n 1 "$out")
+    case $json in \{*\}) ;; *) json=null ;; esac
+    printf '%s,"rc":%d,"server_cpu_secs":%s,"window_secs":%s,"bench":%s}\n' "$head" "$rc" \
+        "$(awk -v c=$((c1 - c0)) -v hz="$CLK_TCK" 'BEGIN { printf "%.3f", c / hz }')" \
+        "$(awk -v t=$((t1 - t0)) 'BEGIN { printf "%.3f", t / 1e9 }')" "$json" >>"$OUT"
+    say "  $(printf '%-16s' "$server") $tls $(printf '%s' "$json" | grep -o '"handshakes_per_sec":[0-9.]*' || echo "failed (rc $rc)")" \
+        "server CPU $(awk -v c=$((c1 - c0)) -v hz="$CLK_TCK" -v t=$((t1 - t0)) \
+            'BEGIN { printf "%.0f%%", (t > 0 ? 100 * c / hz / (t / 1e9) : 0) }')"
+}
+
+# plain_of NAME: the ws:// server a TLS server is compared with for idle memory.
+plain_of() {
+    case $1 in
+        wsx-tls) echo wsx-default ;;
+        tungstenite-tls) echo tungstenite ;;
+    esac
 }
 
 # run_instr SERVER [MODE POINT]: user-space instructions per message (echoed, or delivered with
@@ -473,6 +578,9 @@ fi
 if [ "$PUBSUB" = 1 ]; then
     say "bench: pub/sub ${PUBSUB_SERVERS[*]} × points [$PUBSUB_POINTS] × $ROUNDS rounds"
 fi
+if [ "$TLS" = 1 ]; then
+    say "bench: TLS ${TLS_SERVERS[*]} × points [$TLS_POINTS], handshakes, idle × $ROUNDS rounds"
+fi
 say "bench: results in $OUT, server logs in $LOGS"
 for ((round = 0; round < ROUNDS; round++)); do
     if [ "$ECHO" = 1 ]; then
@@ -506,6 +614,32 @@ for ((round = 0; round < ROUNDS; round++)); do
             mapfile -t order < <(rotated_list "$round" wsx-pubsub wsx-default)
             for server in "${order[@]}"; do
                 run_idle "$((round + 1))" "$server" pubsub_rss /idle "$PUBSUB_IDLE"
+            done
+        fi
+    fi
+    if [ "$TLS" = 1 ] && [ ${#TLS_SERVERS[@]} -gt 0 ]; then
+        mapfile -t order < <(rotated_list "$round" "${TLS_SERVERS[@]}")
+        say "round $((round + 1))/$ROUNDS, TLS: ${order[*]}"
+        for point in $TLS_POINTS; do
+            conns=${point%x*}
+            size=${point#*x}
+            say " wss:// echo: $conns connections × $size bytes"
+            for server in "${order[@]}"; do
+                run_point "$((round + 1))" "$server" "$conns" "$size" tls_run
+            done
+        done
+        if [ "$TLS_HANDSHAKERS" -gt 0 ]; then
+            say " wss:// handshakes, $TLS_HANDSHAKERS connectors"
+            for tls in full resumed; do
+                for server in "${order[@]}"; do run_handshakes "$((round + 1))" "$server" "$tls"; done
+            done
+        fi
+        if [ "$TLS_IDLE" -gt 0 ]; then
+            say " $TLS_IDLE idle wss:// connections, and as many ws:// to the plain counterpart"
+            for server in "${order[@]}"; do
+                run_idle "$((round + 1))" "$server" tls_rss / "$TLS_IDLE"
+                plain=$(plain_of "$server")
+                if [ -n "$plain" ]; then run_idle "$((round + 1))" "$plain" tls_rss / "$TLS_IDLE"; fi
             done
         fi
     fi

@@ -20,6 +20,12 @@ Lines in the results file (one JSON object each, told apart by "kind"):
     pubsub_rss    like rss: idle subscribers (wsx-pubsub) and plain idle connections
                   (wsx-default) to one path
     pubsub_instr  like instr, "messages" being deliveries
+    tls_run       like run: a wss:// echo run of the TLS stage
+    tls_handshakes  {"round", "server", "tls": "full" | "resumed", "connections", "rc",
+                  "server_cpu_secs", "window_secs", "bench": <wsx bench --handshakes --json> |
+                  null}
+    tls_rss       like rss: idle wss:// connections to a TLS server, and idle ws:// ones to its
+                  plain counterpart
 """
 
 import argparse
@@ -63,7 +69,12 @@ LABEL = {
     "tungstenite-broadcast": "tokio-tungstenite + broadcast, send per message",
     "node-ws": "Node ws",
     "python-websockets": "Python websockets",
+    "wsx-tls": "wsx serve --tls-*",
+    "tungstenite-tls": "tokio-tungstenite + tokio-rustls",
 }
+# The TLS stage: wsx first; each TLS server's plain ws:// counterpart for idle memory.
+TLS_ORDER = ["wsx-tls", "tungstenite-tls"]
+TLS_PLAIN = {"wsx-tls": "wsx-default", "tungstenite-tls": "tungstenite"}
 COLOR = {
     "wsx": "#d62728",
     "wsx-default": "#ff7f0e",
@@ -239,6 +250,21 @@ class Data:
         self.ps_rss = defaultdict(list)  # server -> bytes per idle connection
         self.ps_rss_raw = defaultdict(list)
         self.ps_instr = {}
+        # The TLS stage.
+        self.tls_points = []
+        self.tls_servers = []
+        self.tls_msgs = defaultdict(list)  # (server, point) -> [msgs/s]
+        self.tls_msgs_by_round = defaultdict(dict)
+        self.tls_util = defaultdict(list)
+        self.tls_cost = defaultdict(list)  # µs of server CPU per message
+        self.tls_hs = defaultdict(list)  # (server, "full" | "resumed") -> [handshakes/s]
+        self.tls_hs_by_round = defaultdict(dict)
+        self.tls_hs_latency = defaultdict(lambda: defaultdict(list))  # -> {"p50": [µs], ...}
+        self.tls_hs_util = defaultdict(list)
+        self.tls_hs_cost = defaultdict(list)  # µs of server CPU per handshake
+        self.tls_hs_conns = set()
+        self.tls_rss = defaultdict(list)  # server -> [bytes per idle connection]
+        self.tls_rss_raw = defaultdict(list)
 
 
 def load(path):
@@ -268,6 +294,12 @@ def load(path):
                 add_pubsub_rss(data, rec)
             elif kind == "pubsub_instr":
                 add_instr(data, rec, data.ps_instr)
+            elif kind == "tls_run":
+                add_tls_run(data, rec)
+            elif kind == "tls_handshakes":
+                add_tls_handshakes(data, rec)
+            elif kind == "tls_rss":
+                add_tls_rss(data, rec)
     return data
 
 
@@ -403,6 +435,77 @@ def add_pubsub_rss(data, rec):
     data.ps_rss_raw[server].append((before, after, n))
 
 
+def note_tls_server(data, server):
+    if server not in data.tls_servers:
+        data.tls_servers.append(server)
+    data.tls_servers.sort(key=lambda s: (TLS_ORDER.index(s) if s in TLS_ORDER else 99, s))
+
+
+def add_tls_run(data, rec):
+    server, point = rec["server"], (int(rec["connections"]), int(rec["size"]))
+    note_tls_server(data, server)
+    if point not in data.tls_points:
+        data.tls_points.append(point)
+    data.rounds.add(rec.get("round"))
+    bench = rec.get("bench")
+    where = f"round {rec.get('round')}, wss://, {LABEL.get(server, server)}, {point_label(point)}"
+    if not isinstance(bench, dict) or "msgs_per_sec" not in bench:
+        data.failures.append(f"{where}: no result (exit status {rec.get('rc')})")
+        return
+    if bench.get("errors") or rec.get("rc"):
+        data.failures.append(
+            f"{where}: {bench.get('errors', 0)} connection errors (exit status {rec.get('rc')})"
+        )
+    rate = float(bench["msgs_per_sec"])
+    data.tls_msgs[server, point].append(rate)
+    data.tls_msgs_by_round[server, point][rec.get("round")] = rate
+    cpu, window = rec.get("server_cpu_secs"), rec.get("window_secs")
+    if cpu is not None and window and rate > 0:
+        util = float(cpu) / float(window)
+        data.tls_util[server, point].append(util)
+        data.tls_cost[server, point].append(util / rate * 1e6)
+
+
+def add_tls_handshakes(data, rec):
+    server = rec["server"]
+    note_tls_server(data, server)
+    data.rounds.add(rec.get("round"))
+    data.tls_hs_conns.add(rec.get("connections"))
+    bench = rec.get("bench")
+    mode = rec.get("tls", "resumed")
+    where = f"round {rec.get('round')}, wss:// handshakes ({mode}), {LABEL.get(server, server)}"
+    server = (server, mode)
+    if not isinstance(bench, dict) or "handshakes_per_sec" not in bench:
+        data.failures.append(f"{where}: no result (exit status {rec.get('rc')})")
+        return
+    if bench.get("errors") or rec.get("rc"):
+        data.failures.append(
+            f"{where}: {bench.get('errors', 0)} failed handshakes (exit status {rec.get('rc')})"
+        )
+    rate = float(bench["handshakes_per_sec"])
+    data.tls_hs[server].append(rate)
+    data.tls_hs_by_round[server][rec.get("round")] = rate
+    for q, v in bench.get("latency_us", {}).items():
+        data.tls_hs_latency[server][q].append(float(v))
+    cpu, window = rec.get("server_cpu_secs"), rec.get("window_secs")
+    if cpu is not None and window and rate > 0:
+        util = float(cpu) / float(window)
+        data.tls_hs_util[server].append(util)
+        data.tls_hs_cost[server].append(util / rate * 1e6)
+
+
+def add_tls_rss(data, rec):
+    server = rec["server"]
+    n = int(rec.get("connections") or 0)
+    where = f"round {rec.get('round')}, {LABEL.get(server, server)}, idle connections (TLS stage)"
+    if not rec.get("ok") or n <= 0:
+        data.failures.append(f"{where}: {rec.get('error', 'failed')}")
+        return
+    before, after = int(rec["rss_before_kib"]), int(rec["rss_after_kib"])
+    data.tls_rss[server].append((after - before) * 1024 / n)
+    data.tls_rss_raw[server].append((before, after, n))
+
+
 def median(xs):
     return statistics.median(xs) if xs else None
 
@@ -482,6 +585,8 @@ def markdown(data, results_path, svg_rel):
         echo_sections(data, w, s, rounds)
     if data.ps_points or data.ps_rss or data.ps_instr:
         pubsub_sections(data, w, s, rounds)
+    if data.tls_points or data.tls_hs or data.tls_rss:
+        tls_sections(data, w, s, rounds)
 
 
     if data.failures:
@@ -492,7 +597,8 @@ def markdown(data, results_path, svg_rel):
     w("## Reproduce\n")
     w("```sh\nscripts/bench.sh                                          # full run, about 35 minutes\n"
       "WSX_BENCH_ROUNDS=1 WSX_BENCH_DURATION=1 scripts/bench.sh  # smoke run, about 2 minutes\n"
-      "WSX_BENCH_ECHO=0 scripts/bench.sh                         # the pub/sub stage alone\n"
+      "WSX_BENCH_ECHO=0 WSX_BENCH_TLS=0 scripts/bench.sh         # the pub/sub stage alone\n"
+      "WSX_BENCH_ECHO=0 WSX_BENCH_PUBSUB=0 scripts/bench.sh      # the TLS stage alone\n"
       "```\n")
     w("Run it on a quiet machine: nothing else compiling, no other benchmark. The raw JSON lines "
       "stay under `target/wsx-bench/`; `python3 scripts/bench_report.py report FILE` rebuilds "
@@ -1079,6 +1185,144 @@ def integrations(data, servers, w):
         w("|---|---:|---:|")
         for x, b in rows:
             w(f"| {LABEL.get(x, x)} | {grouped(b)} | {b - native:+,.0f} |")
+        w("")
+
+
+def spread(xs, fmt=grouped):
+    """median (min–max), or the one value."""
+    if not xs:
+        return "—"
+    if len(xs) == 1:
+        return fmt(xs[0])
+    return f"{fmt(median(xs))} ({fmt(min(xs))}–{fmt(max(xs))})"
+
+
+def tls_sections(data, w, s, rounds):
+    """The TLS stage: wss:// echo rates, handshakes per second, memory per idle connection."""
+    servers = data.tls_servers
+    w("## TLS: wss:// echo, handshakes and memory per idle connection\n")
+    w("Both servers terminate TLS with rustls 0.23 and its ring provider and rustls's defaults "
+      "(TLS 1.3 negotiated, X25519, an ECDSA P-256 certificate made by openssl for the run, an "
+      "in-memory session cache of 256 sessions and two TLS 1.3 tickets per handshake); the "
+      "clients trust that certificate only.\n")
+    w(f"- Each server alone on one thread pinned to CPU {s.get('server_cpu', '0')}, the "
+      f"generator (`wsx bench`, one thread) on CPU {s.get('client_cpu', '1')}:")
+    w("  - **wsx serve --tls-\\***: `wsx serve --threads 1 --tls-cert … --tls-key …` with every "
+      "other default (keepalive on, deflate offered and not accepted by the generator, ALPN h2 "
+      "and http/1.1: the generator asks for http/1.1).")
+    w("  - **tokio-tungstenite + tokio-rustls**: `wsx-bench-server --impl tungstenite-tls`: "
+      "tokio-rustls's `TlsAcceptor` with a `ServerConfig` built as tokio-rustls's `server` "
+      "example does, then `accept_async_with_config` with tungstenite's default "
+      "`WebSocketConfig` on the TLS stream, the same echo loop as the plain tokio-tungstenite "
+      "peer, and `close_notify` once the WebSocket is closed.")
+    w("- Echo: closed loop as in the echo stage, over wss://. Handshakes: `wsx bench "
+      f"--handshakes` with {', '.join(str(c) for c in sorted(data.tls_hs_conns)) or '?'} "
+      "connectors, each in a loop: TCP connect, TLS handshake, upgrade, close handshake (the "
+      "server ends TCP), again. The rate counts complete cycles in the measured window; the "
+      "latency is of the opening part only (TCP connect to the checked 101). *Full*: "
+      "`--no-tls-resumption`, every TLS handshake a full one (X25519 and the server's ECDSA "
+      "signature, which the client verifies), as a new client's. *Resumed*: the client keeps "
+      "rustls's default session cache, so after its first connection each handshake resumes a "
+      "session from a ticket the server sent (a TLS 1.3 PSK with a fresh X25519 exchange, no "
+      "certificate signature), as a returning client's does.")
+    n_idle = sorted({n for runs in data.tls_rss_raw.values() for _, _, n in runs})
+    w(f"- Memory: {', '.join(f'{n:,}' for n in n_idle) or '?'} idle upgraded connections held "
+      "by `wsx-bench-idle` (wss:// with `--cacert`: the same hand-written upgrade over a rustls "
+      "session), the server's `VmRSS` growth per connection; next to each TLS server, its "
+      "plain ws:// counterpart with the same settings (`wsx serve --threads 1`, the plain "
+      "tokio-tungstenite peer), so the difference is what the TLS session costs.")
+    w(f"- {rounds} round(s), the order of the servers rotating; figures are the median over "
+      "rounds with the range (min–max).\n")
+
+    if data.tls_points:
+        w("### wss:// echo\n")
+        w("Messages per second, median; below it the range over rounds and the server's CPU "
+          "share (¹: below 90 %, the generator set the pace); then µs of server CPU per "
+          "message.\n")
+        ratio_col = "wsx-tls" in servers and "tungstenite-tls" in servers
+        head = [LABEL.get(x, x) for x in servers]
+        if ratio_col:
+            head.append("wsx ÷ tokio-tungstenite")
+        w("| connections × size | " + " | ".join(head) + " |")
+        w("|---|" + "---:|" * len(head))
+        for p in data.tls_points:
+            cells = []
+            for x in servers:
+                xs = data.tls_msgs.get((x, p), [])
+                if not xs:
+                    cells.append("—")
+                    continue
+                notes = []
+                if len(xs) > 1:
+                    notes.append(f"{si(min(xs))}–{si(max(xs))}")
+                util = median(data.tls_util.get((x, p), []))
+                if util is not None:
+                    notes.append(f"CPU {util * 100:.0f}%" + ("¹" if util < SATURATED else ""))
+                cost = median(data.tls_cost.get((x, p), []))
+                if cost is not None:
+                    notes.append(f"{cost:.2f} µs/msg")
+                cells.append(grouped(median(xs)) + "<br><sub>" + " · ".join(notes) + "</sub>")
+            if ratio_col:
+                a = median(data.tls_msgs.get(("wsx-tls", p), []))
+                b = median(data.tls_msgs.get(("tungstenite-tls", p), []))
+                by_a = data.tls_msgs_by_round.get(("wsx-tls", p), {})
+                by_b = data.tls_msgs_by_round.get(("tungstenite-tls", p), {})
+                rr = [by_a[r] / by_b[r] for r in by_a if by_b.get(r)]
+                cell = fmt_ratio(ratio(a, b))
+                if len(rr) > 1:
+                    cell += f"<br><sub>per round {min(rr):.2f}–{max(rr):.2f}</sub>"
+                cells.append(cell)
+            w(f"| {point_label(p)} | " + " | ".join(cells) + " |")
+        w("")
+
+    if data.tls_hs:
+        w("### wss:// handshakes per second\n")
+        w("| TLS handshake | server | handshakes/s, median (min–max) | opening latency p50 / "
+          "p99, ms | server CPU share | server CPU per handshake |")
+        w("|---|---|---:|---:|---:|---:|")
+        ratios = []
+        for mode in ("full", "resumed"):
+            for x in servers:
+                xs = data.tls_hs.get((x, mode), [])
+                if not xs:
+                    continue
+                lat = data.tls_hs_latency.get((x, mode), {})
+                p50, p99 = median(lat.get("p50", [])), median(lat.get("p99", []))
+                latency = "—" if p50 is None else f"{p50 / 1e3:.2f} / {p99 / 1e3:.2f}"
+                util = median(data.tls_hs_util.get((x, mode), []))
+                cost = median(data.tls_hs_cost.get((x, mode), []))
+                w(f"| {mode} | {LABEL.get(x, x)} | {spread(xs)} | {latency} | "
+                  f"{'—' if util is None else f'{util * 100:.0f}%'} | "
+                  f"{'—' if cost is None else f'{cost:.0f} µs'} |")
+            a = median(data.tls_hs.get(("wsx-tls", mode), []))
+            b = median(data.tls_hs.get(("tungstenite-tls", mode), []))
+            if a and b:
+                by_a = data.tls_hs_by_round[("wsx-tls", mode)]
+                by_b = data.tls_hs_by_round[("tungstenite-tls", mode)]
+                rr = [by_a[r] / by_b[r] for r in by_a if by_b.get(r)]
+                ratios.append(f"{mode} {a / b:.2f}"
+                              + (f" (per round {min(rr):.2f}–{max(rr):.2f})" if len(rr) > 1 else ""))
+        if ratios:
+            w("")
+            w("Handshakes per second, wsx ÷ tokio-tungstenite: " + "; ".join(ratios) + ".")
+        w("")
+
+    if data.tls_rss:
+        w("### Memory per idle connection\n")
+        w("| server | wss:// bytes per connection, median (min–max) | RSS before → after | "
+          "ws:// counterpart | the TLS session's share |")
+        w("|---|---:|---:|---:|---:|")
+        for x in servers:
+            xs = data.tls_rss.get(x, [])
+            if not xs:
+                continue
+            raw = data.tls_rss_raw[x][len(xs) // 2]
+            plain = TLS_PLAIN.get(x)
+            ps = data.tls_rss.get(plain, []) if plain else []
+            diff = median(xs) - median(ps) if ps else None
+            w(f"| {LABEL.get(x, x)} | {spread(xs)} | {raw[0] / 1024:.1f} → {raw[1] / 1024:.1f} MiB | "
+              f"{LABEL.get(plain, plain) + ': ' + spread(ps) if ps else '—'} | "
+              f"{'—' if diff is None else f'{diff:+,.0f} B'} |")
         w("")
 
 

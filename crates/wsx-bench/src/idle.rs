@@ -1,15 +1,22 @@
 //! Idle upgraded connections, for measuring a server's memory per connection.
 //!
 //! The client side is hand-written so that it is the same for every server and costs little:
-//! a fixed upgrade request, a check for `101`, then nothing.
+//! a fixed upgrade request, a check for `101`, then nothing. Over TLS ([`open_tls`]) the same
+//! request goes over a rustls session first.
 
 use std::io;
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use bytes::Buf;
 use futures_util::{StreamExt, TryStreamExt};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio_rustls::client::TlsStream;
+use tokio_rustls::rustls::pki_types::pem::PemObject;
+use tokio_rustls::rustls::pki_types::{CertificateDer, ServerName};
+use tokio_rustls::rustls::{ClientConfig, RootCertStore};
+use tokio_rustls::TlsConnector;
 use wsx::proto::deflate::{self, DeflateConfig};
 use wsx::proto::{Config, Connection, Message, Role};
 
@@ -25,6 +32,61 @@ pub async fn open(
 ) -> io::Result<Vec<TcpStream>> {
     futures_util::stream::iter(0..count)
         .map(|_| upgrade(addr, path))
+        .buffer_unordered(parallel.max(1))
+        .try_collect()
+        .await
+}
+
+/// The TLS side of [`open_tls`]: the CA certificates trusted and the name the server's
+/// certificate must carry.
+#[derive(Clone)]
+pub struct TlsClient {
+    connector: TlsConnector,
+    name: ServerName<'static>,
+}
+
+impl TlsClient {
+    /// Trusts only the PEM certificates in `ca_pem` (a self-signed server certificate works)
+    /// and expects `name` (a DNS name or an IP address) in the server's certificate. rustls's
+    /// defaults otherwise, with ring as the provider, as wsx and the TLS peers use.
+    pub fn new(ca_pem: &[u8], name: &str) -> io::Result<Self> {
+        let invalid = |e: String| io::Error::new(io::ErrorKind::InvalidData, e);
+        let mut roots = RootCertStore::empty();
+        for cert in CertificateDer::pem_slice_iter(ca_pem) {
+            let cert = cert.map_err(|e| invalid(format!("bad PEM certificate: {e}")))?;
+            roots.add(cert).map_err(|e| invalid(format!("CA certificate: {e}")))?;
+        }
+        if roots.is_empty() {
+            return Err(invalid("no certificate found in the CA file".into()));
+        }
+        let provider = Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
+        let config = ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(io::Error::other)?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let name = ServerName::try_from(name.to_owned())
+            .map_err(|e| invalid(format!("server name {name:?}: {e}")))?;
+        Ok(Self { connector: TlsConnector::from(Arc::new(config)), name })
+    }
+}
+
+/// Like [`open`], over TLS (wss://): each connection completes a TLS handshake verified by
+/// `tls`, then the upgrade, and is kept with its TLS session.
+pub async fn open_tls(
+    addr: SocketAddr,
+    path: &str,
+    count: usize,
+    parallel: usize,
+    tls: &TlsClient,
+) -> io::Result<Vec<TlsStream<TcpStream>>> {
+    futures_util::stream::iter(0..count)
+        .map(|_| async move {
+            let tcp = TcpStream::connect(addr).await?;
+            let mut stream = tls.connector.connect(tls.name.clone(), tcp).await?;
+            handshake(&mut stream, addr, path, None).await?;
+            Ok(stream)
+        })
         .buffer_unordered(parallel.max(1))
         .try_collect()
         .await
@@ -46,6 +108,21 @@ pub async fn upgrade_offering(
     offer: Option<&str>,
 ) -> io::Result<(TcpStream, Option<String>)> {
     let mut tcp = TcpStream::connect(addr).await?;
+    let answer = handshake(&mut tcp, addr, path, offer).await?;
+    Ok((tcp, answer))
+}
+
+/// The upgrade on an open `stream`: the request, the check for `101`, and the response's
+/// `Sec-WebSocket-Extensions`, if any.
+async fn handshake<S>(
+    stream: &mut S,
+    addr: SocketAddr,
+    path: &str,
+    offer: Option<&str>,
+) -> io::Result<Option<String>>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
     let extensions =
         offer.map(|o| format!("Sec-WebSocket-Extensions: {o}\r\n")).unwrap_or_default();
     let request = format!(
@@ -53,7 +130,9 @@ pub async fn upgrade_offering(
          Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\
          {extensions}\r\n"
     );
-    tcp.write_all(request.as_bytes()).await?;
+    stream.write_all(request.as_bytes()).await?;
+    // A TLS stream buffers what it writes: this sends the request.
+    stream.flush().await?;
     let mut head = Vec::with_capacity(256);
     while !head.ends_with(b"\r\n\r\n") {
         if head.len() > 8192 {
@@ -61,7 +140,7 @@ pub async fn upgrade_offering(
         }
         // Byte by byte so that nothing past the head is consumed; the server sends nothing
         // after it anyway, and this runs once per connection.
-        let b = tcp.read_u8().await?;
+        let b = stream.read_u8().await?;
         head.push(b);
     }
     if !head.starts_with(b"HTTP/1.1 101") {
@@ -76,7 +155,7 @@ pub async fn upgrade_offering(
         let (name, value) = line.split_once(':')?;
         name.eq_ignore_ascii_case("sec-websocket-extensions").then(|| value.trim().to_owned())
     });
-    Ok((tcp, answer))
+    Ok(answer)
 }
 
 /// A client connection that exchanges messages through wsx's own core, compressing as a

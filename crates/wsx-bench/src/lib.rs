@@ -13,6 +13,10 @@
 //!   control frames, no limits, no message reassembly; 256 KiB reads, payloads unmasked where
 //!   they were read.
 //! - [`Impl::Tungstenite`]: `tokio-tungstenite` with its default `WebSocketConfig`.
+//! - [`Impl::TungsteniteTls`]: the same over TLS: tokio-rustls's `TlsAcceptor` with a rustls
+//!   `ServerConfig` built as tokio-rustls's `server` example does (rustls's defaults, the ring
+//!   provider as in wsx), the upgrade and the echo on the TLS stream, and `close_notify` once
+//!   the WebSocket is closed. tokio-tungstenite's own TLS features are client connectors only.
 //! - [`Impl::Fastwebsockets`]: `fastwebsockets` behind a hyper 1 upgrade with
 //!   `FragmentCollector`, in `tokio::task::unconstrained`, as its `echo_server` example does.
 //! - [`Impl::TokioWebsockets`]: `tokio-websockets` with `frame_size(usize::MAX)`, in
@@ -56,6 +60,7 @@
 //! ([`idle`]).
 
 use std::io;
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::{Sink, SinkExt, Stream, StreamExt};
@@ -77,6 +82,8 @@ pub enum Impl {
     Raw,
     /// `tokio-tungstenite`.
     Tungstenite,
+    /// `tokio-tungstenite` over `tokio-rustls` (needs a certificate and key: [`Tls`]).
+    TungsteniteTls,
     /// `fastwebsockets` with hyper's upgrade.
     Fastwebsockets,
     /// `tokio-websockets`.
@@ -101,6 +108,7 @@ impl Impl {
         match self {
             Self::Raw => "raw",
             Self::Tungstenite => "tungstenite",
+            Self::TungsteniteTls => "tungstenite-tls",
             Self::Fastwebsockets => "fastwebsockets",
             Self::TokioWebsockets => "tokio-websockets",
             Self::Axum => "axum",
@@ -119,17 +127,49 @@ pub fn is_pubsub(implementation: Impl) -> bool {
     matches!(implementation, Impl::TungsteniteBroadcast | Impl::TungsteniteBatch)
 }
 
-/// Serves connections forever with `implementation` on the current runtime.
+/// Whether `implementation` serves wss:// and so needs a [`Tls`] configuration.
+pub fn is_tls(implementation: Impl) -> bool {
+    implementation == Impl::TungsteniteTls
+}
+
+/// The TLS configuration of the TLS peers: a rustls `ServerConfig`.
+pub type Tls = Arc<tokio_rustls::rustls::ServerConfig>;
+
+/// A TLS server configuration for the TLS peers from a PEM certificate chain and a PEM key, as
+/// tokio-rustls's `server` example builds one (see [`Impl::TungsteniteTls`]).
+pub fn tls_config(cert_pem: &[u8], key_pem: &[u8]) -> io::Result<Tls> {
+    tungstenite_echo::tls_config(cert_pem, key_pem)
+}
+
+/// Serves connections forever with `implementation` on the current runtime; `tls` is required
+/// by the TLS peers ([`is_tls`]) and refused by the others.
 ///
 /// Accept errors (such as running out of file descriptors) are reported and survived, so one
 /// failed connection never ends a benchmark run. The axum servers run `axum::serve`'s own
 /// accept loop, which does the same.
-pub async fn serve(implementation: Impl, listener: TcpListener) -> io::Result<()> {
+pub async fn serve(
+    implementation: Impl,
+    listener: TcpListener,
+    tls: Option<Tls>,
+) -> io::Result<()> {
+    let tls_mismatch = |needs: &str| {
+        let what = format!("{} {needs} TLS certificate and key", implementation.name());
+        Err(io::Error::new(io::ErrorKind::InvalidInput, what))
+    };
+    if tls.is_some() && !is_tls(implementation) {
+        return tls_mismatch("takes no");
+    }
     match implementation {
         Impl::Axum => axum_echo::serve_axum(listener).await,
         Impl::WsxAxum => axum_echo::serve_wsx(listener).await,
         Impl::Raw => accept_loop(listener, |tcp| spawn(raw::serve(tcp))).await,
         Impl::Tungstenite => accept_loop(listener, |tcp| spawn(tungstenite_echo::serve(tcp))).await,
+        Impl::TungsteniteTls => {
+            let Some(config) = tls else { return tls_mismatch("needs a") };
+            let acceptor = tokio_rustls::TlsAcceptor::from(config);
+            accept_loop(listener, |tcp| spawn(tungstenite_echo::serve_tls(tcp, acceptor.clone())))
+                .await
+        }
         Impl::Fastwebsockets => {
             accept_loop(listener, |tcp| spawn(fastwebsockets_echo::serve(tcp))).await
         }

@@ -121,6 +121,12 @@ pub(crate) struct BenchArgs {
     /// Also trust the PEM certificates in FILE for wss://.
     #[arg(long, value_name = "FILE")]
     cacert: Option<std::path::PathBuf>,
+    /// wss://: a full TLS handshake on every connection, never resuming an earlier session
+    /// (by default the client keeps rustls's session cache, so with --handshakes most
+    /// connections after the first resume one). Trusts only the certificates of --cacert,
+    /// checked by rustls's own verifier: the server's certificate must not be marked as a CA.
+    #[arg(long, requires = "cacert")]
+    no_tls_resumption: bool,
     /// Worker threads of the generator.
     #[arg(long, value_name = "N", default_value_t = 1)]
     threads: usize,
@@ -216,9 +222,32 @@ fn client(args: &BenchArgs, high_water: usize) -> anyhow::Result<ClientBuilder> 
     let mut builder = ClientBuilder::new(args.url.clone()).config(config).http2(args.http2);
     if let Some(path) = &args.cacert {
         let pem = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
-        builder = builder.add_root_certificates_pem(&pem)?;
+        builder = if args.no_tls_resumption {
+            builder.tls_config(no_resumption_config(&pem)?)
+        } else {
+            builder.add_root_certificates_pem(&pem)?
+        };
     }
     Ok(builder)
+}
+
+/// A rustls client configuration for `--no-tls-resumption`: the certificates in `ca_pem` as
+/// the only roots, ring (as wsx uses), ALPN `http/1.1` (wsx adds `h2` itself with --http2),
+/// and no session cache, so every connection makes a full handshake.
+fn no_resumption_config(ca_pem: &[u8]) -> anyhow::Result<Arc<wsx::tls::rustls::ClientConfig>> {
+    use wsx::tls::rustls;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in wsx::tls::certificates_from_pem(ca_pem)? {
+        roots.add(cert).context("--cacert")?;
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.resumption = rustls::client::Resumption::disabled();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
 }
 
 /// WebSockets per HTTP/2 connection with `--idle --http2`.

@@ -1,6 +1,7 @@
 //! `wsx-bench-idle`: opens idle WebSocket connections and holds them.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -36,6 +37,14 @@ struct Args {
     /// accepted compression).
     #[arg(long)]
     warm: bool,
+    /// wss://: connect over TLS, trusting only the PEM certificates in FILE (the server's own
+    /// self-signed certificate will do). Not with --offer or --warm.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["offer", "warm"])]
+    cacert: Option<PathBuf>,
+    /// With --cacert: the name the server's certificate must carry (default: the IP address
+    /// of ADDR).
+    #[arg(long, requires = "cacert")]
+    server_name: Option<String>,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -44,6 +53,22 @@ fn main() -> anyhow::Result<()> {
     runtime.block_on(async {
         let what =
             || format!("opening {} connections to {}{}", args.connections, args.addr, args.path);
+        if let Some(ca) = &args.cacert {
+            let pem = std::fs::read(ca).with_context(|| format!("cannot read {}", ca.display()))?;
+            let name = args.server_name.clone().unwrap_or_else(|| args.addr.ip().to_string());
+            let tls = wsx_bench::idle::TlsClient::new(&pem, &name)?;
+            let sockets = wsx_bench::idle::open_tls(
+                args.addr,
+                &args.path,
+                args.connections,
+                args.parallel,
+                &tls,
+            )
+            .await
+            .with_context(what)?;
+            hold(sockets, args.hold).await;
+            return Ok(());
+        }
         let sockets = if args.warm || args.offer.is_some() {
             warm(&args).await.with_context(what)?
         } else {
@@ -51,11 +76,16 @@ fn main() -> anyhow::Result<()> {
                 .await
                 .with_context(what)?
         };
-        println!("ready {}", sockets.len());
-        tokio::time::sleep(Duration::from_secs(args.hold)).await;
-        drop(sockets);
+        hold(sockets, args.hold).await;
         Ok(())
     })
+}
+
+/// Says `ready N`, then holds the connections for `secs` seconds.
+async fn hold<T>(sockets: Vec<T>, secs: u64) {
+    println!("ready {}", sockets.len());
+    tokio::time::sleep(Duration::from_secs(secs)).await;
+    drop(sockets);
 }
 
 /// Opens the connections with `--offer`, each exchanging one message first with `--warm`.
