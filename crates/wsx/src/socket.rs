@@ -45,6 +45,8 @@ pub struct WebSocket<S> {
     io: S,
     conn: Connection,
     timer: Option<Pin<Box<Sleep>>>,
+    /// The waker `timer` was last polled with while pending at its current deadline.
+    timer_waker: Option<Waker>,
     protocol: Option<String>,
     /// The transport reached end of stream.
     eof: bool,
@@ -82,6 +84,7 @@ where
             io,
             conn,
             timer: None,
+            timer_waker: None,
             protocol,
             eof: false,
             shut_down: false,
@@ -315,11 +318,10 @@ where
                     self.eof = true;
                     self.conn.handle_eof();
                 }
-                // Once per read, not per message: keepalive only needs to know the peer spoke.
-                // Without timers there is nothing to note, and no clock to read.
-                Ok(_) if self.conn.needs_time() => {
-                    self.conn.handle_timeout(Instant::now().into_std())
-                }
+                // No clock read and no `handle_timeout` per read: the core notes that the peer
+                // spoke (and that data moved), and the timer, when it fires, sees that and
+                // re-arms keepalive and the idle timeout from then. So the deadline only moves
+                // when the timer fires, and a busy connection never touches the timer wheel.
                 Ok(_) => {}
                 Err(e) => {
                     self.finished = true;
@@ -371,17 +373,36 @@ where
     }
 
     /// Polls the timer set to `deadline`.
+    ///
+    /// Once the timer has been polled at this deadline by the task polling now, it is not
+    /// polled again until it fires: it wakes that task then, and asking it on every pass of the
+    /// loop costs more than the rest of the timer logic together (measured with callgrind).
     fn poll_deadline(&mut self, cx: &mut Context<'_>, deadline: Instant) -> Poll<()> {
         let timer = match &mut self.timer {
-            Some(t) => {
-                if t.deadline() != deadline {
-                    t.as_mut().reset(deadline);
+            Some(t) if t.deadline() == deadline => {
+                let armed = self.timer_waker.as_ref().is_some_and(|w| w.will_wake(cx.waker()));
+                if armed && !t.is_elapsed() {
+                    return Poll::Pending;
                 }
                 t
             }
-            None => self.timer.insert(Box::pin(sleep_until(deadline))),
+            Some(t) => {
+                t.as_mut().reset(deadline);
+                self.timer_waker = None;
+                t
+            }
+            None => {
+                self.timer_waker = None;
+                self.timer.insert(Box::pin(sleep_until(deadline)))
+            }
         };
-        timer.as_mut().poll(cx)
+        let poll = timer.as_mut().poll(cx);
+        match (&poll, &self.timer_waker) {
+            (Poll::Ready(()), _) => self.timer_waker = None,
+            (Poll::Pending, Some(w)) if w.will_wake(cx.waker()) => {}
+            (Poll::Pending, _) => self.timer_waker = Some(cx.waker().clone()),
+        }
+        poll
     }
 
     /// Reads from the transport into the core. Between frames the read goes into this thread's
@@ -569,6 +590,7 @@ where
         let Some(deadline) = self.conn.poll_timeout() else {
             if self.close_deadline.is_none() {
                 self.timer = None;
+                self.timer_waker = None;
             }
             return false;
         };

@@ -38,8 +38,13 @@ pub(super) struct Keepalive {
 impl Connection {
     /// Advances timers to `now`: keepalive pings, the idle timeout and the close timeout.
     ///
-    /// Call it once when the connection starts, after a batch of input, and whenever the instant
-    /// from [`Self::poll_timeout`] is reached. Each call takes effect at once: a close it queues
+    /// Call it once when the connection starts and whenever the instant from
+    /// [`Self::poll_timeout`] is reached. Calling it after a batch of input as well is optional:
+    /// the core notes input and data as they happen, and a call re-arms keepalive and the idle
+    /// timeout from its `now` when it sees them. Without those calls (the tokio driver makes
+    /// none, so a busy connection never touches its timer) a ping goes out after between
+    /// `ping_interval` and twice that of silence, and the idle timeout likewise, since the
+    /// deadline only moves when it is reached. Each call takes effect at once: a close it queues
     /// (idle timeout) has its close timeout armed in the same call, so `poll_timeout` always
     /// tells the next instant that matters. Timers are relative to the `now` of the call that
     /// first sees the state they belong to.
