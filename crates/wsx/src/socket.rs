@@ -22,6 +22,9 @@ use crate::pubsub::{Inbox, Subscriber, Taken};
 use crate::split::{self, ReadHalf, WriteHalf};
 use crate::Error;
 
+/// Reads in a row that find data before the receive loop looks at its timer anyway.
+const TIMER_CHECK_READS: u8 = 16;
+
 /// Size of each thread's shared read slab.
 const SCRATCH_SLAB: usize = 64 << 10;
 /// A new slab is started when less than this is left of the current one.
@@ -60,6 +63,8 @@ pub struct WebSocket<S> {
     /// the peer sent before (its close frame, say) is still read and reported.
     write_error: Option<io::Error>,
     finished: bool,
+    /// Reads that found data since the receive loop last looked at the timer.
+    reads_unchecked: u8,
     /// Deliveries of the pub/sub subscriber attached, if any.
     inbox: Option<Arc<Inbox>>,
     /// The receive loop found deliveries and put its task at the back of the run queue before
@@ -92,6 +97,7 @@ where
             linger: false,
             write_error: None,
             finished: false,
+            reads_unchecked: 0,
             inbox: None,
             deferred: false,
         }
@@ -306,10 +312,21 @@ where
                     self.write_error = Some(e);
                 }
             }
-            if self.poll_timer(cx) {
-                continue;
+            // Timers are checked before waiting, not on every pass: a read that finds data
+            // goes on to parse it, and the timer is looked at when the transport has nothing
+            // more (where every wait happens), or after `TIMER_CHECK_READS` reads in a row for
+            // a transport that never pends.
+            let read = self.poll_read(cx);
+            if read.is_pending() || self.reads_unchecked >= TIMER_CHECK_READS {
+                self.reads_unchecked = 0;
+                // A fired timer may have queued a ping or a close: the next pass writes it.
+                if self.poll_timer(cx) && read.is_pending() {
+                    continue;
+                }
+            } else {
+                self.reads_unchecked += 1;
             }
-            match ready!(self.poll_read(cx)) {
+            match ready!(read) {
                 Ok(0) => {
                     if let Some(e) = self.write_error.take() {
                         self.finished = true;

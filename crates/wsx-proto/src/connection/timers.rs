@@ -75,8 +75,9 @@ impl Connection {
     pub fn poll_timeout(&self) -> Option<Instant> {
         match self.phase {
             Phase::Open => {
+                // Asked on every pass of a driver's loop: plain comparisons, no iterator.
                 let k = &self.keepalive;
-                [k.next_ping, k.answer_by, k.idle_by].into_iter().flatten().min()
+                earliest(earliest(k.next_ping, k.answer_by), k.idle_by)
             }
             Phase::CloseSent { timer } | Phase::Ended { timer, .. } => match timer {
                 _ if self.should_close_transport() => None,
@@ -178,6 +179,15 @@ impl Connection {
             }
             CloseTimer::At(_) => {}
         }
+    }
+}
+
+/// The earlier of two optional deadlines; `None` only when neither is set.
+fn earliest(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, None) => a,
+        (None, b) => b,
     }
 }
 
