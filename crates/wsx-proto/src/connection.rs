@@ -233,6 +233,7 @@ impl Connection {
     /// Appends received bytes (a copy; [`Self::recv_buf`] avoids it).
     pub fn handle_input(&mut self, data: &[u8]) {
         if !self.is_read_done() {
+            self.keepalive.rx_activity = true;
             self.read_buf.extend_from_slice(data);
         }
     }
@@ -245,6 +246,9 @@ impl Connection {
         if self.is_read_done() {
             return;
         }
+        // Bytes from the peer prove it is alive (for keepalive) before a frame is parsed, so a
+        // driver can ask `wants_clock` right after the read.
+        self.keepalive.rx_activity = true;
         if self.read_buf.is_empty() {
             self.read_buf = data;
         } else {

@@ -162,7 +162,7 @@ where
     /// also written when receiving.
     pub async fn feed(&mut self, message: Message) -> Result<(), Error> {
         poll_fn(|cx| self.poll_ready_to_send(cx)).await?;
-        self.conn.send(message).map_err(Error::from)
+        self.start_send_message(message)
     }
 
     /// Writes everything queued to the transport.
@@ -265,7 +265,9 @@ where
     }
 
     pub(crate) fn start_send_chunk(&mut self, chunk: Chunk) -> Result<(), Error> {
-        self.conn.send_chunk(chunk).map_err(Error::from)
+        self.conn.send_chunk(chunk)?;
+        self.note_activity();
+        Ok(())
     }
 
     /// The receive loop: parse what is buffered (with `next`), write what the core queued,
@@ -336,10 +338,9 @@ where
                     self.conn.handle_eof();
                 }
                 // No clock read and no `handle_timeout` per read: the core notes that the peer
-                // spoke (and that data moved), and the timer, when it fires, sees that and
-                // re-arms keepalive and the idle timeout from then. So the deadline only moves
-                // when the timer fires, and a busy connection never touches the timer wheel.
-                Ok(_) => {}
+                // spoke, and its timer's quarter-period checks see that while the connection is
+                // busy. Only the first reads after a quiet spell are dated (`note_activity`).
+                Ok(_) => self.note_activity(),
                 Err(e) => {
                     self.finished = true;
                     return Poll::Ready(self.io_error(e));
@@ -505,7 +506,9 @@ where
     }
 
     pub(crate) fn start_send_message(&mut self, message: Message) -> Result<(), Error> {
-        self.conn.send(message).map_err(Error::from)
+        self.conn.send(message)?;
+        self.note_activity();
+        Ok(())
     }
 
     /// Sends a normal close if still open, then flushes.
@@ -560,7 +563,7 @@ where
         }
         let outcome = shared
             .take(waker, |frame| !conn.is_send_buffer_full() && conn.send_shared(frame).is_ok());
-        match outcome {
+        let more = match outcome {
             Taken::Empty => false,
             // Held up by a full queue, not by a chunked message: worth coming back after a write.
             Taken::More => conn.is_send_buffer_full(),
@@ -571,7 +574,11 @@ where
                 let _ = conn.close(Some(frame));
                 false
             }
+        };
+        if !matches!(outcome, Taken::Empty) {
+            self.note_activity();
         }
+        more
     }
 
     /// Writes everything the core queued, vectored, then flushes the transport.
@@ -615,9 +622,22 @@ where
         if self.poll_deadline(cx, deadline).is_pending() {
             return false;
         }
+        self.run_timers(Instant::now().max(deadline));
+        true
+    }
+
+    /// Dates activity for the timers when the core asks ([`Connection::wants_clock`]): a clock
+    /// read for the first reads or sends after a quiet spell, none while the connection is busy.
+    fn note_activity(&mut self) {
+        if self.conn.wants_clock() {
+            self.run_timers(Instant::now());
+        }
+    }
+
+    /// Advances the core's timers to `now`, and bounds the end of a connection they gave up on.
+    fn run_timers(&mut self, now: Instant) {
         let was_open = self.conn.state() == State::Open;
         let was_done = self.conn.should_close_transport();
-        let now = Instant::now().max(deadline);
         self.conn.handle_timeout(now.into_std());
         if !was_done && self.conn.should_close_transport() {
             // The core gave up on the peer. A keepalive failure still gets the close timeout
@@ -632,7 +652,6 @@ where
             self.close_deadline =
                 Some(now.checked_add(grace).unwrap_or(now + Duration::from_secs(86_400 * 365)));
         }
-        true
     }
 
     /// An I/O error ends the stream; after a close frame went either way it is just the end.

@@ -13,6 +13,16 @@ use crate::frame::OpCode;
 use crate::message::CloseCode;
 
 /// Keepalive and idle state while the connection is open.
+///
+/// No clock is read per input: reads and sends only set `rx_activity` and `data_activity`.
+/// The timer is then in one of two modes. *Quiet*: it sleeps until the next deadline (a ping,
+/// its answer, the idle timeout), and the first activity makes [`Connection::wants_clock`] true,
+/// so a driver dates it with one `handle_timeout` (exact). *Busy* (entered by a second activity
+/// less than a quarter period after the first, or by activity seen when a deadline fired): the
+/// timer looks at the flags every quarter of the shortest period (`ping_interval`,
+/// `idle_timeout`) instead, so a busy connection costs four timer wake-ups per period and
+/// nothing per message; the first look that finds no activity goes back to quiet. Either way a
+/// deadline counts from at most a quarter period after the activity it follows.
 #[derive(Debug, Default)]
 pub(super) struct Keepalive {
     /// When the next ping goes out; `None` until the first `handle_timeout` arms it.
@@ -21,6 +31,13 @@ pub(super) struct Keepalive {
     answer_by: Option<Instant>,
     /// When the idle timeout closes the connection.
     idle_by: Option<Instant>,
+    /// Busy: when the timer next looks at the activity flags. `None`: quiet.
+    check_at: Option<Instant>,
+    /// The last `handle_timeout` that saw activity.
+    active_at: Option<Instant>,
+    /// The earliest of the deadlines above: what [`Connection::poll_timeout`] returns while
+    /// open (asked on every pass of a driver's loop, so computed when they change).
+    wake: Option<Instant>,
     /// Payload of the last ping sent (a counter).
     ping_count: u64,
     /// [`super::SendQueue::written`] at the last `handle_timeout`.
@@ -29,7 +46,7 @@ pub(super) struct Keepalive {
     blocked: bool,
     /// Since when the send queue has been full without the transport taking any of it.
     stalled_since: Option<Instant>,
-    /// A frame arrived since the last `handle_timeout`.
+    /// Input arrived since the last `handle_timeout`.
     pub(super) rx_activity: bool,
     /// A data message went either way since the last `handle_timeout`.
     pub(super) data_activity: bool,
@@ -38,22 +55,38 @@ pub(super) struct Keepalive {
 impl Connection {
     /// Advances timers to `now`: keepalive pings, the idle timeout and the close timeout.
     ///
-    /// Call it once when the connection starts and whenever the instant from
-    /// [`Self::poll_timeout`] is reached. Calling it after a batch of input as well is optional:
-    /// the core notes input and data as they happen, and a call re-arms keepalive and the idle
-    /// timeout from its `now` when it sees them. Without those calls (the tokio driver makes
-    /// none, so a busy connection never touches its timer) a ping goes out after between
-    /// `ping_interval` and twice that of silence, and the idle timeout likewise, since the
-    /// deadline only moves when it is reached. Each call takes effect at once: a close it queues
-    /// (idle timeout) has its close timeout armed in the same call, so `poll_timeout` always
-    /// tells the next instant that matters. Timers are relative to the `now` of the call that
-    /// first sees the state they belong to.
+    /// Call it once when the connection starts, whenever the instant from
+    /// [`Self::poll_timeout`] is reached, and after input or a send while [`Self::wants_clock`]
+    /// is true. No other call is needed, and a busy connection needs none per message: the core
+    /// notes input and data as they happen, and while they keep coming the deadline is a check
+    /// every quarter of the shortest period (`ping_interval`, `idle_timeout`) that looks at
+    /// what it noted. So a ping goes out after between `ping_interval` and 1.25 times that of
+    /// silence from the peer, and the idle timeout closes after between `idle_timeout` and
+    /// 1.25 times that without data, however busy the connection was before. (A driver that
+    /// also skips the calls asked by [`Self::wants_clock`] gets up to twice the period.) An idle
+    /// connection wakes once per deadline: a ping every `ping_interval` plus the peer's answer.
+    /// Each call takes effect at once: a close it queues (idle timeout) has its close timeout
+    /// armed in the same call, so `poll_timeout` always tells the next instant that matters.
+    /// Timers are relative to the `now` of the call that first sees the state they belong to.
     pub fn handle_timeout(&mut self, now: Instant) {
         self.clock = Some(self.clock.map_or(now, |c| c.max(now)));
         match self.phase {
             Phase::Open => self.keepalive(now),
             Phase::CloseSent { .. } | Phase::Ended { .. } => self.close_timer(now),
         }
+    }
+
+    /// Whether a [`Self::handle_timeout`] now would date activity that the timers have not
+    /// seen: input arrived (or data was sent) while the connection was quiet. A driver asks it
+    /// after each read and send (it reads two flags) and reads the clock only when it is true,
+    /// which is at most twice per quiet spell: a connection that keeps busy is timed by its
+    /// quarter-period checks instead. Never true without keepalive or an idle timeout.
+    pub fn wants_clock(&self) -> bool {
+        let k = &self.keepalive;
+        k.check_at.is_none()
+            && (k.rx_activity || k.data_activity)
+            && self.phase == Phase::Open
+            && self.needs_time()
     }
 
     /// Whether [`Self::handle_timeout`] has anything to do: a keepalive or idle timer is
@@ -74,11 +107,7 @@ impl Connection {
     /// last instant the connection was given until then.
     pub fn poll_timeout(&self) -> Option<Instant> {
         match self.phase {
-            Phase::Open => {
-                // Asked on every pass of a driver's loop: plain comparisons, no iterator.
-                let k = &self.keepalive;
-                earliest(earliest(k.next_ping, k.answer_by), k.idle_by)
-            }
+            Phase::Open => self.keepalive.wake,
             Phase::CloseSent { timer } | Phase::Ended { timer, .. } => match timer {
                 _ if self.should_close_transport() => None,
                 CloseTimer::Off => None,
@@ -105,6 +134,7 @@ impl Connection {
     fn keepalive(&mut self, now: Instant) {
         // A zero interval would ask for a ping at every call: no keepalive, as with `None`.
         let interval = self.config.ping_interval.filter(|i| !i.is_zero());
+        let idle = self.config.idle_timeout;
         let written = self.out.written();
         let full = self.is_send_buffer_full();
         let k = &mut self.keepalive;
@@ -114,7 +144,12 @@ impl Connection {
         // driver waits for that it may not be reading the peer's pong. (Bytes taken while the
         // queue was short prove nothing: the kernel buffers them for a dead peer too.)
         let progressed = std::mem::replace(&mut k.seen_written, written) != written;
-        let was_blocked = std::mem::replace(&mut k.blocked, full);
+        // "Held up" is decided only when a deadline or check is reached: a call before it
+        // dates activity (`wants_clock`), a send's say, before the driver even tried to write,
+        // and what the transport's own buffer takes next is no proof that the peer reads.
+        let at_deadline = k.wake.map_or(true, |w| now >= w);
+        let was_blocked = k.blocked;
+        k.blocked = full && (was_blocked || at_deadline);
         // But a peer that keeps sending while our queue has been stuck for a whole interval is
         // not reading: its frames no longer count, so keepalive gives up on it.
         if !full {
@@ -126,16 +161,37 @@ impl Connection {
             (Some(since), Some(i)) => later(since, i).is_some_and(|t| now >= t),
             _ => false,
         };
-        let heard = std::mem::take(&mut k.rx_activity) && !stalled;
-        if heard || (progressed && was_blocked) {
+        let rx = std::mem::take(&mut k.rx_activity);
+        let data = std::mem::take(&mut k.data_activity);
+        let heard = (rx && !stalled) || (progressed && was_blocked);
+        if heard {
             k.answer_by = None;
             k.next_ping = interval.and_then(|i| later(now, i));
         }
-        if std::mem::take(&mut k.data_activity) || k.idle_by.is_none() {
-            k.idle_by = self.config.idle_timeout.and_then(|t| later(now, t));
+        if data || k.idle_by.is_none() {
+            k.idle_by = idle.and_then(|t| later(now, t));
         }
         if k.next_ping.is_none() && k.answer_by.is_none() {
             k.next_ping = interval.and_then(|i| later(now, i));
+        }
+        // Quiet or busy (see `Keepalive`). Activity seen by the check of a busy connection, or
+        // when a deadline fired (a driver that did not date it when it came), or a second time
+        // within a quarter period of the previous: the timer checks every quarter from now on.
+        // A full send queue keeps it checking too, so progress and stalls are seen in time.
+        let quarter = match (interval, idle) {
+            (Some(i), Some(t)) => Some(i.min(t) / 4),
+            (i, t) => i.or(t).map(|d| d / 4),
+        };
+        let active = rx || data || full || (progressed && was_blocked);
+        let busy = active
+            && (k.check_at.is_some()
+                || k.wake.is_some_and(|w| now >= w)
+                || k.active_at
+                    .zip(quarter)
+                    .is_some_and(|(t, q)| now.saturating_duration_since(t) < q));
+        k.check_at = if busy { quarter.and_then(|q| later(now, q)) } else { None };
+        if active {
+            k.active_at = Some(now);
         }
         if k.answer_by.is_some_and(|d| now >= d) {
             let err = self.fail(ProtocolError::KeepaliveTimeout);
@@ -157,6 +213,8 @@ impl Connection {
             self.queue_frame(OpCode::Ping, payload);
             self.reply_queued = true;
         }
+        let k = &mut self.keepalive;
+        k.wake = earliest(earliest(k.next_ping, k.answer_by), earliest(k.idle_by, k.check_at));
     }
 
     /// The close timeout: for the peer's reply to our close, or (client) for the server to close
