@@ -232,7 +232,7 @@ impl Connection {
 
     /// Appends received bytes (a copy; [`Self::recv_buf`] avoids it).
     pub fn handle_input(&mut self, data: &[u8]) {
-        if !self.is_read_done() {
+        if !self.is_read_done() && !data.is_empty() {
             self.keepalive.rx_activity = true;
             self.read_buf.extend_from_slice(data);
         }
@@ -243,7 +243,7 @@ impl Connection {
     /// buffer shared by many connections and hand over just the filled part. (Messages never
     /// keep such a buffer alive: small payloads are copied out of it.)
     pub fn handle_input_buf(&mut self, data: BytesMut) {
-        if self.is_read_done() {
+        if self.is_read_done() || data.is_empty() {
             return;
         }
         // Bytes from the peer prove it is alive (for keepalive) before a frame is parsed, so a

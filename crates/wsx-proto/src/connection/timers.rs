@@ -17,12 +17,12 @@ use crate::message::CloseCode;
 /// No clock is read per input: reads and sends only set `rx_activity` and `data_activity`.
 /// The timer is then in one of two modes. *Quiet*: it sleeps until the next deadline (a ping,
 /// its answer, the idle timeout), and the first activity makes [`Connection::wants_clock`] true,
-/// so a driver dates it with one `handle_timeout` (exact). *Busy* (entered by a second activity
-/// less than a quarter period after the first, or by activity seen when a deadline fired): the
-/// timer looks at the flags every quarter of the shortest period (`ping_interval`,
-/// `idle_timeout`) instead, so a busy connection costs four timer wake-ups per period and
-/// nothing per message; the first look that finds no activity goes back to quiet. Either way a
-/// deadline counts from at most a quarter period after the activity it follows.
+/// so a driver dates it with one `handle_timeout` (exact). That call makes it *busy*, unless
+/// the activity answers our ping (an idle connection's pong): the timer then looks at the
+/// flags every quarter of the shortest period (`ping_interval`, `idle_timeout`) instead, so a
+/// busy connection costs four timer wake-ups per period and nothing per message; the first
+/// look that finds no activity goes back to quiet. Either way a deadline counts from at most a
+/// quarter period after the activity it follows.
 #[derive(Debug, Default)]
 pub(super) struct Keepalive {
     /// When the next ping goes out; `None` until the first `handle_timeout` arms it.
@@ -33,11 +33,6 @@ pub(super) struct Keepalive {
     idle_by: Option<Instant>,
     /// Busy: when the timer next looks at the activity flags. `None`: quiet.
     check_at: Option<Instant>,
-    /// The last `handle_timeout` that saw activity.
-    active_at: Option<Instant>,
-    /// The earliest of the deadlines above: what [`Connection::poll_timeout`] returns while
-    /// open (asked on every pass of a driver's loop, so computed when they change).
-    wake: Option<Instant>,
     /// Payload of the last ping sent (a counter).
     ping_count: u64,
     /// [`super::SendQueue::written`] at the last `handle_timeout`.
@@ -63,8 +58,9 @@ impl Connection {
     /// what it noted. So a ping goes out after between `ping_interval` and 1.25 times that of
     /// silence from the peer, and the idle timeout closes after between `idle_timeout` and
     /// 1.25 times that without data, however busy the connection was before. (A driver that
-    /// also skips the calls asked by [`Self::wants_clock`] gets up to twice the period.) An idle
-    /// connection wakes once per deadline: a ping every `ping_interval` plus the peer's answer.
+    /// also skips the calls asked by [`Self::wants_clock`] gets up to 1.25 periods after the
+    /// call that first sees the activity.) An idle connection whose peer answers pings wakes
+    /// once per ping, `ping_interval` after the answer to the previous one.
     /// Each call takes effect at once: a close it queues (idle timeout) has its close timeout
     /// armed in the same call, so `poll_timeout` always tells the next instant that matters.
     /// Timers are relative to the `now` of the call that first sees the state they belong to.
@@ -77,16 +73,18 @@ impl Connection {
     }
 
     /// Whether a [`Self::handle_timeout`] now would date activity that the timers have not
-    /// seen: input arrived (or data was sent) while the connection was quiet. A driver asks it
-    /// after each read and send (it reads two flags) and reads the clock only when it is true,
-    /// which is at most twice per quiet spell: a connection that keeps busy is timed by its
-    /// quarter-period checks instead. Never true without keepalive or an idle timeout.
+    /// seen: input arrived (or, with an idle timeout, data was sent) while the connection was
+    /// quiet. A driver asks it after each read and send (a few flags) and reads the clock only
+    /// when it is true: once per quiet spell, since that call turns the quarter-period checks
+    /// on (except for the answer to a ping), and they time a busy connection from then on.
+    /// Never true without keepalive or an idle timeout.
     pub fn wants_clock(&self) -> bool {
         let k = &self.keepalive;
+        // Data sent matters only to the idle timeout; input to both.
         k.check_at.is_none()
-            && (k.rx_activity || k.data_activity)
             && self.phase == Phase::Open
-            && self.needs_time()
+            && (k.rx_activity && self.config.ping_interval.is_some_and(|i| !i.is_zero())
+                || (k.rx_activity || k.data_activity) && self.config.idle_timeout.is_some())
     }
 
     /// Whether [`Self::handle_timeout`] has anything to do: a keepalive or idle timer is
@@ -107,7 +105,7 @@ impl Connection {
     /// last instant the connection was given until then.
     pub fn poll_timeout(&self) -> Option<Instant> {
         match self.phase {
-            Phase::Open => self.keepalive.wake,
+            Phase::Open => self.keepalive.deadline(),
             Phase::CloseSent { timer } | Phase::Ended { timer, .. } => match timer {
                 _ if self.should_close_transport() => None,
                 CloseTimer::Off => None,
@@ -147,7 +145,7 @@ impl Connection {
         // "Held up" is decided only when a deadline or check is reached: a call before it
         // dates activity (`wants_clock`), a send's say, before the driver even tried to write,
         // and what the transport's own buffer takes next is no proof that the peer reads.
-        let at_deadline = k.wake.map_or(true, |w| now >= w);
+        let at_deadline = k.deadline().map_or(true, |w| now >= w);
         let was_blocked = k.blocked;
         k.blocked = full && (was_blocked || at_deadline);
         // But a peer that keeps sending while our queue has been stuck for a whole interval is
@@ -164,6 +162,8 @@ impl Connection {
         let rx = std::mem::take(&mut k.rx_activity);
         let data = std::mem::take(&mut k.data_activity);
         let heard = (rx && !stalled) || (progressed && was_blocked);
+        // Input while a ping waits is (most likely) its pong: an idle connection stays quiet.
+        let answers = heard && k.answer_by.is_some();
         if heard {
             k.answer_by = None;
             k.next_ping = interval.and_then(|i| later(now, i));
@@ -174,25 +174,16 @@ impl Connection {
         if k.next_ping.is_none() && k.answer_by.is_none() {
             k.next_ping = interval.and_then(|i| later(now, i));
         }
-        // Quiet or busy (see `Keepalive`). Activity seen by the check of a busy connection, or
-        // when a deadline fired (a driver that did not date it when it came), or a second time
-        // within a quarter period of the previous: the timer checks every quarter from now on.
-        // A full send queue keeps it checking too, so progress and stalls are seen in time.
+        // Quiet or busy (see `Keepalive`): any activity but the answer to our ping makes the
+        // timer check every quarter period from now on (a full send queue too, so progress and
+        // stalls are seen in time); a check that finds none goes back to quiet.
         let quarter = match (interval, idle) {
             (Some(i), Some(t)) => Some(i.min(t) / 4),
             (i, t) => i.or(t).map(|d| d / 4),
         };
-        let active = rx || data || full || (progressed && was_blocked);
-        let busy = active
-            && (k.check_at.is_some()
-                || k.wake.is_some_and(|w| now >= w)
-                || k.active_at
-                    .zip(quarter)
-                    .is_some_and(|(t, q)| now.saturating_duration_since(t) < q));
+        let active = rx || (data && idle.is_some()) || full || (progressed && was_blocked);
+        let busy = active && (k.check_at.is_some() || at_deadline || !answers);
         k.check_at = if busy { quarter.and_then(|q| later(now, q)) } else { None };
-        if active {
-            k.active_at = Some(now);
-        }
         if k.answer_by.is_some_and(|d| now >= d) {
             let err = self.fail(ProtocolError::KeepaliveTimeout);
             self.pending_error = Some(err);
@@ -213,8 +204,6 @@ impl Connection {
             self.queue_frame(OpCode::Ping, payload);
             self.reply_queued = true;
         }
-        let k = &mut self.keepalive;
-        k.wake = earliest(earliest(k.next_ping, k.answer_by), earliest(k.idle_by, k.check_at));
     }
 
     /// The close timeout: for the peer's reply to our close, or (client) for the server to close
@@ -237,6 +226,13 @@ impl Connection {
             }
             CloseTimer::At(_) => {}
         }
+    }
+}
+
+impl Keepalive {
+    /// The earliest deadline while open.
+    fn deadline(&self) -> Option<Instant> {
+        earliest(earliest(self.next_ping, self.answer_by), earliest(self.idle_by, self.check_at))
     }
 }
 
