@@ -86,7 +86,7 @@ pub struct Connection {
     /// An error raised by a timer, reported by the next `poll_message`.
     pending_error: Option<ProtocolError>,
     /// The answer to the latest ping, held back while the send queue is full.
-    deferred_pong: Option<Bytes>,
+    deferred_pong: Option<Box<Bytes>>,
 }
 
 /// The closing handshake (RFC 6455 §7) as one value: each stage carries only what belongs to
@@ -465,7 +465,7 @@ impl Connection {
         }
         if let Some(payload) = self.deferred_pong.take() {
             if self.phase == Phase::Open {
-                self.queue_frame(OpCode::Pong, payload);
+                self.queue_frame(OpCode::Pong, *payload);
                 self.reply_queued = true;
             }
         }

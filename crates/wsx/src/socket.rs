@@ -50,7 +50,8 @@ pub struct WebSocket<S> {
     timer: Option<Pin<Box<Sleep>>>,
     /// The waker `timer` was last polled with while pending at its current deadline.
     timer_waker: Option<Waker>,
-    protocol: Option<String>,
+    /// Boxed `str`, not `String`: 8 bytes less in every connection.
+    protocol: Option<Box<str>>,
     /// The transport reached end of stream.
     eof: bool,
     /// The write side of the transport was shut down after the last frame.
@@ -90,7 +91,7 @@ where
             conn,
             timer: None,
             timer_waker: None,
-            protocol,
+            protocol: protocol.map(String::into_boxed_str),
             eof: false,
             shut_down: false,
             close_deadline: None,
