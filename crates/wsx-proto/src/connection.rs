@@ -86,7 +86,7 @@ pub struct Connection {
     /// An error raised by a timer, reported by the next `poll_message`.
     pending_error: Option<ProtocolError>,
     /// The answer to the latest ping, held back while the send queue is full.
-    deferred_pong: Option<Bytes>,
+    deferred_pong: Option<Box<Bytes>>,
 }
 
 /// The closing handshake (RFC 6455 §7) as one value: each stage carries only what belongs to
@@ -232,7 +232,8 @@ impl Connection {
 
     /// Appends received bytes (a copy; [`Self::recv_buf`] avoids it).
     pub fn handle_input(&mut self, data: &[u8]) {
-        if !self.is_read_done() {
+        if !self.is_read_done() && !data.is_empty() {
+            self.keepalive.rx_activity = true;
             self.read_buf.extend_from_slice(data);
         }
     }
@@ -242,9 +243,12 @@ impl Connection {
     /// buffer shared by many connections and hand over just the filled part. (Messages never
     /// keep such a buffer alive: small payloads are copied out of it.)
     pub fn handle_input_buf(&mut self, data: BytesMut) {
-        if self.is_read_done() {
+        if self.is_read_done() || data.is_empty() {
             return;
         }
+        // Bytes from the peer prove it is alive (for keepalive) before a frame is parsed, so a
+        // driver can ask `wants_clock` right after the read.
+        self.keepalive.rx_activity = true;
         if self.read_buf.is_empty() {
             self.read_buf = data;
         } else {
@@ -461,7 +465,7 @@ impl Connection {
         }
         if let Some(payload) = self.deferred_pong.take() {
             if self.phase == Phase::Open {
-                self.queue_frame(OpCode::Pong, payload);
+                self.queue_frame(OpCode::Pong, *payload);
                 self.reply_queued = true;
             }
         }

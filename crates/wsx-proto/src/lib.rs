@@ -11,8 +11,10 @@
 //! 2. drain [`Connection::poll_message`] until it returns `None`;
 //! 3. write out everything in [`Connection::transmit`] (a vectored [`bytes::Buf`]): reading
 //!    implies writing, because the core queues pongs and close replies while it parses;
-//! 4. call [`Connection::handle_timeout`] with the current time and re-arm a timer from
-//!    [`Connection::poll_timeout`];
+//! 4. call [`Connection::handle_timeout`] with the current time when the instant from
+//!    [`Connection::poll_timeout`] is reached, and after input or a send while
+//!    [`Connection::wants_clock`] is true (only after a quiet spell: a busy connection needs
+//!    no clock per message), and re-arm a timer from [`Connection::poll_timeout`];
 //! 5. once [`Connection::should_close_transport`] is true and the transmit buffer is empty,
 //!    close the transport.
 //!

@@ -177,3 +177,217 @@ fn a_ping_stuck_behind_unsent_data_still_times_out() {
     assert_eq!(conn.poll_message(), Some(Err(ProtocolError::KeepaliveTimeout)));
     assert!(conn.should_close_transport());
 }
+
+/// Drives a connection as the tokio driver does: `handle_timeout` at every instant
+/// `poll_timeout` asks for, and after input or a send only while `wants_clock` is true.
+/// Records when pings and closes went out, how often the clock was read for activity and how
+/// often the timer fired.
+struct Driver {
+    conn: Connection,
+    now: Instant,
+    pings: Vec<Instant>,
+    closed_at: Option<Instant>,
+    clock_reads: usize,
+    wakes: usize,
+    /// The peer reads what is sent: the queue is drained after every step.
+    peer_reads: bool,
+}
+
+impl Driver {
+    fn new(config: Config) -> Self {
+        let (conn, now) = server(config);
+        Self {
+            conn,
+            now,
+            pings: Vec::new(),
+            closed_at: None,
+            clock_reads: 0,
+            wakes: 0,
+            peer_reads: true,
+        }
+    }
+
+    /// Fires every deadline up to `t`, then stands at `t`.
+    fn advance_to(&mut self, t: Instant) {
+        while let Some(deadline) = self.conn.poll_timeout() {
+            if deadline > t || self.closed_at.is_some() {
+                break;
+            }
+            self.now = self.now.max(deadline);
+            self.wakes += 1;
+            let queued = self.conn.buffered_amount();
+            self.conn.handle_timeout(self.now);
+            if !self.peer_reads && self.conn.buffered_amount() > queued {
+                // Queued behind what the peer does not take: a ping while open, else a close.
+                match self.conn.state() {
+                    State::Open => self.pings.push(self.now),
+                    _ => self.closed_at = self.closed_at.or(Some(self.now)),
+                }
+            }
+            self.collect();
+        }
+        self.now = t;
+    }
+
+    /// The peer's frame arrives at `t`.
+    fn input(&mut self, t: Instant, frame: &[u8]) {
+        self.advance_to(t);
+        self.conn.handle_input(frame);
+        while self.conn.poll_message().is_some() {}
+        self.date();
+        self.collect();
+    }
+
+    /// The application sends a message at `t`.
+    fn send(&mut self, t: Instant) {
+        self.advance_to(t);
+        self.conn.send(Message::text("out")).unwrap();
+        self.date();
+        self.collect();
+    }
+
+    fn date(&mut self) {
+        if self.conn.wants_clock() {
+            self.clock_reads += 1;
+            self.conn.handle_timeout(self.now);
+        }
+    }
+
+    fn collect(&mut self) {
+        if !self.peer_reads {
+            return;
+        }
+        for (op, _) in sent(&mut self.conn) {
+            match op {
+                OpCode::Ping => self.pings.push(self.now),
+                OpCode::Close if self.closed_at.is_none() => self.closed_at = Some(self.now),
+                _ => {}
+            }
+        }
+    }
+}
+
+const MS: Duration = Duration::from_millis(1);
+
+/// A connection busy for a minute (a message every 70 ms, so the last one falls at every
+/// phase of the timer's quarter-interval checks), then silent: the ping comes between one
+/// interval and 1.25 intervals after its last input, with one clock read for the whole busy
+/// spell and about four timer wake-ups per interval.
+#[test]
+fn a_busy_then_silent_connection_pings_within_a_quarter_interval_of_the_interval() {
+    let interval = 20 * SECOND;
+    for last in [60_000, 60_010, 61_330, 62_500, 64_990, 65_000, 66_660] {
+        let config = Config::default().ping_interval(Some(interval)).ping_timeout(None);
+        let mut d = Driver::new(config);
+        let t0 = d.now;
+        let mut t = 0;
+        while t <= last {
+            d.input(t0 + t * MS, &from_client(0x1, b"busy"));
+            t += 70;
+        }
+        let last_input = t0 + (t - 70) * MS;
+        assert!(d.pings.is_empty(), "pinged a busy connection at {:?}", d.pings[0] - t0);
+        d.advance_to(last_input + 2 * interval);
+        let ping = d.pings.first().copied().expect("no ping after the connection went silent");
+        let silence = ping - last_input;
+        assert!(
+            silence >= interval && silence <= interval * 5 / 4,
+            "last input at {:?}: ping after {silence:?} of silence",
+            last_input - t0
+        );
+        assert_eq!(d.clock_reads, 1, "the clock is read for the first input only");
+        let busy_intervals = (last_input - t0).as_secs() as usize / 20 + 1;
+        assert!(d.wakes <= 4 * (busy_intervals + 2), "{} timer wake-ups", d.wakes);
+    }
+}
+
+/// The idle timeout alike, for data received or sent: it closes between `idle_timeout` and
+/// 1.25 times that after the last data message, never before.
+#[test]
+fn a_busy_then_idle_connection_closes_within_a_quarter_of_the_idle_timeout() {
+    let idle = 30 * SECOND;
+    for (last, send) in [(40_000, false), (41_111, true), (47_400, false), (47_500, true)] {
+        let config = Config::default().ping_interval(None).idle_timeout(Some(idle));
+        let mut d = Driver::new(config);
+        let t0 = d.now;
+        let mut t = 0;
+        while t <= last {
+            match send {
+                true => d.send(t0 + t * MS),
+                false => d.input(t0 + t * MS, &from_client(0x2, b"data")),
+            }
+            t += 90;
+        }
+        let last_data = t0 + (t - 90) * MS;
+        // The peer keeps pinging: control frames are not data, and do not keep it open.
+        for k in 1..=10 {
+            d.input(last_data + k * 3 * SECOND, &from_client(0x9, b"hi"));
+        }
+        d.advance_to(last_data + 2 * idle);
+        let closed = d.closed_at.expect("never closed for idleness");
+        let silence = closed - last_data;
+        assert!(
+            silence >= idle && silence <= idle * 5 / 4,
+            "last data at {:?}: closed after {silence:?}",
+            last_data - t0
+        );
+        assert_eq!(d.conn.state(), State::Closing);
+    }
+}
+
+/// An idle connection whose peer answers every ping wakes once per interval, for the ping,
+/// and pings every interval after the answer; the answer costs one clock read.
+#[test]
+fn an_idle_connection_wakes_once_per_interval() {
+    let interval = 20 * SECOND;
+    let config = Config::default().ping_interval(Some(interval)).ping_timeout(Some(interval));
+    let mut d = Driver::new(config);
+    let t0 = d.now;
+    let rtt = 30 * MS;
+    for k in 1..=10usize {
+        d.advance_to(t0 + k as u32 * (interval + rtt));
+        assert_eq!(d.pings.len(), k, "pings by {:?}", d.now - t0);
+        let ping = d.pings[k - 1];
+        let mut payload = [0u8; 8];
+        payload.copy_from_slice(&(k as u64).to_be_bytes());
+        d.input(ping + rtt, &from_client(0xa, &payload));
+        if k > 1 {
+            let gap = ping - d.pings[k - 2];
+            assert_eq!(gap, interval + rtt, "a ping an interval after the last answer");
+        }
+    }
+    assert_eq!(d.wakes, 10, "one timer wake-up per ping");
+    assert_eq!(d.clock_reads, 10, "one clock read per answer");
+    assert_eq!(d.conn.state(), State::Open);
+}
+
+/// Busy, then blocked: the peer stops reading and goes silent while our queue is full. The
+/// quarter-interval checks keep running, and keepalive fails it within 1.25 intervals plus the
+/// ping timeout of its last input.
+#[test]
+fn a_busy_peer_that_stops_reading_is_failed_by_the_timers() {
+    let interval = 10 * SECOND;
+    let timeout = 5 * SECOND;
+    let config = Config::default()
+        .ping_interval(Some(interval))
+        .ping_timeout(Some(timeout))
+        .write_buffer_high_water(1000);
+    let mut d = Driver::new(config);
+    let t0 = d.now;
+    for t in (0..30_000).step_by(50) {
+        d.input(t0 + t * MS, &from_client(0x2, b"data"));
+        // Echoed (and written: the peer reads).
+        d.send(t0 + t * MS);
+    }
+    let last_input = t0 + 29_950 * MS;
+    // The peer stops reading: our queue fills and stays full.
+    d.peer_reads = false;
+    d.conn.send(Message::binary(vec![0u8; 1 << 20])).unwrap();
+    assert!(d.conn.is_send_buffer_full());
+    d.advance_to(last_input + 3 * interval);
+    assert_eq!(d.conn.poll_message(), Some(Err(ProtocolError::KeepaliveTimeout)));
+    assert!(d.conn.should_close_transport());
+    let ping = *d.pings.first().expect("pinged");
+    let silence = ping - last_input;
+    assert!(silence >= interval && silence <= interval * 5 / 4, "ping after {silence:?}");
+}

@@ -23,10 +23,10 @@ const PING_INTERVAL: Duration = Duration::from_secs(1);
 const PING_TIMEOUT: Duration = Duration::from_secs(1);
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
 const IDLE_TIMEOUT: Duration = Duration::from_secs(1);
-/// When the idle timeout closes at the latest after the last data message: the core counts it
-/// from the first `handle_timeout` that sees the message, which for a message sent (not read)
-/// is the next timer deadline, up to one idle timeout later.
-const IDLE_CLOSE_BY: Duration = Duration::from_secs(2);
+/// When the idle timeout closes at the latest after the last data message: the core's timer
+/// looks at activity every quarter of the idle timeout while the connection is busy, and dates
+/// it exactly when it comes after a quiet spell, so a quarter more at most.
+const IDLE_CLOSE_BY: Duration = Duration::from_millis(1250);
 /// The paused clock's timers fire at their deadline to the millisecond; this only absorbs that.
 const SLACK: Duration = Duration::from_millis(100);
 /// Bytes each way in the duplex: the peer's unread bytes stop the server's writes there.
@@ -96,6 +96,40 @@ async fn feed_into_a_full_queue_fails_after_keepalive_and_the_transport_is_close
     let waited = start.elapsed();
     let limit = PING_INTERVAL + PING_TIMEOUT + CLOSE_TIMEOUT;
     assert!(waited <= limit + SLACK, "the stream ended {waited:?} after the peer went silent");
+    assert_transport_ended(&mut peer).await;
+}
+
+/// A peer that was busy (so the timer checks every quarter interval instead of dating each
+/// message) stops reading and goes silent while the application is blocked sending: the
+/// checks go on in that wait, and keepalive gives up on it within 1.25 intervals plus the ping
+/// timeout of its last frame.
+#[tokio::test(start_paused = true)]
+async fn a_busy_peer_that_stops_reading_while_we_are_blocked_is_given_up_on() {
+    let (mut ws, mut peer) = server(keepalive());
+    let mut last_input = Instant::now();
+    // 3 s of traffic: a message from the peer every 50 ms, echoed, and read by the peer.
+    for _ in 0..60 {
+        peer.write_all(&frame(FIN | OP_BINARY, Some(MASK), b"busy")).await.unwrap();
+        last_input = Instant::now();
+        let message = guard("a message", ws.recv()).await.unwrap().unwrap();
+        ws.send(message).await.unwrap();
+        assert_eq!(read_frame(&mut peer).await.opcode(), OP_BINARY);
+        sleep(Duration::from_millis(50)).await;
+    }
+    // The peer stops reading: the first feed fills the queue, the second waits for room.
+    ws.feed(big()).await.unwrap();
+    let fed = timeout(GUARD, ws.feed(big())).await.expect("feed() never gave up on the peer");
+    assert!(fed.is_err(), "feed() into a queue that never drains succeeded");
+    let waited = last_input.elapsed();
+    let limit = PING_INTERVAL * 5 / 4 + PING_TIMEOUT;
+    assert!(waited <= limit + SLACK, "given up on {waited:?} after the peer's last frame");
+    assert!(waited >= PING_INTERVAL + PING_TIMEOUT, "given up on after only {waited:?}");
+    let rest = timeout(GUARD, drain(&mut ws)).await.expect("recv() after the failed feed hung");
+    assert!(
+        matches!(rest[..], [Err(Error::Protocol(ProtocolError::KeepaliveTimeout))]),
+        "expected the keepalive failure, then the end: {rest:?}"
+    );
+    assert!(last_input.elapsed() <= limit + CLOSE_TIMEOUT + SLACK);
     assert_transport_ended(&mut peer).await;
 }
 

@@ -196,8 +196,14 @@ impl Connection {
                     // RFC 6455 §5.5.3 allows answering only the most recent of several pings:
                     // while the send queue is full the answer waits (replacing an older one),
                     // so a peer that pings without reading cannot grow the queue.
-                    self.deferred_pong = Some(payload.clone());
-                    self.queue_deferred_pong();
+                    // Boxed, and only then: rare, and 24 bytes less in every connection.
+                    if self.is_send_buffer_full() {
+                        self.deferred_pong = Some(Box::new(payload.clone()));
+                    } else {
+                        self.deferred_pong = None;
+                        self.queue_frame(OpCode::Pong, payload.clone());
+                        self.reply_queued = true;
+                    }
                 }
                 Ok(Progress::Event(Event::Message(Message::Ping(payload))))
             }

@@ -13,6 +13,16 @@ use crate::frame::OpCode;
 use crate::message::CloseCode;
 
 /// Keepalive and idle state while the connection is open.
+///
+/// No clock is read per input: reads and sends only set `rx_activity` and `data_activity`.
+/// The timer is then in one of two modes. *Quiet*: it sleeps until the next deadline (a ping,
+/// its answer, the idle timeout), and the first activity makes [`Connection::wants_clock`] true,
+/// so a driver dates it with one `handle_timeout` (exact). That call makes it *busy*, unless
+/// the activity answers our ping (an idle connection's pong): the timer then looks at the
+/// flags every quarter of the shortest period (`ping_interval`, `idle_timeout`) instead, so a
+/// busy connection costs four timer wake-ups per period and nothing per message; the first
+/// look that finds no activity goes back to quiet. Either way a deadline counts from at most a
+/// quarter period after the activity it follows.
 #[derive(Debug, Default)]
 pub(super) struct Keepalive {
     /// When the next ping goes out; `None` until the first `handle_timeout` arms it.
@@ -21,6 +31,8 @@ pub(super) struct Keepalive {
     answer_by: Option<Instant>,
     /// When the idle timeout closes the connection.
     idle_by: Option<Instant>,
+    /// Busy: when the timer next looks at the activity flags. `None`: quiet.
+    check_at: Option<Instant>,
     /// Payload of the last ping sent (a counter).
     ping_count: u64,
     /// [`super::SendQueue::written`] at the last `handle_timeout`.
@@ -29,7 +41,7 @@ pub(super) struct Keepalive {
     blocked: bool,
     /// Since when the send queue has been full without the transport taking any of it.
     stalled_since: Option<Instant>,
-    /// A frame arrived since the last `handle_timeout`.
+    /// Input arrived since the last `handle_timeout`.
     pub(super) rx_activity: bool,
     /// A data message went either way since the last `handle_timeout`.
     pub(super) data_activity: bool,
@@ -38,17 +50,41 @@ pub(super) struct Keepalive {
 impl Connection {
     /// Advances timers to `now`: keepalive pings, the idle timeout and the close timeout.
     ///
-    /// Call it once when the connection starts, after a batch of input, and whenever the instant
-    /// from [`Self::poll_timeout`] is reached. Each call takes effect at once: a close it queues
-    /// (idle timeout) has its close timeout armed in the same call, so `poll_timeout` always
-    /// tells the next instant that matters. Timers are relative to the `now` of the call that
-    /// first sees the state they belong to.
+    /// Call it once when the connection starts, whenever the instant from
+    /// [`Self::poll_timeout`] is reached, and after input or a send while [`Self::wants_clock`]
+    /// is true. No other call is needed, and a busy connection needs none per message: the core
+    /// notes input and data as they happen, and while they keep coming the deadline is a check
+    /// every quarter of the shortest period (`ping_interval`, `idle_timeout`) that looks at
+    /// what it noted. So a ping goes out after between `ping_interval` and 1.25 times that of
+    /// silence from the peer, and the idle timeout closes after between `idle_timeout` and
+    /// 1.25 times that without data, however busy the connection was before. (A driver that
+    /// also skips the calls asked by [`Self::wants_clock`] gets up to 1.25 periods after the
+    /// call that first sees the activity.) An idle connection whose peer answers pings wakes
+    /// once per ping, `ping_interval` after the answer to the previous one.
+    /// Each call takes effect at once: a close it queues (idle timeout) has its close timeout
+    /// armed in the same call, so `poll_timeout` always tells the next instant that matters.
+    /// Timers are relative to the `now` of the call that first sees the state they belong to.
     pub fn handle_timeout(&mut self, now: Instant) {
         self.clock = Some(self.clock.map_or(now, |c| c.max(now)));
         match self.phase {
             Phase::Open => self.keepalive(now),
             Phase::CloseSent { .. } | Phase::Ended { .. } => self.close_timer(now),
         }
+    }
+
+    /// Whether a [`Self::handle_timeout`] now would date activity that the timers have not
+    /// seen: input arrived (or, with an idle timeout, data was sent) while the connection was
+    /// quiet. A driver asks it after each read and send (a few flags) and reads the clock only
+    /// when it is true: once per quiet spell, since that call turns the quarter-period checks
+    /// on (except for the answer to a ping), and they time a busy connection from then on.
+    /// Never true without keepalive or an idle timeout.
+    pub fn wants_clock(&self) -> bool {
+        let k = &self.keepalive;
+        // Data sent matters only to the idle timeout; input to both.
+        k.check_at.is_none()
+            && self.phase == Phase::Open
+            && (k.rx_activity && self.config.ping_interval.is_some_and(|i| !i.is_zero())
+                || (k.rx_activity || k.data_activity) && self.config.idle_timeout.is_some())
     }
 
     /// Whether [`Self::handle_timeout`] has anything to do: a keepalive or idle timer is
@@ -69,10 +105,7 @@ impl Connection {
     /// last instant the connection was given until then.
     pub fn poll_timeout(&self) -> Option<Instant> {
         match self.phase {
-            Phase::Open => {
-                let k = &self.keepalive;
-                [k.next_ping, k.answer_by, k.idle_by].into_iter().flatten().min()
-            }
+            Phase::Open => self.keepalive.deadline(),
             Phase::CloseSent { timer } | Phase::Ended { timer, .. } => match timer {
                 _ if self.should_close_transport() => None,
                 CloseTimer::Off => None,
@@ -99,6 +132,7 @@ impl Connection {
     fn keepalive(&mut self, now: Instant) {
         // A zero interval would ask for a ping at every call: no keepalive, as with `None`.
         let interval = self.config.ping_interval.filter(|i| !i.is_zero());
+        let idle = self.config.idle_timeout;
         let written = self.out.written();
         let full = self.is_send_buffer_full();
         let k = &mut self.keepalive;
@@ -108,7 +142,12 @@ impl Connection {
         // driver waits for that it may not be reading the peer's pong. (Bytes taken while the
         // queue was short prove nothing: the kernel buffers them for a dead peer too.)
         let progressed = std::mem::replace(&mut k.seen_written, written) != written;
-        let was_blocked = std::mem::replace(&mut k.blocked, full);
+        // "Held up" is decided only when a deadline or check is reached: a call before it
+        // dates activity (`wants_clock`), a send's say, before the driver even tried to write,
+        // and what the transport's own buffer takes next is no proof that the peer reads.
+        let at_deadline = k.deadline().map_or(true, |w| now >= w);
+        let was_blocked = k.blocked;
+        k.blocked = full && (was_blocked || at_deadline);
         // But a peer that keeps sending while our queue has been stuck for a whole interval is
         // not reading: its frames no longer count, so keepalive gives up on it.
         if !full {
@@ -120,17 +159,31 @@ impl Connection {
             (Some(since), Some(i)) => later(since, i).is_some_and(|t| now >= t),
             _ => false,
         };
-        let heard = std::mem::take(&mut k.rx_activity) && !stalled;
-        if heard || (progressed && was_blocked) {
+        let rx = std::mem::take(&mut k.rx_activity);
+        let data = std::mem::take(&mut k.data_activity);
+        let heard = (rx && !stalled) || (progressed && was_blocked);
+        // Input while a ping waits is (most likely) its pong: an idle connection stays quiet.
+        let answers = heard && k.answer_by.is_some();
+        if heard {
             k.answer_by = None;
             k.next_ping = interval.and_then(|i| later(now, i));
         }
-        if std::mem::take(&mut k.data_activity) || k.idle_by.is_none() {
-            k.idle_by = self.config.idle_timeout.and_then(|t| later(now, t));
+        if data || k.idle_by.is_none() {
+            k.idle_by = idle.and_then(|t| later(now, t));
         }
         if k.next_ping.is_none() && k.answer_by.is_none() {
             k.next_ping = interval.and_then(|i| later(now, i));
         }
+        // Quiet or busy (see `Keepalive`): any activity but the answer to our ping makes the
+        // timer check every quarter period from now on (a full send queue too, so progress and
+        // stalls are seen in time); a check that finds none goes back to quiet.
+        let quarter = match (interval, idle) {
+            (Some(i), Some(t)) => Some(i.min(t) / 4),
+            (i, t) => i.or(t).map(|d| d / 4),
+        };
+        let active = rx || (data && idle.is_some()) || full || (progressed && was_blocked);
+        let busy = active && (k.check_at.is_some() || at_deadline || !answers);
+        k.check_at = if busy { quarter.and_then(|q| later(now, q)) } else { None };
         if k.answer_by.is_some_and(|d| now >= d) {
             let err = self.fail(ProtocolError::KeepaliveTimeout);
             self.pending_error = Some(err);
@@ -173,6 +226,22 @@ impl Connection {
             }
             CloseTimer::At(_) => {}
         }
+    }
+}
+
+impl Keepalive {
+    /// The earliest deadline while open.
+    fn deadline(&self) -> Option<Instant> {
+        earliest(earliest(self.next_ping, self.answer_by), earliest(self.idle_by, self.check_at))
+    }
+}
+
+/// The earlier of two optional deadlines; `None` only when neither is set.
+fn earliest(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, None) => a,
+        (None, b) => b,
     }
 }
 
