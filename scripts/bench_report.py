@@ -1236,9 +1236,10 @@ def tls_sections(data, w, s, rounds):
 
     if data.tls_points:
         w("### wss:// echo\n")
-        w("Messages per second, median; below it the range over rounds and the server's CPU "
-          "share (¹: below 90 %, the generator set the pace); then µs of server CPU per "
-          "message.\n")
+        w("Messages per second, median; below it the range over rounds, the server's CPU share "
+          "(¹: below 90 %: the server was not what set the pace — the one-thread generator, or "
+          "on a busy machine the other work, was) and µs of server CPU per message. Last, the "
+          "ratio of the medians and its range within one round (the two runs seconds apart).\n")
         ratio_col = "wsx-tls" in servers and "tungstenite-tls" in servers
         head = [LABEL.get(x, x) for x in servers]
         if ratio_col:
