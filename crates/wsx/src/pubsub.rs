@@ -758,6 +758,13 @@ impl Subscriber {
     pub(crate) fn inbox(&self) -> &Arc<Inbox> {
         &self.inbox
     }
+
+    /// Records whether the connection attached takes compressed shared frames (entries
+    /// already in its topics' logs are reckoned again for it, and the hub's counters with
+    /// them).
+    pub(crate) fn set_takes_compressed(&self, takes: bool) {
+        self.inbox.set_takes_compressed(takes).apply(&self.hub.shared);
+    }
 }
 
 impl Drop for Subscriber {
@@ -863,11 +870,12 @@ impl Entry {
 
     /// Drops the frames of an entry no subscriber is to take any more, so that what others
     /// did not take (a publisher's own messages, left out for it) holds no bytes of the bound
-    /// but the entry's own; returns the bytes released. An entry of a compressed frame only
-    /// keeps it: a subscriber may yet start taking compressed frames.
+    /// but the entry's own; returns the bytes released. A compressed-only entry goes the same
+    /// way: a subscriber that starts taking compressed frames later does not get it (as it
+    /// would not once the entry left the front of the log).
     #[inline]
     fn settle(&mut self) -> usize {
-        if self.pending > 0 || !self.plain.as_ref().is_some_and(|p| !p.is_compressed()) {
+        if self.pending > 0 || self.plain.is_none() {
             return 0;
         }
         let released = self.cost() - QUEUE_ENTRY_COST;
@@ -1039,10 +1047,12 @@ pub(crate) enum Taken {
 impl Inbox {
     /// Records whether the connection attached takes compressed shared frames (entries
     /// already in its topics' logs are reckoned again for it).
-    pub(crate) fn set_takes_compressed(&self, takes: bool) {
+    /// Returns the change to the hub's delivery counters, for the caller to apply.
+    fn set_takes_compressed(&self, takes: bool) -> Counts {
+        let mut counts = Counts::default();
         let memberships = lock(&self.memberships);
         if self.takes_compressed.swap(takes, Ordering::Relaxed) == takes {
-            return;
+            return counts;
         }
         for m in memberships.iter() {
             let mut state = lock(&m.topic.state);
@@ -1052,10 +1062,14 @@ impl Inbox {
                 if let Some(compressed) = entry.is_for(self.id, member.takes_compressed) {
                     entry.pending -= 1;
                     entry.pending_compressed -= u32::from(compressed);
+                    counts.dropped += 1;
+                    counts.dropped_compressed += u64::from(compressed);
                 }
                 if let Some(compressed) = entry.is_for(self.id, takes) {
                     entry.pending += 1;
                     entry.pending_compressed += u32::from(compressed);
+                    counts.delivered += 1;
+                    counts.compressed += u64::from(compressed);
                 }
                 released += entry.settle();
             }
@@ -1068,6 +1082,7 @@ impl Inbox {
             }
             state.pop_taken();
         }
+        counts
     }
 
     /// How many publishes to the subscriber's topics came since its last take (`u64::MAX`
