@@ -758,6 +758,13 @@ impl Subscriber {
     pub(crate) fn inbox(&self) -> &Arc<Inbox> {
         &self.inbox
     }
+
+    /// Records whether the connection attached takes compressed shared frames (entries
+    /// already in its topics' logs are reckoned again for it, and the hub's counters with
+    /// them).
+    pub(crate) fn set_takes_compressed(&self, takes: bool) {
+        self.inbox.set_takes_compressed(takes).apply(&self.hub.shared);
+    }
 }
 
 impl Drop for Subscriber {
@@ -863,11 +870,12 @@ impl Entry {
 
     /// Drops the frames of an entry no subscriber is to take any more, so that what others
     /// did not take (a publisher's own messages, left out for it) holds no bytes of the bound
-    /// but the entry's own; returns the bytes released. An entry of a compressed frame only
-    /// keeps it: a subscriber may yet start taking compressed frames.
+    /// but the entry's own; returns the bytes released. A compressed-only entry goes the same
+    /// way: a subscriber that starts taking compressed frames later does not get it (as it
+    /// would not once the entry left the front of the log).
     #[inline]
     fn settle(&mut self) -> usize {
-        if self.pending > 0 || !self.plain.as_ref().is_some_and(|p| !p.is_compressed()) {
+        if self.pending > 0 || self.plain.is_none() {
             return 0;
         }
         let released = self.cost() - QUEUE_ENTRY_COST;
@@ -1039,10 +1047,12 @@ pub(crate) enum Taken {
 impl Inbox {
     /// Records whether the connection attached takes compressed shared frames (entries
     /// already in its topics' logs are reckoned again for it).
-    pub(crate) fn set_takes_compressed(&self, takes: bool) {
+    /// Returns the change to the hub's delivery counters, for the caller to apply.
+    fn set_takes_compressed(&self, takes: bool) -> Counts {
+        let mut counts = Counts::default();
         let memberships = lock(&self.memberships);
         if self.takes_compressed.swap(takes, Ordering::Relaxed) == takes {
-            return;
+            return counts;
         }
         for m in memberships.iter() {
             let mut state = lock(&m.topic.state);
@@ -1052,10 +1062,14 @@ impl Inbox {
                 if let Some(compressed) = entry.is_for(self.id, member.takes_compressed) {
                     entry.pending -= 1;
                     entry.pending_compressed -= u32::from(compressed);
+                    counts.dropped += 1;
+                    counts.dropped_compressed += u64::from(compressed);
                 }
                 if let Some(compressed) = entry.is_for(self.id, takes) {
                     entry.pending += 1;
                     entry.pending_compressed += u32::from(compressed);
+                    counts.delivered += 1;
+                    counts.compressed += u64::from(compressed);
                 }
                 released += entry.settle();
             }
@@ -1068,6 +1082,7 @@ impl Inbox {
             }
             state.pop_taken();
         }
+        counts
     }
 
     /// How many publishes to the subscriber's topics came since its last take (`u64::MAX`
@@ -1360,5 +1375,135 @@ mod tests {
         assert!(matches!(a.inbox().take(None, |_| true), Taken::Empty));
         drop((a, hub));
         assert!(weak.upgrade().is_none(), "the broker's handle kept the hub alive");
+    }
+
+    /// The log's books after every step of a random mix of subscribes, unsubscribes, drops,
+    /// publishes (plain, to all but one, compressed-only), partial takes and changes of
+    /// `takes_compressed`, under both overflow policies: `bytes` is the sum of the entries'
+    /// costs, each entry's `pending` and `pending_compressed` are the members still to take
+    /// it, the slots map to the dense members, and the subscription count is the members'.
+    #[test]
+    fn the_log_books_balance_through_random_churn() {
+        fn check(hub: &Hub, subs: &[Option<Subscriber>]) {
+            let topics = read(&hub.shared.topics);
+            let mut members = 0;
+            for topic in topics.values() {
+                let state = lock(&topic.state);
+                assert!(!state.members.is_empty(), "empty topic {} listed", topic.name);
+                members += state.members.len();
+                let cost: usize = state.entries.iter().map(Entry::cost).sum();
+                assert_eq!(state.bytes, cost, "bytes of {}", topic.name);
+                assert_eq!(state.slots.len() - state.free.len(), state.members.len());
+                for (i, m) in state.members.iter().enumerate() {
+                    assert_eq!(state.slots[m.slot as usize] as usize, i, "slot of member {i}");
+                    assert!(m.next <= state.end());
+                }
+                for &f in &state.free {
+                    assert_eq!(state.slots[f as usize], VACANT);
+                }
+                let compressed = state.members.iter().filter(|m| m.takes_compressed).count();
+                assert_eq!(topic.compressed_members.load(Ordering::Relaxed), compressed);
+                assert_eq!(topic.end.load(Ordering::Relaxed), state.end());
+                for (k, e) in state.entries.iter().enumerate() {
+                    let seq = state.base + k as u64;
+                    let (mut p, mut pc) = (0, 0);
+                    for m in state.members.iter().filter(|m| m.next <= seq) {
+                        if let Some(c) = e.is_for(m.inbox.id, m.takes_compressed) {
+                            p += 1;
+                            pc += u32::from(c);
+                        }
+                    }
+                    assert_eq!((e.pending, e.pending_compressed), (p, pc), "entry {seq}");
+                }
+            }
+            assert_eq!(hub.stats().subscriptions, members);
+            // Every membership whose member is still in its topic is found by its slot.
+            for s in subs.iter().flatten() {
+                for m in lock(&s.inbox.memberships).iter() {
+                    let state = lock(&m.topic.state);
+                    let found = state.position(m.slot, &s.inbox).is_some();
+                    let present = state.members.iter().any(|x| Arc::ptr_eq(&x.inbox, &s.inbox));
+                    assert_eq!(found, present);
+                    if let Some(p) = state.position(m.slot, &s.inbox) {
+                        assert_eq!(state.members[p].next, m.next);
+                    }
+                }
+            }
+        }
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut rand = move |n: u64| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x % n
+        };
+        let noise: Vec<u8> =
+            (0..300u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+        for overflow in [Overflow::Skip, Overflow::Close] {
+            let hub = Hub::with_config(
+                HubConfig::default()
+                    .max_queued_bytes(12 * (40 + QUEUE_ENTRY_COST))
+                    .overflow(overflow),
+            );
+            let mut compressor = SharedCompressor::new(&DeflateConfig::default());
+            let mut subs: Vec<Option<Subscriber>> = (0..8).map(|_| None).collect();
+            let names = ["a", "b", "c"];
+            for _ in 0..20_000 {
+                let i = rand(8) as usize;
+                let topic = names[rand(3) as usize];
+                match rand(10) {
+                    0 => {
+                        subs[i].get_or_insert_with(|| hub.subscriber()).subscribe(topic);
+                    }
+                    1 => {
+                        if let Some(s) = &mut subs[i] {
+                            s.unsubscribe(topic);
+                        }
+                    }
+                    2 if rand(4) == 0 => subs[i] = None,
+                    3 => {
+                        if let Some(s) = &subs[i] {
+                            s.inbox.set_takes_compressed(rand(2) == 0);
+                        }
+                    }
+                    4 => {
+                        let m = Message::binary(noise[..rand(300) as usize].to_vec());
+                        if let Some(f) = SharedFrame::compressed(&m, &mut compressor) {
+                            hub.publish_frame(topic, &f, None);
+                        }
+                    }
+                    5 => {
+                        if let Some(s) = &subs[i] {
+                            hub.publish_except(
+                                topic,
+                                &Message::text("e".repeat(rand(40) as usize)),
+                                s,
+                            );
+                        }
+                    }
+                    6 | 7 => {
+                        if let Some(s) = &subs[i] {
+                            let mut budget = rand(6);
+                            let taken = s.inbox.take(None, |_| {
+                                budget = budget.saturating_sub(1);
+                                budget > 0
+                            });
+                            if matches!(taken, Taken::Overflowed) && rand(2) == 0 {
+                                subs[i] = None;
+                            }
+                        }
+                    }
+                    _ => {
+                        hub.publish(topic, &Message::text("p".repeat(rand(40) as usize)));
+                    }
+                }
+                check(&hub, &subs);
+            }
+            drop(subs);
+            let stats = hub.stats();
+            assert_eq!((stats.topics, stats.subscriptions), (0, 0));
+            // The mix reached the overflow paths.
+            assert!(stats.skipped + stats.overflow_closes > 0, "{stats:?}");
+        }
     }
 }

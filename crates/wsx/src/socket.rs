@@ -122,7 +122,7 @@ where
         if self.conn.role() != Role::Server {
             return Err(Error::Send(SendError::SharedFrameFromClient));
         }
-        subscriber.inbox().set_takes_compressed(self.conn.takes_shared_compressed());
+        subscriber.set_takes_compressed(self.conn.takes_shared_compressed());
         self.inbox = Some(subscriber.inbox().clone());
         Ok(())
     }
