@@ -5,7 +5,9 @@ use std::time::Duration;
 
 use tokio::io::DuplexStream;
 use wsx::pubsub::{Broker, Hub, HubConfig, Overflow, WeakHub, QUEUE_ENTRY_COST};
-use wsx::{Config, Message, Role, WebSocket};
+use wsx::{Message, WebSocket};
+
+mod common;
 
 /// A hub that closes subscribers with more than `entries` publishes of "x" (a 3-byte frame)
 /// behind.
@@ -147,32 +149,15 @@ fn what_others_took_behind_a_laggard_holds_no_frame_bytes() {
 }
 
 fn pair() -> (WebSocket<DuplexStream>, WebSocket<DuplexStream>) {
-    let (a, b) = tokio::io::duplex(64 << 10);
-    (
-        WebSocket::from_raw(a, Role::Server, Config::default()),
-        WebSocket::from_raw(b, Role::Client, Config::default()),
-    )
+    common::duplex_pair(64 << 10, false)
 }
 
 /// Concurrent publishers, subscriber churn and readers (half compressed): nobody parks with
 /// an entry it does not take, no count underflows, and each publisher's order holds.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_publish_churn_and_readers() {
-    use wsx::proto::deflate::{self, DeflateConfig};
-    use wsx::proto::Connection;
     fn conn(deflate: bool) -> (WebSocket<DuplexStream>, WebSocket<DuplexStream>) {
-        if !deflate {
-            return pair();
-        }
-        let (a, b) = tokio::io::duplex(16 << 10);
-        let params = deflate::negotiate(
-            ["permessage-deflate; server_no_context_takeover"],
-            &DeflateConfig::default(),
-        )
-        .unwrap();
-        let server = Connection::new(Role::Server, Config::default()).with_deflate(params);
-        let client = Connection::new(Role::Client, Config::default()).with_deflate(params);
-        (WebSocket::from_connection(a, server, None), WebSocket::from_connection(b, client, None))
+        common::duplex_pair(if deflate { 16 << 10 } else { 64 << 10 }, deflate)
     }
     let hub = Hub::with_config(HubConfig::default().max_queued_bytes(256 << 20));
     let (publishers, per) = (3usize, 3000usize);

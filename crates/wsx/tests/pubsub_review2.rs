@@ -9,29 +9,17 @@ use std::time::Duration;
 
 use futures_util::Stream;
 use tokio::io::DuplexStream;
-use wsx::proto::deflate::{self, DeflateConfig};
-use wsx::proto::{Connection, SharedCompressor, SharedFrame};
+use wsx::proto::deflate::DeflateConfig;
+use wsx::proto::{SharedCompressor, SharedFrame};
 use wsx::pubsub::{Hub, HubConfig, Overflow, QUEUE_ENTRY_COST};
-use wsx::{Config, Message, Role, WebSocket};
+use wsx::{Message, WebSocket};
 
-/// A server and client over a duplex pipe, with permessage-deflate (no server context
-/// takeover, so the server takes shared compressed frames) when `deflate`.
+mod common;
+
+/// A server and client over a 64 KiB duplex pipe, with permessage-deflate (no server context
+/// takeover) when `deflate`.
 fn conn(deflate: bool) -> (WebSocket<DuplexStream>, WebSocket<DuplexStream>) {
-    let (a, b) = tokio::io::duplex(64 << 10);
-    if !deflate {
-        return (
-            WebSocket::from_raw(a, Role::Server, Config::default()),
-            WebSocket::from_raw(b, Role::Client, Config::default()),
-        );
-    }
-    let params = deflate::negotiate(
-        ["permessage-deflate; server_no_context_takeover"],
-        &DeflateConfig::default(),
-    )
-    .unwrap();
-    let server = Connection::new(Role::Server, Config::default()).with_deflate(params);
-    let client = Connection::new(Role::Client, Config::default()).with_deflate(params);
-    (WebSocket::from_connection(a, server, None), WebSocket::from_connection(b, client, None))
+    common::duplex_pair(64 << 10, deflate)
 }
 
 /// 1000 bytes deflate cannot shrink much: its compressed frame is about as large.

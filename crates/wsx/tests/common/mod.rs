@@ -366,3 +366,30 @@ pub(crate) fn raw_http(addr: SocketAddr, request: &str) -> (u16, Vec<(String, St
 pub(crate) fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
     headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
 }
+
+/// A server and a client WebSocket over an in-memory pipe of `buffer` bytes, already open;
+/// with `deflate`, permessage-deflate negotiated without server context takeover (so the
+/// server takes the pub/sub hub's shared compressed frames).
+pub(crate) fn duplex_pair(
+    buffer: usize,
+    deflate: bool,
+) -> (wsx::WebSocket<tokio::io::DuplexStream>, wsx::WebSocket<tokio::io::DuplexStream>) {
+    use wsx::proto::deflate::{self, DeflateConfig};
+    use wsx::proto::Connection;
+    use wsx::{Config, Role, WebSocket};
+    let (a, b) = tokio::io::duplex(buffer);
+    if !deflate {
+        return (
+            WebSocket::from_raw(a, Role::Server, Config::default()),
+            WebSocket::from_raw(b, Role::Client, Config::default()),
+        );
+    }
+    let params = deflate::negotiate(
+        ["permessage-deflate; server_no_context_takeover"],
+        &DeflateConfig::default(),
+    )
+    .expect("the offer is valid");
+    let server = Connection::new(Role::Server, Config::default()).with_deflate(params);
+    let client = Connection::new(Role::Client, Config::default()).with_deflate(params);
+    (WebSocket::from_connection(a, server, None), WebSocket::from_connection(b, client, None))
+}
