@@ -174,8 +174,9 @@ async def slow(pid):
             while min(counts) < i - burst:
                 for t in tasks:
                     if t.done():
-                        t.result()  # raises what failed it
-                        raise AssertionError("a reader stopped early")
+                        # Raises what failed it. A reader that returned has all n messages,
+                        # which can happen in the last burst while another still lags: fine.
+                        t.result()
                 await asyncio.sleep(0.001)
             peak = max(peak, rss_kib(pid))
     await asyncio.wait_for(asyncio.gather(*tasks), 300)

@@ -307,6 +307,7 @@ impl Hub {
                 takes_compressed: AtomicBool::new(false),
                 armed: AtomicBool::new(false),
                 overflowed: AtomicBool::new(false),
+                arrivals: AtomicU64::new(0),
                 waker: Mutex::new(None),
                 memberships: Mutex::new(Vec::new()),
             }),
@@ -418,6 +419,7 @@ impl Hub {
                 };
                 entry.pending += 1;
                 entry.pending_compressed += u32::from(compressed);
+                inbox.arrived();
                 if inbox.armed.load(Ordering::SeqCst) && inbox.armed.swap(false, Ordering::SeqCst) {
                     if let Some(waker) = lock(&inbox.waker).take() {
                         wake.push(waker);
@@ -1021,6 +1023,9 @@ pub(crate) struct Inbox {
     armed: AtomicBool,
     /// Passed the bound under [`Overflow::Close`]: the connection is to be closed.
     overflowed: AtomicBool,
+    /// Bumped by every publish that is for this subscriber: its driver sees whether any came
+    /// since it last looked. Not a count: two topics publishing at once may bump it once.
+    arrivals: AtomicU64,
     /// The task to wake on the next delivery. Locked on its own, never while waiting for
     /// another lock.
     waker: Mutex<Option<Waker>>,
@@ -1085,15 +1090,24 @@ impl Inbox {
         counts
     }
 
-    /// How many publishes to the subscriber's topics came since its last take (`u64::MAX`
-    /// after an overflow): 0 when a take would find nothing, and a driver that waits for more
-    /// to gather sees whether any did.
-    pub(crate) fn new_count(&self) -> u64 {
+    /// Called by a publish for this subscriber, under its topic's lock. A load and a store
+    /// rather than a read-modify-write (no locked instruction per delivery): a bump may be
+    /// lost to a publish in another topic at the same moment. That costs at most a deferral
+    /// not made; what is taken, and when the task is woken, never depends on this value.
+    fn arrived(&self) {
+        let n = self.arrivals.load(Ordering::Relaxed);
+        self.arrivals.store(n.wrapping_add(1), Ordering::Relaxed);
+    }
+
+    /// A value that changes when a publish for this subscriber comes (`u64::MAX` once it
+    /// overflowed): a driver that noted it before a take, or when it deferred one, sees
+    /// whether anything for it came since. Publishes that leave it out (its own, sent with
+    /// [`Hub::publish_except`]) do not move it.
+    pub(crate) fn arrivals(&self) -> u64 {
         if self.overflowed.load(Ordering::Relaxed) {
             return u64::MAX;
         }
-        let memberships = lock(&self.memberships);
-        memberships.iter().map(|m| m.topic.end.load(Ordering::Relaxed).wrapping_sub(m.next)).sum()
+        self.arrivals.load(Ordering::Relaxed)
     }
 
     /// Hands what was published to the subscriber's topics since its last take to `take`, in

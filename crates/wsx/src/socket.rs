@@ -73,9 +73,10 @@ pub struct WebSocket<S> {
     /// Deliveries of the pub/sub subscriber attached, if any.
     inbox: Option<Arc<Inbox>>,
     /// Passes the receive loop let go by since it found deliveries (see
-    /// [`Self::poll_send_all`]), and how many there were at the last of them.
+    /// [`Self::poll_send_all`]), and the inbox's [`Inbox::arrivals`] at the last take or
+    /// deferral.
     deferrals: u8,
-    deferred_seen: u64,
+    arrivals_seen: u64,
 }
 
 impl<S> WebSocket<S>
@@ -106,7 +107,7 @@ where
             reads_unchecked: 0,
             inbox: None,
             deferrals: 0,
-            deferred_seen: 0,
+            arrivals_seen: 0,
         }
     }
 
@@ -535,7 +536,7 @@ where
     /// The receive loop takes deliveries a pass or two late: when it first finds some, it
     /// wakes its own task, which puts it at the back of the run queue, and writes only what
     /// the connection queued itself; on the next pass it takes everything published by then,
-    /// unless more came meanwhile, when it waits one pass more ([`DEFER_PASSES`] at most). In
+    /// unless more for it came meanwhile, when it waits one pass more ([`DEFER_PASSES`] at most). In
     /// a fan-out the publishes of the other connections ready at that moment then share one
     /// write instead of costing one each. broadcast_test, 100 connections: one pass late,
     /// 4.9–5.4 M deliveries/s instead of 3.7–4.2 M, 179–196 ns of server CPU per delivery
@@ -544,16 +545,15 @@ where
     fn poll_send_all(&mut self, cx: &mut Context<'_>, register: bool) -> Poll<io::Result<()>> {
         if register {
             if let Some(inbox) = &self.inbox {
-                let new = inbox.new_count();
-                if new > 0 && new != self.deferred_seen && self.deferrals < DEFER_PASSES {
-                    self.deferred_seen = new;
+                let arrivals = inbox.arrivals();
+                if arrivals != self.arrivals_seen && self.deferrals < DEFER_PASSES {
+                    self.arrivals_seen = arrivals;
                     self.deferrals += 1;
                     cx.waker().wake_by_ref();
                     return self.poll_write_out(cx);
                 }
             }
             self.deferrals = 0;
-            self.deferred_seen = 0;
         }
         loop {
             let more = self.deliver(register.then(|| cx.waker()));
@@ -568,12 +568,14 @@ where
     /// more wait for room (the caller writes, then comes back for them). Not while a message
     /// sent in chunks is unfinished: its frames may not be interleaved.
     fn deliver(&mut self, waker: Option<&Waker>) -> bool {
-        let Self { inbox, conn, .. } = self;
+        let Self { inbox, conn, arrivals_seen, .. } = self;
         let Some(shared) = inbox else { return false };
         if conn.state() != State::Open {
             *inbox = None;
             return false;
         }
+        // Before the take: what comes after it moves the value again.
+        *arrivals_seen = shared.arrivals();
         let outcome = shared
             .take(waker, |frame| !conn.is_send_buffer_full() && conn.send_shared(frame).is_ok());
         let more = match outcome {
