@@ -139,13 +139,12 @@ where
     // Whether the WebSocket ended other than with a normal close.
     let mut abnormal = false;
     loop {
-        let step = {
-            let turn = poll_fn(|cx| pipe.poll_turn(ws, cx));
-            tokio::pin!(turn);
-            match state {
-                Some(state) => next_or_stop(turn, state, stop.as_mut(), &mut registered).await,
-                None => Some(turn.await),
+        let step = match state {
+            Some(state) => {
+                next_or_stop(|cx| pipe.poll_turn(ws, cx), state, stop.as_mut(), &mut registered)
+                    .await
             }
+            None => Some(poll_fn(|cx| pipe.poll_turn(ws, cx)).await),
         };
         let Some(step) = step else {
             // Server shutdown: the client is told, then TCP ends after what it was sent.

@@ -323,11 +323,13 @@ where
         client_first: false,
     };
     loop {
-        let step = {
-            let turn = poll_fn(|cx| pipes.poll_turn(ws, process, cx));
-            tokio::pin!(turn);
-            next_or_stop(turn, state, stop.as_mut(), &mut registered).await
-        };
+        let step = next_or_stop(
+            |cx| pipes.poll_turn(ws, process, cx),
+            state,
+            stop.as_mut(),
+            &mut registered,
+        )
+        .await;
         let Some(step) = step else {
             // Shutdown: the child is told first, so its grace runs while the client closes.
             process.signal(rustix::process::Signal::TERM);

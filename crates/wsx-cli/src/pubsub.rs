@@ -1,6 +1,10 @@
 //! `wsx serve --pubsub`: a WebSocket to path `/P` subscribes to topic `P` and publishes what it
 //! sends there; `POST /publish/P` publishes from HTTP with a bearer token.
 
+use std::future::Future;
+use std::pin::Pin;
+
+use futures_util::Stream;
 use http::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE, WWW_AUTHENTICATE};
 use http::{Method, StatusCode};
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -37,43 +41,65 @@ pub(crate) fn subscribe(options: &Options, path: &str) -> Subscriber {
 
 /// One pub/sub connection: receives, publishes every data message to its topic, and (by
 /// receiving) writes out what is published to it, until it closes or the server shuts down.
-pub(crate) async fn run<S>(
-    ws: &mut WebSocket<S>,
+///
+/// Its state is in every subscriber's task, so it is kept small, as the echo loop's is (see
+/// `serve::echo`): an `async move` block that uses its captures in place, and nothing
+/// received kept across a wait.
+#[allow(clippy::manual_async_fn)]
+pub(crate) fn run<'a, S>(
+    ws: &'a mut WebSocket<S>,
     subscriber: Subscriber,
-    options: &Options,
-    state: &State,
-) -> Result<(), wsx::Error>
+    options: &'a Options,
+    state: &'a State,
+) -> impl Future<Output = Result<(), wsx::Error>> + 'a
 where
-    S: AsyncRead + AsyncWrite + Unpin,
+    S: AsyncRead + AsyncWrite + Unpin + 'a,
 {
-    ws.attach(&subscriber)?;
-    let stop = state.stop.notified();
-    tokio::pin!(stop);
-    let mut registered = false;
-    loop {
-        let next = {
-            let recv = ws.recv();
-            tokio::pin!(recv);
-            next_or_stop(recv, state, stop.as_mut(), &mut registered).await
-        };
-        let Some(next) = next else {
-            return Box::pin(crate::serve::going_away(ws)).await;
-        };
-        match next {
-            None => return Ok(()),
-            Some(Ok(msg)) if msg.is_data() => {
-                // One topic per connection: the first is it.
-                let Some(topic) = subscriber.topics().next() else { continue };
+    async move {
+        ws.attach(&subscriber)?;
+        let stop = state.stop.notified();
+        tokio::pin!(stop);
+        let mut registered = false;
+        loop {
+            let turn = next_or_stop(
+                |cx| Pin::new(&mut *ws).poll_next(cx),
+                state,
+                stop.as_mut(),
+                &mut registered,
+            );
+            let Some(next) = turn.await else {
+                return Box::pin(crate::serve::going_away(ws)).await;
+            };
+            if !publish(next, &subscriber, options) {
+                return Ok(());
+            }
+        }
+    }
+}
+
+/// Publishes what a subscriber sent, if it is a data message; false once the connection is
+/// over. Takes it by value, so that nothing of it is kept across the loop's next wait.
+fn publish(
+    next: Option<Result<Message, wsx::Error>>,
+    subscriber: &Subscriber,
+    options: &Options,
+) -> bool {
+    match next {
+        None => return false,
+        Some(Ok(msg)) if msg.is_data() => {
+            // One topic per connection: the first is it.
+            if let Some(topic) = subscriber.topics().next() {
                 if options.echo_self {
                     options.hub.publish(topic, &msg);
                 } else {
-                    options.hub.publish_except(topic, &msg, &subscriber);
+                    options.hub.publish_except(topic, &msg, subscriber);
                 }
             }
-            Some(Ok(_)) => {}
-            Some(Err(e)) => debug!("peer error: {e}"),
         }
+        Some(Ok(_)) => {}
+        Some(Err(e)) => debug!("peer error: {e}"),
     }
+    true
 }
 
 /// `POST /publish/P`: with the right bearer token, publishes the body to `P`, as text when

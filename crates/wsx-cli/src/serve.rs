@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::task::Poll;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -438,48 +438,138 @@ pub(crate) async fn admit(
 }
 
 /// The echo loop of one upgraded connection, until it closes or the server shuts down.
-async fn echo<S>(ws: &mut WebSocket<S>, state: &State) -> Result<(), wsx::Error>
+///
+/// Its state is in every connection's task, so it is kept small (see `spawn_echo`): the loop
+/// waits in one place, [`echo_turn`], which waits for room in the send queue before it
+/// receives, and a message is echoed (queued) in the same turn it arrives, so that no message
+/// or event is kept across a wait.
+///
+/// A function returning an `async move` block rather than an `async fn`: the block uses its
+/// captures in place, where an `async fn` would keep its arguments twice.
+#[allow(clippy::manual_async_fn)]
+fn echo<'a, S>(
+    ws: &'a mut WebSocket<S>,
+    state: &'a State,
+) -> impl Future<Output = Result<(), wsx::Error>> + 'a
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    let stop = state.stop.notified();
-    tokio::pin!(stop);
-    let mut registered = false;
-    // Cleared when an echo finds this side's close already sent: from then on messages are
-    // received, not echoed.
-    let mut echoing = true;
-    // The rest of a streamed message held back while the client is not reading its echo.
-    let mut held: Option<Box<Held>> = None;
-    loop {
-        let event = {
-            let recv = ws.recv_event();
-            tokio::pin!(recv);
-            next_or_stop(recv, state, stop.as_mut(), &mut registered).await
-        };
-        match event {
-            // Boxed: its timer would otherwise sit in every idle connection's state.
-            None => return Box::pin(going_away(ws)).await,
-            Some(None) => return Ok(()),
-            Some(Some(Ok(Event::Message(msg)))) if msg.is_data() && echoing => {
-                // Queued, not flushed: the next recv writes it, so a burst of messages goes
-                // back in few writes. A full send buffer stops reading here.
-                // `poll_ready` then `start_send`, as `feed` does, without `feed`'s future (it
-                // holds the message too): 80 bytes less in every connection's state.
-                let ready = poll_fn(|cx| Pin::new(&mut *ws).poll_ready(cx)).await;
-                echoing = still_echoing(ready.and_then(|()| Pin::new(&mut *ws).start_send(msg)))?;
+    async move {
+        let stop = state.stop.notified();
+        tokio::pin!(stop);
+        let mut registered = false;
+        let mut flow = Flow { echoing: true, streaming: false };
+        // The rest of a streamed message held back while the client is not reading its echo.
+        let mut held: Option<Box<Held>> = None;
+        loop {
+            let room = flow.echoing && !flow.streaming;
+            let turn =
+                next_or_stop(|cx| echo_turn(ws, room, cx), state, stop.as_mut(), &mut registered);
+            let Some(turn) = turn.await else {
+                // Boxed: its timer would otherwise sit in every idle connection's state.
+                return Box::pin(going_away(ws)).await;
+            };
+            // Bound before the match: a `?` in the scrutinee would keep its result across the
+            // wait below.
+            let next = echo_step(turn, ws, &mut held, &mut flow, state.options.echo_backlog)?;
+            match next {
+                Next::Receive => {}
+                Next::Done => return Ok(()),
+                // Boxed: only messages past the stream threshold (64 KiB) come in chunks, where an
+                // allocation is nothing, and its future would add 264 bytes to the state of every
+                // connection.
+                Next::Chunk(echoed) => flow.echoing = still_echoing(echoed.await)?,
             }
-            // A large message streams through: each piece goes back out as it arrives, as one
-            // frame of a fragmented echo, instead of waiting for the whole.
-            Some(Some(Ok(Event::Chunk(chunk)))) if echoing => {
-                let limit = state.options.echo_backlog;
-                // Boxed: only messages past the stream threshold (64 KiB) come in chunks, where
-                // an allocation is nothing, and its future would add 264 bytes to the state of
-                // every connection.
-                let echoed = Box::pin(echo_chunk(ws, chunk, &mut held, limit)).await;
-                echoing = still_echoing(echoed)?;
+        }
+    }
+}
+
+/// The echo loop's flags.
+struct Flow {
+    /// Cleared when an echo finds this side's close already sent: from then on messages are
+    /// received, not echoed.
+    echoing: bool,
+    /// A streamed message is arriving: its chunks are echoed (or held) as they come, with
+    /// no wait for room before each (`echo_chunk` minds the queue).
+    streaming: bool,
+}
+
+/// What one turn of the echo loop found.
+enum Turn {
+    Event(Option<Result<Event, wsx::Error>>),
+    /// This side's close is out: nothing more can be echoed.
+    SendClosed,
+    Failed(wsx::Error),
+}
+
+/// What the echo loop does after a turn.
+enum Next<F> {
+    Receive,
+    Done,
+    /// Echo a chunk of a streamed message.
+    Chunk(Pin<Box<F>>),
+}
+
+/// One turn of the echo loop: with `room`, first waits while the send queue is full (a full
+/// queue stops reading, with timers running), then receives the next event.
+fn echo_turn<S>(ws: &mut WebSocket<S>, room: bool, cx: &mut Context<'_>) -> Poll<Turn>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    if room {
+        match Pin::new(&mut *ws).poll_ready(cx) {
+            Poll::Pending => return Poll::Pending,
+            Poll::Ready(Ok(())) => {}
+            Poll::Ready(Err(wsx::Error::Closed)) => return Poll::Ready(Turn::SendClosed),
+            Poll::Ready(Err(e)) => return Poll::Ready(Turn::Failed(e)),
+        }
+    }
+    ws.poll_recv_event(cx).map(Turn::Event)
+}
+
+/// Acts on a turn: a whole message is echoed here, queued, not flushed (the next turn writes
+/// it, so a burst of messages goes back in few writes; there was room, `echo_turn` waited for
+/// it); a chunk of a streamed message is handed back as the future that echoes it, each piece
+/// going back out as it arrives as one frame of a fragmented echo. Takes the turn by value,
+/// so that nothing of it is kept while that future runs.
+fn echo_step<'a, S>(
+    turn: Turn,
+    ws: &'a mut WebSocket<S>,
+    held: &'a mut Option<Box<Held>>,
+    flow: &mut Flow,
+    limit: usize,
+) -> Result<Next<impl Future<Output = Result<(), wsx::Error>> + 'a>, wsx::Error>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let event = match turn {
+        Turn::Event(Some(Ok(event))) => event,
+        Turn::Event(Some(Err(e))) => {
+            debug!("peer error: {e}");
+            return Ok(Next::Receive);
+        }
+        Turn::Event(None) => return Ok(Next::Done),
+        Turn::SendClosed => {
+            flow.echoing = false;
+            return Ok(Next::Receive);
+        }
+        Turn::Failed(e) => return Err(e),
+    };
+    match event {
+        // (A control message may come between a streamed message's chunks: it changes
+        // nothing here.)
+        Event::Message(msg) => {
+            if msg.is_data() && flow.echoing {
+                flow.echoing = still_echoing(Pin::new(&mut *ws).start_send(msg))?;
             }
-            Some(Some(Ok(_))) => {}
-            Some(Some(Err(e))) => debug!("peer error: {e}"),
+            Ok(Next::Receive)
+        }
+        Event::Chunk(chunk) => {
+            flow.streaming = !chunk.is_last();
+            if !flow.echoing {
+                return Ok(Next::Receive);
+            }
+            Ok(Next::Chunk(Box::pin(echo_chunk(ws, chunk, held, limit))))
         }
     }
 }
@@ -491,19 +581,23 @@ where
 /// says whether it is). Afterwards the flag alone says whether it came: re-polling the
 /// notification on every message (as `select!` does) costs a lock and a waker comparison per
 /// message.
-pub(crate) fn next_or_stop<'a, 'n: 'a, F: Future>(
-    mut next: Pin<&'a mut F>,
+pub(crate) fn next_or_stop<'a, 'n: 'a, T, F>(
+    mut next: F,
     state: &'a State,
     mut stop: Pin<&'a mut Notified<'n>>,
     registered: &'a mut bool,
-) -> impl Future<Output = Option<F::Output>> + use<'a, 'n, F> {
+) -> impl Future<Output = Option<T>> + use<'a, 'n, T, F>
+where
+    F: FnMut(&mut Context<'_>) -> Poll<T> + 'a,
+{
     // A plain function returning `poll_fn`, not an `async fn`: that would keep `next` twice in
-    // every connection's task, as argument and as pinned local.
+    // every connection's task, as argument and as local. `next` is a poll function, not a
+    // future, so that no future of the caller's needs pinning beside it.
     poll_fn(move |cx| {
         if state.stopping.load(Ordering::SeqCst) {
             return Poll::Ready(None);
         }
-        if let Poll::Ready(output) = next.as_mut().poll(cx) {
+        if let Poll::Ready(output) = next(cx) {
             return Poll::Ready(Some(output));
         }
         if !*registered {

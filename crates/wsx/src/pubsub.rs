@@ -308,6 +308,7 @@ impl Hub {
                 armed: AtomicBool::new(false),
                 overflowed: AtomicBool::new(false),
                 arrivals: AtomicU64::new(0),
+                arrivals_seen: AtomicU64::new(0),
                 waker: Mutex::new(None),
                 memberships: Mutex::new(Vec::new()),
             }),
@@ -1026,6 +1027,9 @@ pub(crate) struct Inbox {
     /// Bumped by every publish that is for this subscriber: its driver sees whether any came
     /// since it last looked. Not a count: two topics publishing at once may bump it once.
     arrivals: AtomicU64,
+    /// `arrivals` when the driver last took or deferred a take: the driver's own note, kept
+    /// here rather than in every connection's socket. Only the driver reads or writes it.
+    arrivals_seen: AtomicU64,
     /// The task to wake on the next delivery. Locked on its own, never while waiting for
     /// another lock.
     waker: Mutex<Option<Waker>>,
@@ -1108,6 +1112,16 @@ impl Inbox {
             return u64::MAX;
         }
         self.arrivals.load(Ordering::Relaxed)
+    }
+
+    /// What the driver noted of [`Inbox::arrivals`] at its last take or deferral.
+    pub(crate) fn arrivals_seen(&self) -> u64 {
+        self.arrivals_seen.load(Ordering::Relaxed)
+    }
+
+    /// Notes `arrivals` as seen (the driver only).
+    pub(crate) fn set_arrivals_seen(&self, arrivals: u64) {
+        self.arrivals_seen.store(arrivals, Ordering::Relaxed);
     }
 
     /// Hands what was published to the subscriber's topics since its last take to `take`, in

@@ -55,7 +55,10 @@ pub struct WebSocket<S> {
     /// The waker `timer` was last polled with while pending at its current deadline.
     timer_waker: Option<Waker>,
     /// Boxed `str`, not `String`: 8 bytes less in every connection.
-    protocol: Option<Box<str>>,
+    /// Boxed twice, so that the field is one pointer (8 bytes, not 16): it is in every
+    /// connection, and set in few.
+    #[allow(clippy::box_collection)]
+    protocol: Option<Box<String>>,
     /// The transport reached end of stream.
     eof: bool,
     /// The write side of the transport was shut down after the last frame.
@@ -73,10 +76,8 @@ pub struct WebSocket<S> {
     /// Deliveries of the pub/sub subscriber attached, if any.
     inbox: Option<Arc<Inbox>>,
     /// Passes the receive loop let go by since it found deliveries (see
-    /// [`Self::poll_send_all`]), and the inbox's [`Inbox::arrivals`] at the last take or
-    /// deferral.
+    /// [`Self::poll_send_all`]).
     deferrals: u8,
-    arrivals_seen: u64,
 }
 
 impl<S> WebSocket<S>
@@ -97,7 +98,7 @@ where
             conn,
             timer: None,
             timer_waker: None,
-            protocol: protocol.map(String::into_boxed_str),
+            protocol: protocol.map(Box::new),
             eof: false,
             shut_down: false,
             close_deadline: None,
@@ -107,7 +108,6 @@ where
             reads_unchecked: 0,
             inbox: None,
             deferrals: 0,
-            arrivals_seen: 0,
         }
     }
 
@@ -212,7 +212,7 @@ where
 
     /// The subprotocol negotiated in the opening handshake.
     pub fn protocol(&self) -> Option<&str> {
-        self.protocol.as_deref()
+        self.protocol.as_deref().map(String::as_str)
     }
 
     /// Where the closing handshake stands.
@@ -246,11 +246,11 @@ where
         self.poll_recv_with(cx, Connection::poll_message)
     }
 
-    /// The receive loop for messages and chunks.
-    pub(crate) fn poll_recv_event(
-        &mut self,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Event, Error>>> {
+    /// [`Self::recv_event`] as a poll function, for a caller that keeps no future of its own
+    /// across waits (a hand-written loop or `poll_fn`): `Ready(None)` once the connection is
+    /// over. Everything `recv_event` does happens here: queued sends and pongs are written,
+    /// timers run.
+    pub fn poll_recv_event(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Event, Error>>> {
         self.poll_recv_with(cx, Connection::poll_event)
     }
 
@@ -546,8 +546,8 @@ where
         if register {
             if let Some(inbox) = &self.inbox {
                 let arrivals = inbox.arrivals();
-                if arrivals != self.arrivals_seen && self.deferrals < DEFER_PASSES {
-                    self.arrivals_seen = arrivals;
+                if arrivals != inbox.arrivals_seen() && self.deferrals < DEFER_PASSES {
+                    inbox.set_arrivals_seen(arrivals);
                     self.deferrals += 1;
                     cx.waker().wake_by_ref();
                     return self.poll_write_out(cx);
@@ -568,14 +568,14 @@ where
     /// more wait for room (the caller writes, then comes back for them). Not while a message
     /// sent in chunks is unfinished: its frames may not be interleaved.
     fn deliver(&mut self, waker: Option<&Waker>) -> bool {
-        let Self { inbox, conn, arrivals_seen, .. } = self;
+        let Self { inbox, conn, .. } = self;
         let Some(shared) = inbox else { return false };
         if conn.state() != State::Open {
             *inbox = None;
             return false;
         }
         // Before the take: what comes after it moves the value again.
-        *arrivals_seen = shared.arrivals();
+        shared.set_arrivals_seen(shared.arrivals());
         let outcome = shared
             .take(waker, |frame| !conn.is_send_buffer_full() && conn.send_shared(frame).is_ok());
         let more = match outcome {
