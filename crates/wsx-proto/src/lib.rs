@@ -30,6 +30,9 @@ pub mod deflate;
 pub mod error;
 pub mod frame;
 pub mod handshake;
+// The one module where `unsafe` may appear (the workspace denies it everywhere else); each
+// block there carries a `// SAFETY:` comment and a measurement in the module doc.
+#[allow(unsafe_code)]
 pub mod mask;
 pub mod message;
 pub mod shared;

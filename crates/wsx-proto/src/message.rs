@@ -183,6 +183,12 @@ impl Utf8Bytes {
         Self(ByteString::from_static(s))
     }
 
+    /// Text the receive path validated piece by piece as it arrived: see
+    /// [`crate::mask::validated_text`] for the promise the caller keeps.
+    pub(crate) fn from_validated(bytes: Bytes) -> Self {
+        Self(crate::mask::validated_text(bytes))
+    }
+
     /// The text.
     pub fn as_str(&self) -> &str {
         &self.0

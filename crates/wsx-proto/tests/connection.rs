@@ -522,6 +522,155 @@ fn valid_text_in_unfinished_frames_waits_for_the_rest() {
     );
 }
 
+/// Sequences no UTF-8 text may hold, for the store-and-forward checks below.
+const NOT_UTF8: [&[u8]; 6] = [
+    b"\xff",
+    b"\xc0\xaf",         // overlong '/'
+    b"\xed\xa0\x80",     // a UTF-16 surrogate
+    b"\xf4\x90\x80\x80", // above U+10FFFF
+    b"\xe2\x82(",        // a code point cut short by ASCII
+    b"\xe2\x82",         // unfinished at the end of the message
+];
+
+/// A text message whose payload is `payload` as the fragments that cutting it at `cuts` makes
+/// (one frame without cuts), with a ping between fragments when `ping` is set.
+fn text_in_fragments(payload: &[u8], cuts: &[usize], ping: bool) -> Vec<u8> {
+    let mut bounds = vec![0];
+    bounds.extend_from_slice(cuts);
+    bounds.push(payload.len());
+    let mut input = Vec::new();
+    for (i, w) in bounds.windows(2).enumerate() {
+        let last = i + 2 == bounds.len();
+        input.extend(masked(last, if i == 0 { TEXT } else { CONT }, &payload[w[0]..w[1]]));
+        if ping && !last {
+            input.extend(masked(true, PING, b"p"));
+        }
+    }
+    input
+}
+
+/// Feeds `input` to a fresh server in two reads cut at every point, and byte by byte, through
+/// `poll_message` (store-and-forward) with `config`. Pings aside, it must report `Ok(text)`
+/// when `text` is given; otherwise `InvalidUtf8` once, with a 1007 close queued.
+fn check_stored_text(config: &Config, input: &[u8], text: Option<&str>, ctx: &str) {
+    let mut reads: Vec<Vec<&[u8]>> =
+        (0..=input.len()).map(|cut| vec![&input[..cut], &input[cut..]]).collect();
+    reads.push(input.chunks(1).collect());
+    for pieces in reads {
+        let mut conn = Connection::new(Role::Server, config.clone());
+        let mut events = Vec::new();
+        for piece in &pieces {
+            conn.handle_input(piece);
+            events.extend(poll_all(&mut conn));
+        }
+        events.retain(|e| !matches!(e, Ok(Message::Ping(_))));
+        let ctx =
+            format!("{ctx}, reads of {:?}", pieces.iter().map(|p| p.len()).collect::<Vec<_>>());
+        match text {
+            Some(text) => assert_eq!(events, vec![Ok(Message::text(text))], "{ctx}"),
+            None => {
+                assert_eq!(events, vec![Err(ProtocolError::InvalidUtf8)], "{ctx}");
+                let closes = sent_closes(&mut conn);
+                assert_eq!(closes.len(), 1, "{ctx}");
+                assert_eq!(closes[0].close_code(), Some(1007), "{ctx}");
+            }
+        }
+    }
+}
+
+#[test]
+fn stored_text_with_invalid_utf8_split_across_reads_and_fragments_closes_with_1007() {
+    // The receive path builds a reassembled message's text without a second UTF-8 pass when the
+    // incremental validator saw all of it: every framing and every cut of the reads must still
+    // end in 1007, and the same text made valid must come through whole.
+    let store = Config::default().stream_threshold(usize::MAX);
+    for config in [Config::default(), store] {
+        for bad in NOT_UTF8 {
+            let payload = [b"\xce\xbab ", bad, b" z"].concat();
+            let good = "κb € z";
+            for cut in 0..=payload.len() {
+                for ping in [false, true] {
+                    let ctx = format!("{bad:x?}, fragments cut at {cut}, ping {ping}");
+                    let input = text_in_fragments(&payload, &[cut], ping);
+                    check_stored_text(&config, &input, None, &ctx);
+                    // Fragments cut inside a code point or not, the message is the same text.
+                    let input = text_in_fragments(good.as_bytes(), &[cut.min(good.len())], ping);
+                    check_stored_text(&config, &input, Some(good), &ctx);
+                }
+            }
+            check_stored_text(&config, &masked(true, TEXT, &payload), None, &format!("{bad:x?}"));
+            let three = text_in_fragments(&payload, &[3, 4], true);
+            check_stored_text(&config, &three, None, &format!("{bad:x?} in three fragments"));
+            // At the very end of the message, in one frame and in two.
+            let at_end = [b"\xce\xbab ", bad].concat();
+            check_stored_text(&config, &masked(true, TEXT, &at_end), None, &format!("{bad:x?}"));
+            let two = text_in_fragments(&at_end, &[at_end.len() - 1], false);
+            check_stored_text(&config, &two, None, &format!("{bad:x?} at the end, two fragments"));
+        }
+    }
+}
+
+#[test]
+fn large_stored_text_with_invalid_utf8_closes_with_1007_in_any_reads() {
+    // 300 KiB of mixed UTF-8 (beyond the copy-out size and the default stream threshold),
+    // through poll_message in 64 KiB reads, one bad sequence placed across a read boundary.
+    let alphabet = ['a', 'µ', '€', '𝄞', '"'];
+    let mut text = String::new();
+    let mut i = 0;
+    while text.len() < 300 << 10 {
+        text.push(alphabet[i % alphabet.len()]);
+        i += 1;
+    }
+    let store = Config::default().stream_threshold(usize::MAX);
+    for config in [Config::default(), store] {
+        for fragments in [1usize, 3] {
+            let len = text.len();
+            let cuts: Vec<usize> = (1..fragments).map(|k| k * len / fragments).collect();
+            let wire = |payload: &[u8]| {
+                let mut bounds = vec![0];
+                bounds.extend(cuts.iter().copied());
+                bounds.push(payload.len());
+                let mut input = Vec::new();
+                for (k, w) in bounds.windows(2).enumerate() {
+                    let last = k + 2 == bounds.len();
+                    let opcode = if k == 0 { TEXT } else { CONT };
+                    input.extend(masked(last, opcode, &payload[w[0]..w[1]]));
+                }
+                input
+            };
+            let run = |input: &[u8], at: usize| {
+                // Reads of 64 KiB, except that one ends at `at`.
+                let mut conn = Connection::new(Role::Server, config.clone());
+                let mut events = Vec::new();
+                let (head, tail) = input.split_at(at);
+                for piece in head.chunks(64 << 10).chain(tail.chunks(64 << 10)) {
+                    conn.handle_input(piece);
+                    events.extend(poll_all(&mut conn));
+                }
+                (events, sent_closes(&mut conn))
+            };
+            let (events, closes) = run(&wire(text.as_bytes()), 100_001);
+            assert_eq!(events, vec![Ok(Message::text(text.clone()))], "{fragments} fragments");
+            assert!(closes.is_empty());
+            for bad in NOT_UTF8 {
+                for at in [100_000, len / 2, len - bad.len()] {
+                    let mut payload = text.clone().into_bytes();
+                    payload[at..at + bad.len()].copy_from_slice(bad);
+                    let input = wire(&payload);
+                    // The read boundary falls inside the bad sequence (after its first byte),
+                    // counted on the wire: each earlier frame adds a 14-byte header.
+                    let headers = 14 * (1 + cuts.iter().filter(|&&c| c <= at).count());
+                    let (events, closes) = run(&input, headers + at + 1);
+                    let ctx = format!("{bad:x?} at {at}, {fragments} fragments");
+                    assert_eq!(events, vec![Err(ProtocolError::InvalidUtf8)], "{ctx}");
+                    assert_eq!(closes.len(), 1, "{ctx}");
+                    assert_eq!(closes[0].close_code(), Some(1007), "{ctx}");
+                }
+            }
+        }
+    }
+}
+
 #[test]
 fn invalid_close_codes_are_a_protocol_error() {
     // RFC 6455 §7.4: 1005, 1006 and 1015 are never sent; 0-999, 1016-2999 and 5000+ are not
@@ -1229,6 +1378,41 @@ proptest! {
                     Err(_) => Err(ProtocolError::InvalidUtf8),
                 };
                 prop_assert_eq!(events, vec![expected]);
+            }
+        }
+    }
+
+    #[test]
+    fn stored_text_is_exactly_the_valid_utf8_in_any_framing_and_chunking(
+        pieces in vec(nearly_utf8(), 1..4),
+        ping: bool,
+        chunking in chunking(),
+        via_recv_buf: bool,
+        store: bool,
+    ) {
+        // Each piece is one fragment; whole messages through poll_message. Text must come out
+        // exactly when the concatenation is UTF-8, whichever check (incremental or whole) ran.
+        let payload = pieces.concat();
+        let mut cuts = Vec::new();
+        let mut at = 0;
+        for p in &pieces[..pieces.len() - 1] {
+            at += p.len();
+            cuts.push(at);
+        }
+        let input = text_in_fragments(&payload, &cuts, ping);
+        let config = if store {
+            Config::default().stream_threshold(usize::MAX)
+        } else {
+            Config::default()
+        };
+        let mut conn = Connection::new(Role::Server, config);
+        let mut events = feed(&mut conn, &input, &chunking, via_recv_buf);
+        events.retain(|e| !matches!(e, Ok(Message::Ping(_))));
+        match String::from_utf8(payload) {
+            Ok(text) => prop_assert_eq!(events, vec![Ok(Message::text(text))]),
+            Err(_) => {
+                prop_assert_eq!(events, vec![Err(ProtocolError::InvalidUtf8)]);
+                prop_assert_eq!(sent_closes(&mut conn)[0].close_code(), Some(1007));
             }
         }
     }

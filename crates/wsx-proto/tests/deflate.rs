@@ -895,6 +895,89 @@ fn compressed_text_that_inflates_to_invalid_utf8_closes_with_1007() {
 }
 
 #[test]
+fn compressed_text_inflating_to_invalid_utf8_closes_with_1007_in_any_framing_and_reads() {
+    // Inflated text is checked whole after inflation (the incremental validator sees only the
+    // compressed bytes, which it skips): whatever the fragments and the reads, invalid text
+    // must close with 1007, and the same text made valid must come through.
+    let bad: [&[u8]; 4] = [b"\xff", b"\xed\xa0\x80", b"\xe2\x82(", b"\xe2\x82"];
+    for seq in bad {
+        for at_end in [false, true] {
+            let tail: &[u8] = if at_end { b"" } else { b" done" };
+            let text = [b"caf\xc3\xa9 ", seq, tail].concat();
+            let valid = [b"caf\xc3\xa9 \xe2\x82\xac", tail].concat();
+            for (plain, expected) in [(&text, None), (&valid, std::str::from_utf8(&valid).ok())] {
+                let payload = compress(plain);
+                // One frame, then two fragments cut at every byte of the compressed payload.
+                let mut framings = vec![raw_frame(FIN | RSV1_BIT | TEXT, Some(KEY), &payload)];
+                for cut in 0..=payload.len() {
+                    let mut input = raw_frame(RSV1_BIT | TEXT, Some(KEY), &payload[..cut]);
+                    input.extend(raw_frame(FIN | CONT, Some(KEY), &payload[cut..]));
+                    framings.push(input);
+                }
+                for input in &framings {
+                    for cut in 0..=input.len() {
+                        let ctx = format!("{seq:x?}, at end {at_end}, read cut at {cut}");
+                        let mut server = deflate_conn(Role::Server, Config::default());
+                        server.handle_input(&input[..cut]);
+                        let mut events = poll_all(&mut server);
+                        server.handle_input(&input[cut..]);
+                        events.extend(poll_all(&mut server));
+                        match expected {
+                            Some(t) => assert_eq!(events, vec![Ok(Message::text(t))], "{ctx}"),
+                            None => {
+                                assert_eq!(events, vec![Err(ProtocolError::InvalidUtf8)], "{ctx}");
+                                let closes = sent_closes(&mut server);
+                                assert_eq!(closes[0].close_code(), Some(1007), "{ctx}");
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn large_compressed_text_with_invalid_utf8_closes_with_1007() {
+    // 256 KiB of mixed UTF-8, compressed, in three fragments and 16 KiB reads: the inflated
+    // bytes hold one bad sequence near the end.
+    let alphabet = ['a', 'µ', '€', '𝄞', '"'];
+    let mut text = String::new();
+    let mut i = 0;
+    while text.len() < 256 << 10 {
+        text.push(alphabet[i % alphabet.len()]);
+        i += 1;
+    }
+    for bad in [&b"\xff"[..], b"\xed\xa0\x80"] {
+        for plain in [text.clone().into_bytes(), {
+            let mut b = text.clone().into_bytes();
+            let at = b.len() - 100;
+            b[at..at + bad.len()].copy_from_slice(bad);
+            b
+        }] {
+            let payload = compress(&plain);
+            let (a, b) = (payload.len() / 3, 2 * payload.len() / 3);
+            let mut input = raw_frame(RSV1_BIT | TEXT, Some(KEY), &payload[..a]);
+            input.extend(raw_frame(CONT, Some(KEY), &payload[a..b]));
+            input.extend(raw_frame(FIN | CONT, Some(KEY), &payload[b..]));
+            let mut server = deflate_conn(Role::Server, Config::default());
+            let mut events = Vec::new();
+            for piece in input.chunks(16 << 10) {
+                server.handle_input(piece);
+                events.extend(poll_all(&mut server));
+            }
+            match String::from_utf8(plain) {
+                Ok(t) => assert_eq!(events, vec![Ok(Message::text(t))]),
+                Err(_) => {
+                    assert_eq!(events, vec![Err(ProtocolError::InvalidUtf8)], "{bad:x?}");
+                    assert_eq!(sent_closes(&mut server)[0].close_code(), Some(1007));
+                }
+            }
+        }
+    }
+}
+
+#[test]
 fn fragmented_compressed_message_reassembles() {
     // RFC 7692 §6.1: RSV1 on the first frame only; the payloads concatenate to one DEFLATE
     // stream. Cuts fall anywhere, including inside a multi-byte character's compressed bits,
