@@ -297,6 +297,17 @@ impl Connection {
     }
 
     fn poll_inner(&mut self, stream: bool) -> Option<Result<Event, ProtocolError>> {
+        // Nothing received, nothing owed: the usual call between messages (a driver asks
+        // before every read) returns at once.
+        if self.read_buf.is_empty()
+            && self.frame.is_none()
+            && !self.eof
+            && self.pending_error.is_none()
+            && self.deferred_pong.is_none()
+        {
+            self.release_read_buf();
+            return None;
+        }
         self.queue_deferred_pong();
         if let Some(err) = self.pending_error.take() {
             return Some(Err(err));

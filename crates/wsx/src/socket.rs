@@ -37,7 +37,9 @@ const SCRATCH_MIN_SPARE: usize = 16 << 10;
 thread_local! {
     /// Spare capacity that reads between frames land in; filled parts are split off and owned by
     /// the connection (and the messages) that read them.
-    static SCRATCH: std::cell::RefCell<BytesMut> = std::cell::RefCell::new(BytesMut::new());
+    /// A `Cell` with a constant start, so that an access is a take or a put, with no lazy
+    /// initialisation or borrow flag to check.
+    static SCRATCH: std::cell::Cell<Option<BytesMut>> = const { std::cell::Cell::new(None) };
 }
 
 /// A WebSocket connection over a transport `S` (a `TcpStream`, a TLS stream, an in-memory
@@ -441,16 +443,16 @@ where
         // The slab is taken out of the thread-local for the read, not borrowed across it: the
         // transport may itself be driven by a WebSocket on this thread (a tunnel), whose own
         // read then simply starts a slab of its own.
-        let mut scratch = SCRATCH.with(|s| std::mem::take(&mut *s.borrow_mut()));
-        if scratch.capacity() < SCRATCH_MIN_SPARE {
-            scratch = BytesMut::with_capacity(SCRATCH_SLAB);
-        }
+        let mut scratch = match SCRATCH.take() {
+            Some(s) if s.capacity() >= SCRATCH_MIN_SPARE => s,
+            _ => BytesMut::with_capacity(SCRATCH_SLAB),
+        };
         let result = poll_read_buf(Pin::new(&mut self.io), cx, &mut scratch);
         let filled = match &result {
             Poll::Ready(Ok(n)) if *n > 0 => Some(scratch.split()),
             _ => None,
         };
-        SCRATCH.with(|s| *s.borrow_mut() = scratch);
+        SCRATCH.set(Some(scratch));
         if let Some(data) = filled {
             self.conn.handle_input_buf(data);
         }
