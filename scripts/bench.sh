@@ -5,12 +5,13 @@
 # another; every point runs on every server in every round, the server order rotating from round
 # to round. Then each server's memory per idle connection is measured. Run it on a quiet machine.
 #
-# Three stages, each with its own servers: echo (`wsx bench`), pub/sub (`wsx bench --pubsub`,
+# Four stages, each with its own servers: echo (`wsx bench`), pub/sub (`wsx bench --pubsub`,
 # uWebSockets' broadcast_test: N connections on one topic, each round every connection
 # publishes one message and receives all N) against `wsx serve --pubsub` and pub/sub peers, and
 # TLS (wss:// echo msg/s, `wsx bench --handshakes` handshakes/s, RSS per idle wss:// connection)
 # for `wsx serve --tls-cert … --tls-key …` and tokio-tungstenite over tokio-rustls, with a
-# self-signed certificate made by openssl for the run.
+# self-signed certificate made by openssl for the run; and permessage-deflate (scripts/bench_deflate.sh:
+# RSS per idle compressed connection and the ratio on small JSON messages, both negotiations).
 #
 #   scripts/bench.sh                                            # full run (~40 min)
 #   WSX_BENCH_ROUNDS=1 WSX_BENCH_DURATION=1 scripts/bench.sh    # smoke run (~3 min)
@@ -57,6 +58,11 @@
 #   WSX_BENCH_TLS_IDLE     idle wss:// connections per server for the memory measurement, each
 #                          server's plain ws:// counterpart (wsx-default, tungstenite) measured
 #                          next to it (default WSX_BENCH_IDLE_CONNS; 0 skips)
+#   WSX_BENCH_DEFLATE      0 skips the permessage-deflate stage (default 1): scripts/bench_deflate.sh
+#                          with WSX_BENCH_ROUNDS rounds (RSS per idle connection after one
+#                          compressed echo, Chromium's and Python's offers, both negotiations;
+#                          the ratio on 1,000 small JSON messages), its tables added to the report
+#   WSX_BENCH_DEFLATE_IDLE idle connections per cell of that stage (default 2000)
 #   WSX_BENCH_ROUND_TIMEOUT  seconds a pub/sub round may take before the run fails (default 60)
 #   WSX_BENCH_SYSCALLS     1 counts each pub/sub server's write and read system calls with
 #                          `perf stat` tracepoints (default 1 when perf can; 0 skips)
@@ -90,6 +96,8 @@ read -r -a PUBSUB_INSTR_SERVERS <<<"${WSX_BENCH_PUBSUB_INSTR_SERVERS:-wsx-pubsub
 PUBSUB_INSTR_POINT=${WSX_BENCH_PUBSUB_INSTR_POINT:-100x20}
 ROUND_TIMEOUT=${WSX_BENCH_ROUND_TIMEOUT:-60}
 TLS=${WSX_BENCH_TLS:-1}
+DEFLATE=${WSX_BENCH_DEFLATE:-1}
+DEFLATE_IDLE=${WSX_BENCH_DEFLATE_IDLE:-2000}
 read -r -a TLS_SERVERS <<<"${WSX_BENCH_TLS_SERVERS:-wsx-tls tungstenite-tls}"
 TLS_POINTS=${WSX_BENCH_TLS_POINTS-"100x20 10x16384"}
 TLS_HANDSHAKERS=${WSX_BENCH_TLS_HANDSHAKERS:-8}
@@ -654,4 +662,31 @@ if [ "$INSTR" = 1 ] && [ "$PUBSUB" = 1 ]; then
     for server in "${PUBSUB_INSTR_SERVERS[@]}"; do run_instr "$server" pubsub "$PUBSUB_INSTR_POINT"; done
 fi
 
+DEFLATE_MD=
+if [ "$DEFLATE" = 1 ]; then
+    say "permessage-deflate: $DEFLATE_IDLE idle connections per cell, $ROUNDS rounds (scripts/bench_deflate.sh)"
+    DEFLATE_MD="$LOGS/deflate.md"
+    WSX_DEFLATE_IDLE=$DEFLATE_IDLE WSX_DEFLATE_ROUNDS=$ROUNDS bash scripts/bench_deflate.sh \
+        >"$DEFLATE_MD" 2>>"$LOGS/deflate.log" || die "the deflate stage failed (see $LOGS/deflate.log)"
+fi
+
 python3 scripts/bench_report.py report "$OUT" --md "$DOCS/BENCHMARKS.md" --svg "$DOCS/benchmarks.svg"
+if [ -n "$DEFLATE_MD" ]; then
+    # Its tables go in before the report's closing "Reproduce" section.
+    python3 - "$DOCS/BENCHMARKS.md" "$DEFLATE_MD" "$DEFLATE_IDLE" "$ROUNDS" <<'PY'
+import sys
+md_path, tables_path, idle, rounds = sys.argv[1:]
+md = open(md_path).read()
+section = (
+    "## permessage-deflate: memory per idle connection and ratio\n\n"
+    f"`scripts/bench_deflate.sh`, {rounds} round(s), cells interleaved: `wsx serve --threads 1` "
+    f"with {idle} idle connections per cell, each after one compressed echo, and the ratio of "
+    "1,000 small JSON messages on one connection, in the default negotiation (no context "
+    "takeover either way) and with `--deflate-context-takeover`.\n"
+    + open(tables_path).read().rstrip() + "\n\n"
+)
+at = md.find("## Reproduce")
+md = md[:at] + section + md[at:] if at >= 0 else md + "\n" + section
+open(md_path, "w").write(md)
+PY
+fi
