@@ -469,16 +469,32 @@ where
                 // Boxed: its timer would otherwise sit in every idle connection's state.
                 return Box::pin(going_away(ws)).await;
             };
-            // Bound before the match: a `?` in the scrutinee would keep its result across the
-            // wait below.
-            let next = echo_step(turn, ws, &mut held, &mut flow, state.options.echo_backlog)?;
-            match next {
-                Next::Receive => {}
-                Next::Done => return Ok(()),
-                // Boxed: only messages past the stream threshold (64 KiB) come in chunks, where an
-                // allocation is nothing, and its future would add 264 bytes to the state of every
-                // connection.
-                Next::Chunk(echoed) => flow.echoing = still_echoing(echoed.await)?,
+            // The step is matched as a temporary, gone at the end of the statement, so that
+            // only the chunk's future is kept across the wait below.
+            let mut echoed =
+                match echo_step(turn, ws, &mut held, &mut flow, state.options.echo_backlog)? {
+                    Next::Receive => continue,
+                    Next::Done => return Ok(()),
+                    Next::Chunk(echoed) => echoed,
+                };
+            // Boxed: only messages past the stream threshold (64 KiB) come in chunks, where an
+            // allocation is nothing, and its future would add 264 bytes to the state of every
+            // connection. Awaited through the same stop check, since it may wait for room for
+            // long.
+            // (The result is matched as a temporary too, gone before `going_away` is awaited.)
+            let echo = |cx: &mut Context<'_>| echoed.as_mut().poll(cx);
+            let stopped = match next_or_stop(echo, state, stop.as_mut(), &mut registered).await {
+                Some(result) => {
+                    flow.echoing = still_echoing(result)?;
+                    false
+                }
+                None => true,
+            };
+            if stopped {
+                // A close may come between the frames of our fragmented echo; what is held of
+                // the message is dropped.
+                drop(echoed);
+                return Box::pin(going_away(ws)).await;
             }
         }
     }
