@@ -8,22 +8,14 @@
 
 mod common;
 
-use std::io::{self, BufRead, BufReader, Read, Write};
-use std::net::{Ipv4Addr, SocketAddr, TcpStream};
+use std::io::{self, Read, Write};
+use std::net::{Ipv4Addr, TcpStream};
 use std::process::{Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use common::raw::*;
 use common::{free_port, Response, Server, HANG_GUARD, WSX};
-
-const OP_CONTINUATION: u8 = 0x0;
-const OP_TEXT: u8 = 0x1;
-const OP_BINARY: u8 = 0x2;
-const OP_CLOSE: u8 = 0x8;
-const OP_PING: u8 = 0x9;
-const OP_PONG: u8 = 0xA;
-
-const MASK: [u8; 4] = [0x37, 0xfa, 0x21, 0x3d];
 
 /// Without keepalive, the only way out for an echo that waits for room in front of a client
 /// that never reads is the server's shutdown. The wait is now inside `next_or_stop`, so the
@@ -111,7 +103,7 @@ fn the_idle_timeout_ends_a_client_that_never_reads() {
 #[test]
 fn messages_after_our_idle_close_are_not_echoed_and_the_handshake_completes() {
     let server = Server::start(&["--ping-interval", "0", "--idle-timeout", "1"]);
-    let mut ws = Raw::upgrade(server.port);
+    let mut ws = Raw::upgrade(server.port, &[]);
     let (code, _) = ws.expect_close();
     assert_eq!(code, 1001);
     ws.send(&frame(true, OP_TEXT, b"late", MASK));
@@ -126,7 +118,7 @@ fn messages_after_our_idle_close_are_not_echoed_and_the_handshake_completes() {
 #[test]
 fn a_ping_between_the_chunks_of_a_streamed_message_is_answered_and_echoing_goes_on() {
     let server = Server::start(&["--no-deflate"]);
-    let mut ws = Raw::upgrade(server.port);
+    let mut ws = Raw::upgrade(server.port, &[]);
     let piece = |i: u8| vec![i; 100_000];
     ws.send(&frame(false, OP_BINARY, &piece(1), MASK));
     ws.send(&frame(true, OP_PING, b"between", MASK));
@@ -238,142 +230,6 @@ fn write_messages_until_stalled(ws: &mut Raw, stalled: Duration) -> Stall {
 struct Stall {
     written: u64,
     reset: bool,
-}
-
-fn upgrade_request() -> &'static str {
-    "GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-     Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
-}
-
-/// A client frame (masked with `mask`) carrying `payload`.
-fn frame(fin: bool, opcode: u8, payload: &[u8], mask: [u8; 4]) -> Vec<u8> {
-    let len = payload.len() as u64;
-    let mut out = vec![if fin { 0x80 } else { 0 } | opcode];
-    match len {
-        0..=125 => out.push(0x80 | len as u8),
-        126..=0xffff => {
-            out.push(0x80 | 126);
-            out.extend_from_slice(&(len as u16).to_be_bytes());
-        }
-        _ => {
-            out.push(0x80 | 127);
-            out.extend_from_slice(&len.to_be_bytes());
-        }
-    }
-    out.extend_from_slice(&mask);
-    out.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
-    out
-}
-
-/// Everything until the peer closes (or resets) the connection.
-fn read_to_end(reader: &mut impl Read) -> Vec<u8> {
-    let mut out = Vec::new();
-    let mut buf = [0; 16 << 10];
-    loop {
-        match reader.read(&mut buf) {
-            Ok(0) => return out,
-            Ok(n) => out.extend_from_slice(&buf[..n]),
-            Err(e) if e.kind() == io::ErrorKind::ConnectionReset => return out,
-            Err(e) => panic!("read failed after {} bytes: {e}", out.len()),
-        }
-    }
-}
-
-struct Raw {
-    tcp: TcpStream,
-    reader: BufReader<TcpStream>,
-}
-
-struct Frame {
-    fin: bool,
-    opcode: u8,
-    payload: Vec<u8>,
-}
-
-impl Raw {
-    fn upgrade(port: u16) -> Self {
-        let tcp = TcpStream::connect((Ipv4Addr::LOCALHOST, port)).unwrap();
-        Self::finish_upgrade(tcp)
-    }
-
-    /// With the client's receive buffer set to `bytes` before connecting, so that a client that
-    /// does not read stops the server's writes after a few KiB.
-    fn upgrade_with_recv_buffer(port: u16, bytes: u32) -> Self {
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-        let tcp = rt.block_on(async {
-            let socket = tokio::net::TcpSocket::new_v4().unwrap();
-            socket.set_recv_buffer_size(bytes).unwrap();
-            let tcp = socket.connect(SocketAddr::from((Ipv4Addr::LOCALHOST, port))).await;
-            tcp.unwrap().into_std().unwrap()
-        });
-        tcp.set_nonblocking(false).unwrap();
-        Self::finish_upgrade(tcp)
-    }
-
-    fn finish_upgrade(tcp: TcpStream) -> Self {
-        tcp.set_read_timeout(Some(HANG_GUARD)).unwrap();
-        tcp.set_write_timeout(Some(HANG_GUARD)).unwrap();
-        let reader = BufReader::new(tcp.try_clone().unwrap());
-        let mut raw = Self { tcp, reader };
-        raw.send(upgrade_request().as_bytes());
-        let mut head = Vec::new();
-        while !head.ends_with(b"\r\n\r\n") {
-            let n = raw.reader.read_until(b'\n', &mut head).unwrap();
-            assert!(n > 0, "connection closed within the response head: {head:?}");
-        }
-        let response = Response::parse(&head);
-        assert_eq!(response.status, 101, "{response:?}");
-        raw
-    }
-
-    fn send(&mut self, bytes: &[u8]) {
-        self.tcp.write_all(bytes).unwrap();
-    }
-
-    fn read_frame(&mut self) -> io::Result<Option<Frame>> {
-        let mut head = [0; 2];
-        match self.reader.read(&mut head[..1])? {
-            0 => return Ok(None),
-            _ => self.reader.read_exact(&mut head[1..])?,
-        }
-        assert_eq!(head[1] & 0x80, 0, "RFC 6455 §5.1: a server must not mask");
-        let len = match head[1] & 0x7f {
-            126 => {
-                let mut ext = [0; 2];
-                self.reader.read_exact(&mut ext)?;
-                u64::from(u16::from_be_bytes(ext))
-            }
-            127 => {
-                let mut ext = [0; 8];
-                self.reader.read_exact(&mut ext)?;
-                u64::from_be_bytes(ext)
-            }
-            n => u64::from(n),
-        };
-        let mut payload = vec![0; usize::try_from(len).unwrap()];
-        self.reader.read_exact(&mut payload)?;
-        Ok(Some(Frame { fin: head[0] & 0x80 != 0, opcode: head[0] & 0x0f, payload }))
-    }
-
-    /// The next frame, which must be a close: its code and reason.
-    fn expect_close(&mut self) -> (u16, String) {
-        let f = self.read_frame().unwrap().expect("closed without a close frame");
-        assert_eq!(f.opcode, OP_CLOSE, "expected a close frame: {:?}", f.payload);
-        assert!(f.payload.len() >= 2, "close frame without a code");
-        let code = u16::from_be_bytes([f.payload[0], f.payload[1]]);
-        (code, String::from_utf8(f.payload[2..].to_vec()).unwrap())
-    }
-
-    /// The server closes the connection and sends nothing more.
-    fn expect_end(&mut self) {
-        let rest = read_to_end(&mut self.reader);
-        assert!(
-            rest.is_empty(),
-            "{} more bytes after the end: {:?}",
-            rest.len(),
-            &rest[..rest.len().min(16)]
-        );
-    }
 }
 
 /// The same shutdown, but while the echo of a streamed message waits for room (in

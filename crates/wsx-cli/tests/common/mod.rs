@@ -25,6 +25,9 @@ pub(crate) mod proxies;
 // The real brokers (redis-server, nats-server) of the multi-node tests.
 pub(crate) mod brokers;
 
+// A raw WebSocket client for hostile or careless client behaviour.
+pub(crate) mod raw;
+
 use pki::Pki;
 
 /// The binary under test.
