@@ -10,7 +10,7 @@ mod common;
 
 use std::io::{self, Read, Write};
 use std::net::{Ipv4Addr, TcpStream};
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -25,43 +25,15 @@ use common::{free_port, Response, Server, HANG_GUARD, WSX};
 /// connection sat there until the shutdown timeout dropped it.)
 #[test]
 fn sigterm_reaches_an_echo_waiting_for_room_with_no_keepalive() {
-    let port = free_port();
-    let listen = format!("127.0.0.1:{port}");
-    let mut child = Command::new(WSX)
-        .args(["serve", "--listen", &listen, "--no-deflate", "--ping-interval", "0"])
-        .args(["--close-timeout", "1", "--shutdown-timeout", "30"])
-        .env("RUST_LOG", "info")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let started = Instant::now();
-    while TcpStream::connect(&listen).is_err() {
-        assert!(child.try_wait().unwrap().is_none(), "wsx serve exited");
-        assert!(started.elapsed() < HANG_GUARD, "wsx serve never listened");
-        thread::sleep(Duration::from_millis(20));
-    }
-    let mut stderr = child.stderr.take().unwrap();
-    let log = thread::spawn(move || {
-        let mut s = String::new();
-        let _ = stderr.read_to_string(&mut s);
-        s
-    });
+    let (mut child, port, log) =
+        serve_logged(&["--close-timeout", "1", "--shutdown-timeout", "30"]);
 
     let mut ws = Raw::upgrade_with_recv_buffer(port, 4096);
     let stall = write_messages_until_stalled(&mut ws, Duration::from_secs(1));
     assert!(!stall.reset, "the server reset the connection before the signal");
     terminate(child.id());
 
-    let started = Instant::now();
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        assert!(started.elapsed() < HANG_GUARD, "wsx serve did not exit");
-        thread::sleep(Duration::from_millis(20));
-    };
+    let status = wait_exit(&mut child);
     let log = log.join().unwrap();
     assert!(status.success(), "wsx serve exited with {status}: {log}");
     assert!(
@@ -238,29 +210,14 @@ struct Stall {
 /// dropped at the shutdown timeout (as it was before: found in review).
 #[test]
 fn sigterm_reaches_an_echo_of_a_streamed_message_waiting_for_room() {
-    let port = free_port();
-    let listen = format!("127.0.0.1:{port}");
-    let mut child = Command::new(WSX)
-        .args(["serve", "--listen", &listen, "--no-deflate", "--ping-interval", "0"])
-        .args(["--close-timeout", "1", "--shutdown-timeout", "3", "--echo-backlog", "65536"])
-        .env("RUST_LOG", "info")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let started = Instant::now();
-    while TcpStream::connect(&listen).is_err() {
-        assert!(child.try_wait().unwrap().is_none(), "wsx serve exited");
-        assert!(started.elapsed() < HANG_GUARD, "wsx serve never listened");
-        thread::sleep(Duration::from_millis(20));
-    }
-    let mut stderr = child.stderr.take().unwrap();
-    let log = thread::spawn(move || {
-        let mut s = String::new();
-        let _ = stderr.read_to_string(&mut s);
-        s
-    });
+    let (mut child, port, log) = serve_logged(&[
+        "--close-timeout",
+        "1",
+        "--shutdown-timeout",
+        "3",
+        "--echo-backlog",
+        "65536",
+    ]);
 
     let mut ws = Raw::upgrade_with_recv_buffer(port, 4096);
     // A 60 MiB binary message in four 15 MiB fragments (masking key 0: the payload goes as it
@@ -271,9 +228,7 @@ fn sigterm_reaches_an_echo_of_a_streamed_message_waiting_for_room() {
     let mut written = 0u64;
     'message: for i in 0..4u8 {
         let opcode = if i == 0 { OP_BINARY } else { OP_CONTINUATION };
-        let mut head = vec![if i == 3 { 0x80 } else { 0 } | opcode, 0x80 | 127];
-        head.extend_from_slice(&fragment.to_be_bytes());
-        head.extend_from_slice(&[0; 4]);
+        let head = frame_header(i == 3, opcode, fragment, [0; 4]);
         ws.tcp.set_write_timeout(Some(HANG_GUARD)).unwrap();
         ws.send(&head);
         ws.tcp.set_write_timeout(Some(Duration::from_secs(1))).unwrap();
@@ -297,14 +252,7 @@ fn sigterm_reaches_an_echo_of_a_streamed_message_waiting_for_room() {
     eprintln!("streamed message stalled after {written} bytes");
     terminate(child.id());
 
-    let started = Instant::now();
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        assert!(started.elapsed() < HANG_GUARD, "wsx serve did not exit");
-        thread::sleep(Duration::from_millis(20));
-    };
+    let status = wait_exit(&mut child);
     let log = log.join().unwrap();
     assert!(status.success(), "wsx serve exited with {status}: {log}");
     assert!(
@@ -312,4 +260,45 @@ fn sigterm_reaches_an_echo_of_a_streamed_message_waiting_for_room() {
         "the streamed echo waiting for room never saw the shutdown; it was dropped: {log}"
     );
     drop(ws);
+}
+
+/// `wsx serve --no-deflate --ping-interval 0 EXTRA…` on a free port, its stderr (at `info`)
+/// collected by a thread until it exits: the child, the port, and the log to come.
+fn serve_logged(extra: &[&str]) -> (Child, u16, thread::JoinHandle<String>) {
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let mut child = Command::new(WSX)
+        .args(["serve", "--listen", &listen, "--no-deflate", "--ping-interval", "0"])
+        .args(extra)
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    while TcpStream::connect(&listen).is_err() {
+        assert!(child.try_wait().unwrap().is_none(), "wsx serve exited");
+        assert!(started.elapsed() < HANG_GUARD, "wsx serve never listened");
+        thread::sleep(Duration::from_millis(20));
+    }
+    let mut stderr = child.stderr.take().unwrap();
+    let log = thread::spawn(move || {
+        let mut s = String::new();
+        let _ = stderr.read_to_string(&mut s);
+        s
+    });
+    (child, port, log)
+}
+
+/// Waits for `child` to exit (within the hang guard).
+fn wait_exit(child: &mut Child) -> ExitStatus {
+    let started = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        assert!(started.elapsed() < HANG_GUARD, "wsx serve did not exit");
+        thread::sleep(Duration::from_millis(20));
+    }
 }
