@@ -22,19 +22,6 @@ fn conn(deflate: bool) -> (WebSocket<DuplexStream>, WebSocket<DuplexStream>) {
     common::duplex_pair(64 << 10, deflate)
 }
 
-/// 1000 bytes deflate cannot shrink much: its compressed frame is about as large.
-fn noise(seed: u32) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(2_654_435_761) | 1;
-    (0..1000)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 17;
-            x ^= x << 5;
-            x as u8
-        })
-        .collect()
-}
-
 fn compressed(message: &Message) -> SharedFrame {
     let mut compressor = SharedCompressor::new(&DeflateConfig::default());
     SharedFrame::compressed(message, &mut compressor).expect("compressed")
@@ -53,7 +40,7 @@ fn compressed_only_publishes_for_no_one_hold_no_frame_bytes_behind_a_laggard() {
     laggard.subscribe("t");
     hub.publish("t", &Message::text("x")); // for the laggard, which does not take it yet
     for i in 0..20 {
-        let frame = compressed(&Message::binary(noise(i)));
+        let frame = compressed(&Message::binary(common::noise(1000, i)));
         assert!(frame.wire_len() > 900);
         assert_eq!(hub.publish_frame("t", &frame, None).delivered, 0);
     }
@@ -73,7 +60,7 @@ async fn attaching_after_a_compressed_only_publish_keeps_the_delivery_count() {
     let mut laggard = hub.subscriber();
     laggard.subscribe("t");
     hub.publish_except("t", &Message::text("x"), &s);
-    let frame = compressed(&Message::binary(noise(1)));
+    let frame = compressed(&Message::binary(common::noise(1000, 1)));
     assert_eq!(hub.publish_frame("t", &frame, None).delivered, 0);
     assert_eq!(hub.stats().deliveries, 1);
     let (mut server, _client) = conn(true);

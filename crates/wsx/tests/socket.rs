@@ -66,7 +66,7 @@ async fn echo_all_sizes<S: AsyncRead + AsyncWrite + Unpin>(ws: &mut WebSocket<S>
         ws.send(text.clone()).await.unwrap();
         assert_eq!(next_data(ws).await, text, "text echo of {len} bytes");
 
-        let binary = Message::binary(binary_payload(len, len as u32));
+        let binary = Message::binary(common::noise(len, len as u32));
         ws.send(binary.clone()).await.unwrap();
         assert_eq!(next_data(ws).await, binary, "binary echo of {len} bytes");
     }
@@ -181,7 +181,7 @@ where
             let msg = if i % 2 == 0 {
                 Message::text(format!("split {i}"))
             } else {
-                Message::binary(binary_payload(i % 700, i as u32))
+                Message::binary(common::noise(i % 700, i as u32))
             };
             write.send(msg).await.unwrap();
         }
@@ -193,7 +193,7 @@ where
             let want = if i % 2 == 0 {
                 Message::text(format!("split {i}"))
             } else {
-                Message::binary(binary_payload(i % 700, i as u32))
+                Message::binary(common::noise(i % 700, i as u32))
             };
             assert_eq!(msg, want, "echo {i}");
         }
@@ -671,7 +671,7 @@ async fn recv_is_cancel_safe_with_a_byte_at_a_time_peer() {
     let long_text = "ü".repeat(33_000); // 66,000 bytes: a 64-bit length, multi-byte chars
     let mut wire = Vec::new();
     wire.extend(frame(FIN | OP_TEXT, Some(MASK), b"hello"));
-    wire.extend(frame(FIN | OP_BINARY, Some(MASK), &binary_payload(300, 7)));
+    wire.extend(frame(FIN | OP_BINARY, Some(MASK), &common::noise(300, 7)));
     wire.extend(frame(FIN | OP_TEXT, Some(MASK), long_text.as_bytes()));
     wire.extend(frame(FIN | OP_PING, Some(MASK), b"p"));
     // "é" is split across the first two fragments.
@@ -723,7 +723,7 @@ async fn recv_is_cancel_safe_with_a_byte_at_a_time_peer() {
 
     let expected = vec![
         Message::text("hello"),
-        Message::binary(binary_payload(300, 7)),
+        Message::binary(common::noise(300, 7)),
         Message::text(long_text),
         Message::Ping(Bytes::from_static(b"p")),
         Message::text("héllo wörld"),
@@ -997,7 +997,7 @@ async fn deflate_echo_of_one_mib_text_and_binary() {
         "a repetitive 1 MiB text came back in {text_wire} bytes: not compressed?"
     );
 
-    let binary = Message::binary(binary_payload(1 << 20, 42));
+    let binary = Message::binary(common::noise(1 << 20, 42));
     client.send(binary.clone()).await.unwrap();
     assert_eq!(guard("binary echo", next_data(&mut client)).await, binary);
 
@@ -1025,7 +1025,7 @@ async fn deflate_server_with_plain_client_works_uncompressed() {
     let text_wire = read.load(Ordering::SeqCst) - before;
     assert!(text_wire >= 1 << 20, "{text_wire} bytes on the wire without compression");
 
-    let binary = Message::binary(binary_payload(1 << 20, 43));
+    let binary = Message::binary(common::noise(1 << 20, 43));
     client.send(binary.clone()).await.unwrap();
     assert_eq!(guard("binary echo", next_data(&mut client)).await, binary);
     close_and_drain(&mut client).await;
@@ -1148,19 +1148,6 @@ async fn close_and_drain<S: AsyncRead + AsyncWrite + Unpin>(ws: &mut WebSocket<S
 /// `len` bytes of compressible ASCII text.
 fn text_payload(len: usize) -> String {
     (0..len).map(|i| char::from(b'a' + (i % 26) as u8)).collect()
-}
-
-/// `len` pseudo-random bytes (incompressible), different for each `seed`.
-fn binary_payload(len: usize, seed: u32) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(2_654_435_761).wrapping_add(1);
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 17;
-            x ^= x << 5;
-            x as u8
-        })
-        .collect()
 }
 
 /// A transport wrapper counting write calls and bytes read.

@@ -393,3 +393,17 @@ pub(crate) fn duplex_pair(
     let client = Connection::new(Role::Client, Config::default()).with_deflate(params);
     (WebSocket::from_connection(a, server, None), WebSocket::from_connection(b, client, None))
 }
+
+/// `len` pseudo-random bytes (xorshift; deflate cannot shrink them much), different for each
+/// `seed`.
+pub(crate) fn noise(len: usize, seed: u32) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(2_654_435_761) | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            x as u8
+        })
+        .collect()
+}
