@@ -321,28 +321,43 @@ def add_instr(data, rec, into=None):
     into[(server, point)] = (long["instructions"] - short["instructions"]) / extra
 
 
+def note_in(servers, server, order):
+    """Adds `server` to the list `servers`, kept in `order` (others last, by name)."""
+    if server not in servers:
+        servers.append(server)
+    servers.sort(key=lambda s: (order.index(s) if s in order else 99, s))
+
+
 def note_server(data, server):
-    if server not in data.servers:
-        data.servers.append(server)
-    data.servers.sort(key=lambda s: (SERVER_ORDER.index(s) if s in SERVER_ORDER else 99, s))
+    note_in(data.servers, server, SERVER_ORDER)
 
 
-def add_run(data, rec):
+def echo_run(data, rec, points, scheme=""):
+    """The server, point and `wsx bench` result of an echo run record, its point noted in
+    `points` and its round in the data; None, with the failure noted, when it has no result.
+    A run with connection errors is kept, but flagged."""
     server, point = rec["server"], (int(rec["connections"]), int(rec["size"]))
-    note_server(data, server)
-    if point not in data.points:
-        data.points.append(point)
+    if point not in points:
+        points.append(point)
     data.rounds.add(rec.get("round"))
     bench = rec.get("bench")
-    where = f"round {rec.get('round')}, {LABEL.get(server, server)}, {point_label(point)}"
+    where = f"round {rec.get('round')}, {scheme}{LABEL.get(server, server)}, {point_label(point)}"
     if not isinstance(bench, dict) or "msgs_per_sec" not in bench:
         data.failures.append(f"{where}: no result (exit status {rec.get('rc')})")
-        return
+        return None
     if bench.get("errors") or rec.get("rc"):
-        # Kept in the figures, but flagged: some connections failed during the run.
         data.failures.append(
             f"{where}: {bench.get('errors', 0)} connection errors (exit status {rec.get('rc')})"
         )
+    return server, point, bench
+
+
+def add_run(data, rec):
+    note_server(data, rec["server"])
+    run = echo_run(data, rec, data.points)
+    if run is None:
+        return
+    server, point, bench = run
     data.msgs[server, point].append(float(bench["msgs_per_sec"]))
     data.msgs_by_round[server, point][rec.get("round")] = float(bench["msgs_per_sec"])
     latency = bench.get("latency_us", {})
@@ -436,26 +451,15 @@ def add_pubsub_rss(data, rec):
 
 
 def note_tls_server(data, server):
-    if server not in data.tls_servers:
-        data.tls_servers.append(server)
-    data.tls_servers.sort(key=lambda s: (TLS_ORDER.index(s) if s in TLS_ORDER else 99, s))
+    note_in(data.tls_servers, server, TLS_ORDER)
 
 
 def add_tls_run(data, rec):
-    server, point = rec["server"], (int(rec["connections"]), int(rec["size"]))
-    note_tls_server(data, server)
-    if point not in data.tls_points:
-        data.tls_points.append(point)
-    data.rounds.add(rec.get("round"))
-    bench = rec.get("bench")
-    where = f"round {rec.get('round')}, wss://, {LABEL.get(server, server)}, {point_label(point)}"
-    if not isinstance(bench, dict) or "msgs_per_sec" not in bench:
-        data.failures.append(f"{where}: no result (exit status {rec.get('rc')})")
+    note_tls_server(data, rec["server"])
+    run = echo_run(data, rec, data.tls_points, "wss://, ")
+    if run is None:
         return
-    if bench.get("errors") or rec.get("rc"):
-        data.failures.append(
-            f"{where}: {bench.get('errors', 0)} connection errors (exit status {rec.get('rc')})"
-        )
+    server, point, bench = run
     rate = float(bench["msgs_per_sec"])
     data.tls_msgs[server, point].append(rate)
     data.tls_msgs_by_round[server, point][rec.get("round")] = rate
