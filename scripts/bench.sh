@@ -332,6 +332,28 @@ rotated() {
     for ((i = 0; i < n; i++)); do printf '%s\n' "${SERVERS[(i + r) % n]}"; done
 }
 
+# measure_run HEAD OUT LABEL FIELD: from now until the generator (CLIENT_PID) exits, the
+# server's CPU time and the wall time; then stops the server, appends the run's JSON line (HEAD,
+# the generator's exit status, both times, and its last line of OUT) and says FIELD of it.
+measure_run() {
+    local head=$1 out=$2 label=$3 field=$4 rc=0 t0 c0 t1 c1 json
+    t0=$(date +%s%N)
+    c0=$(cpu_ticks "$SERVER_PID")
+    wait "$CLIENT_PID" || rc=$?
+    CLIENT_PID=
+    t1=$(date +%s%N)
+    c1=$(cpu_ticks "$SERVER_PID")
+    stop_server
+    json=$(tail -n 1 "$out")
+    case $json in \{*\}) ;; *) json=null ;; esac
+    printf '%s,"rc":%d,"server_cpu_secs":%s,"window_secs":%s,"bench":%s}\n' "$head" "$rc" \
+        "$(awk -v c=$((c1 - c0)) -v hz="$CLK_TCK" 'BEGIN { printf "%.3f", c / hz }')" \
+        "$(awk -v t=$((t1 - t0)) 'BEGIN { printf "%.3f", t / 1e9 }')" "$json" >>"$OUT"
+    say "  $(printf '%-16s' "$label") $(printf '%s' "$json" | grep -o "\"$field\":[0-9.]*" || echo "failed (rc $rc)")" \
+        "server CPU $(awk -v c=$((c1 - c0)) -v hz="$CLK_TCK" -v t=$((t1 - t0)) \
+            'BEGIN { printf "%.0f%%", (t > 0 ? 100 * c / hz / (t / 1e9) : 0) }')"
+}
+
 # run_point ROUND SERVER CONNS SIZE [KIND]: one throughput run, one JSON line of KIND (default
 # run; tls_run in the TLS stage).
 #
@@ -341,7 +363,7 @@ rotated() {
 # figure that still tells the servers apart.
 run_point() {
     local round=$1 server=$2 conns=$3 size=$4 kind=${5:-run} log="$LOGS/$2.log" out="$LOGS/bench.out"
-    local json rc=0 fd0 gen t0 c0 t1 c1
+    local fd0 gen
     local flags=(-c "$conns" -s "$size" -d "$DURATION" --warmup "$WARMUP" --json)
     if [ "$BINARY" = 1 ]; then flags+=(--binary); fi
     local head="{\"kind\":\"$kind\",\"round\":$round,\"server\":\"$server\",\"connections\":$conns,\"size\":$size"
@@ -359,21 +381,7 @@ run_point() {
     while kill -0 "$gen" 2>/dev/null && [ "$(fd_count "$SERVER_PID")" -lt $((fd0 + conns)) ]; do
         sleep 0.02
     done
-    t0=$(date +%s%N)
-    c0=$(cpu_ticks "$SERVER_PID")
-    wait "$gen" || rc=$?
-    CLIENT_PID=
-    t1=$(date +%s%N)
-    c1=$(cpu_ticks "$SERVER_PID")
-    stop_server
-    json=$(tail -n 1 "$out")
-    case $json in \{*\}) ;; *) json=null ;; esac
-    printf '%s,"rc":%d,"server_cpu_secs":%s,"window_secs":%s,"bench":%s}\n' "$head" "$rc" \
-        "$(awk -v c=$((c1 - c0)) -v hz="$CLK_TCK" 'BEGIN { printf "%.3f", c / hz }')" \
-        "$(awk -v t=$((t1 - t0)) 'BEGIN { printf "%.3f", t / 1e9 }')" "$json" >>"$OUT"
-    say "  $(printf '%-16s' "$server") $(printf '%s' "$json" | grep -o '"msgs_per_sec":[0-9.]*' || echo "failed (rc $rc)")" \
-        "server CPU $(awk -v c=$((c1 - c0)) -v hz="$CLK_TCK" -v t=$((t1 - t0)) \
-            'BEGIN { printf "%.0f%%", (t > 0 ? 100 * c / hz / (t / 1e9) : 0) }')"
+    measure_run "$head" "$out" "$server" msgs_per_sec
 }
 
 # run_idle ROUND SERVER [KIND PATH COUNT]: RSS before and after COUNT (default IDLE_CONNS) idle
@@ -422,7 +430,7 @@ run_idle() {
 # time is taken over the measured part (after the warm-up) until the generator exits.
 run_handshakes() {
     local round=$1 server=$2 tls=$3 log="$LOGS/$2.log" out="$LOGS/bench.out"
-    local json rc=0 gen t0 c0 t1 c1 flags=()
+    local gen flags=()
     if [ "$tls" = full ]; then flags=(--no-tls-resumption); fi
     local head="{\"kind\":\"tls_handshakes\",\"round\":$round,\"server\":\"$server\",\"tls\":\"$tls\",\"connections\":$TLS_HANDSHAKERS"
     if ! start_server "$server" "$log"; then
@@ -437,21 +445,7 @@ run_handshakes() {
     gen=$!
     CLIENT_PID=$gen
     sleep "$WARMUP"
-    t0=$(date +%s%N)
-    c0=$(cpu_ticks "$SERVER_PID")
-    wait "$gen" || rc=$?
-    CLIENT_PID=
-    t1=$(date +%s%N)
-    c1=$(cpu_ticks "$SERVER_PID")
-    stop_server
-    json=$(tail -n 1 "$out")
-    case $json in \{*\}) ;; *) json=null ;; esac
-    printf '%s,"rc":%d,"server_cpu_secs":%s,"window_secs":%s,"bench":%s}\n' "$head" "$rc" \
-        "$(awk -v c=$((c1 - c0)) -v hz="$CLK_TCK" 'BEGIN { printf "%.3f", c / hz }')" \
-        "$(awk -v t=$((t1 - t0)) 'BEGIN { printf "%.3f", t / 1e9 }')" "$json" >>"$OUT"
-    say "  $(printf '%-16s' "$server") $tls $(printf '%s' "$json" | grep -o '"handshakes_per_sec":[0-9.]*' || echo "failed (rc $rc)")" \
-        "server CPU $(awk -v c=$((c1 - c0)) -v hz="$CLK_TCK" -v t=$((t1 - t0)) \
-            'BEGIN { printf "%.0f%%", (t > 0 ? 100 * c / hz / (t / 1e9) : 0) }')"
+    measure_run "$head" "$out" "$server $tls" handshakes_per_sec
 }
 
 # plain_of NAME: the ws:// server a TLS server is compared with for idle memory.
