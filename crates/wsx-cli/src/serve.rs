@@ -540,6 +540,9 @@ where
             Poll::Ready(Err(e)) => return Poll::Ready(Turn::Failed(e)),
         }
     }
+    if room {
+        return ws.poll_recv_event_echoing(cx).map(Turn::Event);
+    }
     ws.poll_recv_event(cx).map(Turn::Event)
 }
 

@@ -285,6 +285,85 @@ impl Connection {
         }))
     }
 
+    /// Echoes the complete unfragmented data messages of at most 125 bytes at the front of
+    /// what is buffered, straight from the input into the send queue: what an echo server does
+    /// with [`Self::poll_event`] and [`Self::send`], without building a message. Returns how
+    /// many it echoed. It stops at anything else (a control frame, a larger or fragmented
+    /// message, an incomplete frame, text that is not valid UTF-8, a full send queue), which
+    /// [`Self::poll_event`] then handles as usual, so the order is kept and every check still
+    /// applies. Only a server echoes this way, and never with permessage-deflate negotiated (the
+    /// echo would be compressed), after a close, or while a chunked send is unfinished.
+    #[inline]
+    pub fn echo_buffered(&mut self) -> usize {
+        if self.read_buf.is_empty() {
+            return 0;
+        }
+        self.echo_read_buf()
+    }
+
+    fn echo_read_buf(&mut self) -> usize {
+        if !self.echoes_in_place() {
+            return 0;
+        }
+        let input = std::mem::take(&mut self.read_buf);
+        let (consumed, echoed) = self.echo_frames(&input);
+        self.read_buf = input;
+        self.read_buf.advance(consumed);
+        echoed
+    }
+
+    /// [`Self::echo_buffered`] for bytes not handed over yet, which must be the next bytes of
+    /// the stream (so only while [`Self::has_buffered_input`] is false): echoes the complete
+    /// small messages at the front of `input` and returns how many bytes of it that took.
+    /// The rest goes to [`Self::handle_input_buf`] (or [`Self::handle_input`]) as usual. A
+    /// driver reading into a shared scratch buffer so hands over nothing in the common case.
+    pub fn echo_input(&mut self, input: &[u8]) -> usize {
+        if self.has_buffered_input() || self.is_read_done() || !self.echoes_in_place() {
+            return 0;
+        }
+        let (consumed, _) = self.echo_frames(input);
+        consumed
+    }
+
+    fn echoes_in_place(&self) -> bool {
+        self.role == Role::Server
+            && self.phase == Phase::Open
+            && self.frame.is_none()
+            && self.message.is_none()
+            && !self.sending_chunks
+            && self.deflate.is_none()
+            && self.pending_error.is_none()
+            && self.deferred_pong.is_none()
+    }
+
+    /// The in-place echo over `input`: (bytes consumed, messages echoed).
+    fn echo_frames(&mut self, mut input: &[u8]) -> (usize, usize) {
+        let max = 125.min(self.config.max_frame_size).min(self.config.max_message_size);
+        let total = input.len();
+        let mut echoed = 0;
+        while let &[b0, b1, k0, k1, k2, k3, ref rest @ ..] = input {
+            // FIN, no RSV bit, text or binary; masked, with a 7-bit length.
+            if (b0 != 0x81 && b0 != 0x82) || b1 & 0x80 == 0 {
+                break;
+            }
+            let len = usize::from(b1 & 0x7f);
+            if len > max || rest.len() < len || self.is_send_buffer_full() {
+                break;
+            }
+            // Text that is not UTF-8 stays in place for `poll_event`, which fails with 1007.
+            if !self.out.push_echo(b0, &rest[..len], [k0, k1, k2, k3], b0 == 0x81) {
+                break;
+            }
+            input = &rest[len..];
+            echoed += 1;
+        }
+        if echoed > 0 {
+            self.keepalive.rx_activity = true;
+            self.keepalive.data_activity = true;
+        }
+        (total - input.len(), echoed)
+    }
+
     /// Like [`Self::poll_message`], but streams large data messages: an uncompressed data
     /// message that has not fully arrived when [`Config::stream_threshold`] of its bytes are
     /// waiting is delivered as [`Event::Chunk`]s as it arrives, in pieces of at least that size
@@ -292,19 +371,28 @@ impl Connection {
     /// messages and control frames arrive as [`Event::Message`]. Limits still count the whole
     /// message, and text is still validated: a text message's last chunk is delivered only once
     /// all of it proved valid UTF-8.
+    #[inline]
     pub fn poll_event(&mut self) -> Option<Result<Event, ProtocolError>> {
+        if self.is_quiet() {
+            self.release_read_buf();
+            return None;
+        }
         self.poll_inner(true)
     }
 
-    fn poll_inner(&mut self, stream: bool) -> Option<Result<Event, ProtocolError>> {
-        // Nothing received, nothing owed: the usual call between messages (a driver asks
-        // before every read) returns at once.
-        if self.read_buf.is_empty()
+    /// Nothing received, nothing owed: the usual state between messages (a driver asks for an
+    /// event before every read), answered without a call.
+    #[inline]
+    fn is_quiet(&self) -> bool {
+        self.read_buf.is_empty()
             && self.frame.is_none()
             && !self.eof
             && self.pending_error.is_none()
             && self.deferred_pong.is_none()
-        {
+    }
+
+    fn poll_inner(&mut self, stream: bool) -> Option<Result<Event, ProtocolError>> {
+        if self.is_quiet() {
             self.release_read_buf();
             return None;
         }
@@ -438,6 +526,7 @@ impl Connection {
     /// writes from it and advances it by what was written.
     ///
     /// A pong held back while the queue was full joins it here once there is room.
+    #[inline]
     pub fn transmit(&mut self) -> &mut SendQueue {
         self.queue_deferred_pong();
         &mut self.out
@@ -449,6 +538,12 @@ impl Connection {
     /// next calls it.
     pub fn take_reply_queued(&mut self) -> bool {
         std::mem::take(&mut self.reply_queued)
+    }
+
+    /// Whether anything waits to be written: queued bytes, or a pong held back.
+    #[inline]
+    pub fn has_output(&self) -> bool {
+        self.out.remaining() > 0 || self.deferred_pong.is_some()
     }
 
     /// How many bytes wait in [`Self::transmit`].
@@ -470,8 +565,15 @@ impl Connection {
     }
 
     /// Queues the pong held back by a full send queue, once there is room.
+    #[inline]
     fn queue_deferred_pong(&mut self) {
-        if self.deferred_pong.is_none() || self.is_send_buffer_full() {
+        if self.deferred_pong.is_some() {
+            self.queue_deferred_pong_now();
+        }
+    }
+
+    fn queue_deferred_pong_now(&mut self) {
+        if self.is_send_buffer_full() {
             return;
         }
         if let Some(payload) = self.deferred_pong.take() {
@@ -488,6 +590,7 @@ impl Connection {
     }
 
     /// Lets go of an empty read buffer's memory, so idle connections hold none.
+    #[inline]
     fn release_read_buf(&mut self) {
         if self.read_buf.is_empty() && self.read_buf.capacity() > 0 {
             self.read_buf = BytesMut::new();

@@ -68,6 +68,43 @@ pub fn apply_mask(buf: &mut [u8], key: [u8; 4], offset: usize) {
     }
 }
 
+/// Copies the masked `src` into `dst` (of the same length) unmasked with `key`, from byte 0 of
+/// the payload, and says whether the result is ASCII: one pass instead of a copy, an unmasking
+/// pass and an ASCII check, for the short frames the in-place echo handles (callgrind, 20 B:
+/// about 40 instructions against about 110).
+pub(crate) fn copy_unmasked(dst: &mut [u8], src: &[u8], key: [u8; 4]) -> bool {
+    let n = src.len().min(dst.len());
+    let (dst, src) = (&mut dst[..n], &src[..n]);
+    let key32 = u32::from_ne_bytes(key);
+    let key64 = u64::from(key32) | u64::from(key32) << 32;
+    let key64 = if cfg!(target_endian = "little") { key64 } else { key64.rotate_left(32) };
+    let mut high = 0u64;
+    let mut i = 0;
+    while i + 8 <= n {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(&src[i..i + 8]);
+        let v = u64::from_ne_bytes(w) ^ key64;
+        high |= v;
+        dst[i..i + 8].copy_from_slice(&v.to_ne_bytes());
+        i += 8;
+    }
+    if i + 4 <= n {
+        let mut w = [0u8; 4];
+        w.copy_from_slice(&src[i..i + 4]);
+        let v = u32::from_ne_bytes(w) ^ key32;
+        high |= u64::from(v);
+        dst[i..i + 4].copy_from_slice(&v.to_ne_bytes());
+        i += 4;
+    }
+    // `i` is a multiple of 4 here: the rest starts at key index 0.
+    for (j, k) in (i..n).zip(key) {
+        let b = src[j] ^ k;
+        high |= u64::from(b);
+        dst[j] = b;
+    }
+    high & 0x8080_8080_8080_8080 == 0
+}
+
 /// Wraps `bytes` as a `ByteString` without validating them again.
 ///
 /// Only for text that went through [`crate::utf8::Utf8Validator`] in full: every byte of it
@@ -144,6 +181,28 @@ mod tests {
         apply_mask(a, key, 0);
         apply_mask(b, key, 13);
         assert_eq!(whole, pieces);
+    }
+
+    #[test]
+    fn copy_unmasked_matches_naive_and_finds_non_ascii() {
+        let key = [0x37, 0xfa, 0x21, 0x3d];
+        for len in 0..=125 {
+            let plain: Vec<u8> = (0..len).map(|i| (i * 7 % 128) as u8).collect();
+            let mut masked = plain.clone();
+            naive(&mut masked, key, 0);
+            let mut out = vec![0u8; len];
+            assert!(copy_unmasked(&mut out, &masked, key), "len {len}");
+            assert_eq!(out, plain, "len {len}");
+            // A byte with the high bit set, at every position, is seen.
+            for at in 0..len {
+                let mut odd = plain.clone();
+                odd[at] = 0xc3;
+                let mut masked = odd.clone();
+                naive(&mut masked, key, 0);
+                assert!(!copy_unmasked(&mut out, &masked, key), "len {len} at {at}");
+                assert_eq!(out, odd);
+            }
+        }
     }
 
     #[test]

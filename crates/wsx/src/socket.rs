@@ -80,6 +80,8 @@ pub struct WebSocket<S> {
     /// Passes the receive loop let go by since it found deliveries (see
     /// [`Self::poll_send_all`]).
     deferrals: u8,
+    /// Nothing was written to the transport since it was last flushed.
+    flushed: bool,
 }
 
 impl<S> WebSocket<S>
@@ -110,6 +112,7 @@ where
             reads_unchecked: 0,
             inbox: None,
             deferrals: 0,
+            flushed: false,
         }
     }
 
@@ -245,7 +248,7 @@ where
         &mut self,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Message, Error>>> {
-        self.poll_recv_with(cx, Connection::poll_message)
+        self.poll_recv_with(cx, Connection::poll_message, false)
     }
 
     /// [`Self::recv_event`] as a poll function, for a caller that keeps no future of its own
@@ -253,7 +256,17 @@ where
     /// over. Everything `recv_event` does happens here: queued sends and pongs are written,
     /// timers run.
     pub fn poll_recv_event(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Event, Error>>> {
-        self.poll_recv_with(cx, Connection::poll_event)
+        self.poll_recv_with(cx, Connection::poll_event, false)
+    }
+
+    /// [`Self::poll_recv_event`] for an echo: every complete small data message is sent back
+    /// as it is read, without being handed out (see [`Connection::echo_buffered`]); anything
+    /// else comes out as an event, in order.
+    pub fn poll_recv_event_echoing(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Event, Error>>> {
+        self.poll_recv_with(cx, Connection::poll_event, true)
     }
 
     /// [`Self::timers`] as a poll function.
@@ -286,10 +299,14 @@ where
         &mut self,
         cx: &mut Context<'_>,
         mut next: impl FnMut(&mut Connection) -> Option<Result<T, ProtocolError>>,
+        echo: bool,
     ) -> Poll<Option<Result<T, Error>>> {
         loop {
             if self.finished {
                 return Poll::Ready(None);
+            }
+            if echo && self.conn.echo_buffered() > 0 {
+                self.note_activity();
             }
             if let Some(result) = next(&mut self.conn) {
                 // Linger after a violation the peer committed, not after our keepalive gave up on
@@ -328,7 +345,7 @@ where
             // goes on to parse it, and the timer is looked at when the transport has nothing
             // more (where every wait happens), or after `TIMER_CHECK_READS` reads in a row for
             // a transport that never pends.
-            let read = self.poll_read(cx);
+            let read = self.poll_read(cx, echo);
             if read.is_pending() || self.reads_unchecked >= TIMER_CHECK_READS {
                 self.reads_unchecked = 0;
                 // A fired timer may have queued a ping or a close: the next pass writes it.
@@ -391,7 +408,7 @@ where
             if Instant::now() >= deadline || self.poll_deadline(cx, deadline).is_ready() {
                 break;
             }
-            match ready!(self.poll_read(cx)) {
+            match ready!(self.poll_read(cx, false)) {
                 // The core discards what arrives after the close.
                 Ok(n) if n > 0 => {}
                 _ => self.eof = true,
@@ -436,7 +453,10 @@ where
     /// Reads from the transport into the core. Between frames the read goes into this thread's
     /// shared scratch slab and the filled part is handed over without a copy, so an idle
     /// connection owns no read buffer; inside a frame it reads straight into the core's buffer.
-    fn poll_read(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+    ///
+    /// With `echo`, the complete small messages at the front of a slab read are echoed
+    /// straight from the slab ([`Connection::echo_input`]); only what is left is handed over.
+    fn poll_read(&mut self, cx: &mut Context<'_>, echo: bool) -> Poll<io::Result<usize>> {
         if self.conn.has_buffered_input() {
             return poll_read_buf(Pin::new(&mut self.io), cx, self.conn.recv_buf());
         }
@@ -449,10 +469,19 @@ where
         };
         let result = poll_read_buf(Pin::new(&mut self.io), cx, &mut scratch);
         let filled = match &result {
-            Poll::Ready(Ok(n)) if *n > 0 => Some(scratch.split()),
+            Poll::Ready(Ok(n)) if *n > 0 => {
+                let echoed = if echo { self.conn.echo_input(&scratch) } else { 0 };
+                if echoed == scratch.len() {
+                    scratch.clear();
+                    None
+                } else {
+                    scratch.advance(echoed);
+                    Some(scratch.split())
+                }
+            }
             _ => None,
         };
-        SCRATCH.set(Some(scratch));
+        SCRATCH.with(|slab| slab.set(Some(scratch)));
         if let Some(data) = filled {
             self.conn.handle_input_buf(data);
         }
@@ -545,6 +574,10 @@ where
     /// instead of 229–262; two passes when more came, 67–74 deliveries per write instead of
     /// 44–45 and 160–180 ns instead of 195 (on a loaded machine).
     fn poll_send_all(&mut self, cx: &mut Context<'_>, register: bool) -> Poll<io::Result<()>> {
+        if self.inbox.is_none() && self.flushed && !self.conn.has_output() {
+            // Nothing to deliver, write or flush: the usual pass before a read.
+            return Poll::Ready(Ok(()));
+        }
         if register {
             if let Some(inbox) = &self.inbox {
                 let arrivals = inbox.arrivals();
@@ -617,8 +650,13 @@ where
             if n == 0 {
                 return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
             }
+            self.flushed = false;
         }
-        Pin::new(&mut self.io).poll_flush(cx)
+        if !self.flushed {
+            ready!(Pin::new(&mut self.io).poll_flush(cx))?;
+            self.flushed = true;
+        }
+        Poll::Ready(Ok(()))
     }
 
     /// Drives the core's timers; true when `handle_timeout` ran (the caller loops, since the

@@ -6,7 +6,7 @@ use std::io::IoSlice;
 use bytes::{Buf, Bytes, BytesMut};
 
 use crate::frame::{FrameHeader, MAX_HEADER_LEN};
-use crate::mask::apply_mask;
+use crate::mask::{apply_mask, copy_unmasked};
 
 /// The send buffer's first allocation in a batch of writes, when the first frame fits: small
 /// enough for the allocator's per-thread cache (glibc serves up to ~1 KiB from it), so echoing a
@@ -93,6 +93,47 @@ impl SendQueue {
             self.chunks.push_back(payload);
         }
         self.len += n + header.payload_len as usize;
+    }
+}
+
+impl SendQueue {
+    /// Queues the echo of one short frame: header byte `b0` (FIN, RSV and opcode), then
+    /// `masked` (at most 125 bytes) unmasked with `key`, in its place in the queue. With
+    /// `text`, the payload must be UTF-8: when it is not, nothing is queued and it returns
+    /// false. The in-place echo's path (see `Connection::echo_input`).
+    pub(super) fn push_echo(&mut self, b0: u8, masked: &[u8], key: [u8; 4], text: bool) -> bool {
+        debug_assert!(masked.len() <= 125);
+        // At most 125: fits the 7-bit length.
+        let len = masked.len() as u8;
+        let total = 2 + masked.len();
+        if self.len == 0 && total <= SMALL_FRAME_MAX {
+            let payload = &mut self.small[2..total];
+            let ascii = copy_unmasked(payload, masked, key);
+            if text && !ascii && std::str::from_utf8(payload).is_err() {
+                return false;
+            }
+            self.small[0] = b0;
+            self.small[1] = len;
+            self.small_pos = 0;
+            // Fits in a u8: total <= SMALL_FRAME_MAX.
+            self.small_len = total as u8;
+            self.len = total;
+            return true;
+        }
+        if self.tail.capacity() - self.tail.len() < total {
+            self.tail.reserve(total.max(SEND_CHUNK));
+        }
+        let start = self.tail.len();
+        self.tail.extend_from_slice(&[b0, len]);
+        self.tail.extend_from_slice(masked);
+        let payload = &mut self.tail[start + 2..];
+        let ascii = copy_unmasked(payload, masked, key);
+        if text && !ascii && std::str::from_utf8(payload).is_err() {
+            self.tail.truncate(start);
+            return false;
+        }
+        self.len += total;
+        true
     }
 }
 
