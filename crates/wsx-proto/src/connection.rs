@@ -337,6 +337,7 @@ impl Connection {
     }
 
     /// The in-place echo over `input`: (bytes consumed, messages echoed).
+    #[inline]
     fn echo_frames(&mut self, mut input: &[u8]) -> (usize, usize) {
         let max = 125.min(self.config.max_frame_size).min(self.config.max_message_size);
         let total = input.len();

@@ -166,10 +166,12 @@ impl SendQueue {
 }
 
 impl Buf for SendQueue {
+    #[inline]
     fn remaining(&self) -> usize {
         self.len
     }
 
+    #[inline]
     fn chunk(&self) -> &[u8] {
         if self.small_pos < self.small_len {
             return &self.small[usize::from(self.small_pos)..usize::from(self.small_len)];
