@@ -184,8 +184,18 @@ impl Buf for SendQueue {
 
     fn advance(&mut self, mut cnt: usize) {
         assert!(cnt <= self.len, "advance past the end of the send queue");
-        self.len -= cnt;
         self.written = self.written.wrapping_add(cnt as u64);
+        if cnt == self.len
+            && cnt == usize::from(self.small_len - self.small_pos)
+            && self.tail.capacity() == 0
+        {
+            // All of it was the inline frame (the usual small echo): nothing else to walk.
+            self.len = 0;
+            self.small_pos = 0;
+            self.small_len = 0;
+            return;
+        }
+        self.len -= cnt;
         let small = usize::from(self.small_len - self.small_pos).min(cnt);
         // `small` <= the u8 gap above.
         self.small_pos += small as u8;
