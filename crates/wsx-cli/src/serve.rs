@@ -527,7 +527,10 @@ enum Next<F> {
 }
 
 /// One turn of the echo loop: with `room`, first waits while the send queue is full (a full
-/// queue stops reading, with timers running), then receives the next event.
+/// queue stops reading, with timers running), then receives the next event, echoing the
+/// small messages it reads in place on the way (`WebSocket::poll_recv_event_echoing`: those
+/// never come out as events). Without room (this side's close is out, or a streamed message
+/// is arriving) it only receives.
 fn echo_turn<S>(ws: &mut WebSocket<S>, room: bool, cx: &mut Context<'_>) -> Poll<Turn>
 where
     S: AsyncRead + AsyncWrite + Unpin,

@@ -10,6 +10,7 @@ use futures_core::Stream;
 use futures_sink::Sink;
 use futures_util::future::poll_fn;
 use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::task::coop::unconstrained;
 use tokio::time::{sleep_until, Instant, Sleep};
 use tokio_util::io::{poll_read_buf, poll_write_buf};
 use wsx_proto::connection::State;
@@ -259,9 +260,15 @@ where
         self.poll_recv_with(cx, Connection::poll_event, false)
     }
 
-    /// [`Self::poll_recv_event`] for an echo: every complete small data message is sent back
-    /// as it is read, without being handed out (see [`Connection::echo_buffered`]); anything
-    /// else comes out as an event, in order.
+    /// [`Self::poll_recv_event`] for an echo server: the data messages the core can echo in
+    /// place (see [`Connection::echo_input`]: small, whole, uncompressed, on a server, while
+    /// there is room in the send queue) are queued as their echo and not handed out; they are
+    /// written on the loop's next write pass, as anything queued is. Every other event comes
+    /// out as usual, data messages included (a larger one, or any while the send queue is at
+    /// its high-water mark, or any once the connection negotiated permessage-deflate), and the
+    /// caller echoes those itself. After 16 reads in a row that found data it returns
+    /// `Pending` with the task woken, so that a caller checking something between calls (a
+    /// shutdown flag) sees it under a flood of small messages too.
     pub fn poll_recv_event_echoing(
         &mut self,
         cx: &mut Context<'_>,
@@ -346,7 +353,12 @@ where
             // more (where every wait happens), or after `TIMER_CHECK_READS` reads in a row for
             // a transport that never pends.
             let read = self.poll_read(cx, echo);
+            // Echoing in place returns no events: after reads in a row that all found data,
+            // control goes back to the caller once (what was echoed is written on the next
+            // call, which the wake makes come soon).
+            let mut hand_back = false;
             if read.is_pending() || self.reads_unchecked >= TIMER_CHECK_READS {
+                hand_back = echo && read.is_ready();
                 self.reads_unchecked = 0;
                 // A fired timer may have queued a ping or a close: the next pass writes it.
                 if self.poll_timer(cx) && read.is_pending() {
@@ -367,7 +379,13 @@ where
                 // No clock read and no `handle_timeout` per read: the core notes that the peer
                 // spoke, and its timer's quarter-period checks see that while the connection is
                 // busy. Only the first reads after a quiet spell are dated (`note_activity`).
-                Ok(_) => self.note_activity(),
+                Ok(_) => {
+                    self.note_activity();
+                    if hand_back {
+                        cx.waker().wake_by_ref();
+                        return Poll::Pending;
+                    }
+                }
                 Err(e) => {
                     self.finished = true;
                     return Poll::Ready(self.io_error(e));
@@ -441,7 +459,11 @@ where
                 self.timer.insert(Box::pin(sleep_until(deadline)))
             }
         };
-        let poll = timer.as_mut().poll(cx);
+        // Outside tokio's cooperative budget: with the budget spent, a `Sleep` returns
+        // `Pending` without registering the waker, and the check above would then never poll
+        // it again (the timer would be dead). It is polled this way only when its deadline or
+        // the task changed, or it fired, so it cannot starve other tasks.
+        let poll = Pin::new(&mut unconstrained(timer.as_mut())).poll(cx);
         match (&poll, &self.timer_waker) {
             (Poll::Ready(()), _) => self.timer_waker = None,
             (Poll::Pending, Some(w)) if w.will_wake(cx.waker()) => {}

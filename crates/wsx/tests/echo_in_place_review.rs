@@ -6,8 +6,10 @@ mod common;
 
 use std::time::Duration;
 
-use common::raw::{frame, read_frame_unguarded, FIN, OP_BINARY, OP_CLOSE, OP_PING, OP_PONG, OP_TEXT};
 use common::guard;
+use common::raw::{
+    frame, read_frame_unguarded, FIN, OP_BINARY, OP_CLOSE, OP_PING, OP_PONG, OP_TEXT,
+};
 use futures_util::future::poll_fn;
 use tokio::io::{duplex, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::time::{sleep, Instant};
@@ -86,8 +88,7 @@ async fn in_place_echo_keeps_order_with_pongs_and_large_messages_across_split_re
                 1 => 125,
                 _ => rng.below(126) as usize,
             };
-            let payload: Vec<u8> =
-                (0..len).map(|j| b'a' + ((i as usize + j) % 26) as u8).collect();
+            let payload: Vec<u8> = (0..len).map(|j| b'a' + ((i as usize + j) % 26) as u8).collect();
             if roll == 2 {
                 let p = i.to_be_bytes().to_vec();
                 input.extend(frame(FIN | OP_PING, key(&mut rng), &p));
@@ -235,4 +236,118 @@ async fn a_client_that_never_reads_is_held_back() {
     writer.abort();
     server.abort();
     drop(rd);
+}
+
+/// A timer first polled while the task's cooperative budget is spent still fires: tokio's
+/// `Sleep` then returns `Pending` without registering, so a driver that took that poll as
+/// "armed" would never poll it again and the keepalive ping would never go out.
+#[tokio::test(start_paused = true)]
+async fn a_timer_first_polled_with_the_budget_spent_still_fires() {
+    let (server_io, mut raw) = duplex(64 << 10);
+    let config = Config::default()
+        .ping_interval(Some(Duration::from_millis(500)))
+        .ping_timeout(None)
+        .idle_timeout(None);
+    let (server, ()) = tokio::join!(
+        wsx::accept_with(server_io, config, |_| Ok(Accept::default())),
+        raw_client_handshake(&mut raw)
+    );
+    let mut ws = server.unwrap();
+    // More ready items than a task's budget (128), so every poll spends it all first.
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<()>();
+    for _ in 0..2000 {
+        tx.send(()).unwrap();
+    }
+    let server = tokio::spawn(async move {
+        poll_fn(|cx| {
+            while let std::task::Poll::Ready(Some(())) = rx.poll_recv(cx) {}
+            ws.poll_timers(cx)
+        })
+        .await;
+        drop(tx);
+    });
+    let ping = tokio::time::timeout(Duration::from_secs(5), read_frame_unguarded(&mut raw))
+        .await
+        .expect("no keepalive ping within 5 s: the timer never fired");
+    assert_eq!(ping.opcode(), OP_PING);
+    server.abort();
+}
+
+/// A transport that always has another small masked frame ready and takes every write: it
+/// never pends, and tokio's budget does not apply to it.
+struct Flood {
+    frame: Vec<u8>,
+    written: usize,
+    /// Reads since the test last looked: a call that never returns would run past the cap.
+    reads: usize,
+}
+
+impl AsyncRead for Flood {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        self.reads += 1;
+        assert!(self.reads < 100_000, "the receive loop never handed control back");
+        // Whole frames only, so that every read is echoed in place and none makes an event.
+        let frame = std::mem::take(&mut self.frame);
+        while buf.remaining() >= frame.len() {
+            buf.put_slice(&frame);
+        }
+        self.frame = frame;
+        std::task::Poll::Ready(Ok(()))
+    }
+}
+
+impl AsyncWrite for Flood {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        self.written += buf.len();
+        std::task::Poll::Ready(Ok(buf.len()))
+    }
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+}
+
+/// Under a flood of small messages that are all echoed in place, `poll_recv_event_echoing`
+/// still returns now and then (`Pending`, with the task woken), so that the caller can look
+/// at a shutdown flag between calls, and what it echoed was written.
+#[tokio::test]
+async fn echoing_in_place_hands_control_back_under_a_flood() {
+    let frame = frame(FIN | OP_TEXT, Some([1, 2, 3, 4]), b"twenty bytes of text");
+    let io = Flood { frame, written: 0, reads: 0 };
+    let mut ws = WebSocket::from_raw(io, wsx::Role::Server, Config::default());
+    let woken = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    struct Flag(std::sync::Arc<std::sync::atomic::AtomicBool>);
+    impl std::task::Wake for Flag {
+        fn wake(self: std::sync::Arc<Self>) {
+            self.0.store(true, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+    let waker = std::task::Waker::from(std::sync::Arc::new(Flag(woken.clone())));
+    let mut cx = std::task::Context::from_waker(&waker);
+    for call in 0..3 {
+        woken.store(false, std::sync::atomic::Ordering::SeqCst);
+        let poll = ws.poll_recv_event_echoing(&mut cx);
+        assert!(poll.is_pending(), "call {call}: {poll:?}");
+        assert!(woken.load(std::sync::atomic::Ordering::SeqCst), "call {call}: not woken");
+    }
+    // Every echo is a 22-byte frame, and some went out.
+    let written = ws.get_ref().written;
+    assert!(written >= 22 * 16, "{written} bytes written");
+    assert_eq!(written % 22, 0, "{written} bytes written");
 }
