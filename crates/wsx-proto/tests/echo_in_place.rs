@@ -9,35 +9,23 @@ use wsx_proto::{
     Chunk, CloseCode, CloseFrame, Config, Connection, Event, Message, ProtocolError, Role, State,
 };
 
+#[allow(dead_code)]
+mod common;
+
 // ---------------------------------------------------------------------------------------------
 // Helpers
 
-const KEY: [u8; 4] = [0x37, 0xfa, 0x21, 0x3d];
+use common::KEY;
 
+/// First header bytes (FIN and the opcode) of the frames these tests send and expect.
 const TEXT: u8 = 0x81;
 const BINARY: u8 = 0x82;
 const PING: u8 = 0x89;
 const CLOSE: u8 = 0x88;
 
-/// A masked frame as a client sends it: `b0` as given (FIN, RSV, opcode), the shortest length
-/// form with the mask bit, `key`, then the payload masked with it (RFC 6455 §5.3).
+/// A masked frame as a client sends it: `b0` as given (FIN, RSV, opcode), masked with `key`.
 fn frame_with(b0: u8, key: [u8; 4], payload: &[u8]) -> Vec<u8> {
-    let mut out = vec![b0];
-    let len = payload.len();
-    match len {
-        0..=125 => out.push(0x80 | len as u8),
-        126..=0xffff => {
-            out.push(0x80 | 126);
-            out.extend_from_slice(&(len as u16).to_be_bytes());
-        }
-        _ => {
-            out.push(0x80 | 127);
-            out.extend_from_slice(&(len as u64).to_be_bytes());
-        }
-    }
-    out.extend_from_slice(&key);
-    out.extend(payload.iter().enumerate().map(|(i, b)| b ^ key[i % 4]));
-    out
+    common::raw_frame(b0, Some(key), payload)
 }
 
 fn frame(b0: u8, payload: &[u8]) -> Vec<u8> {
@@ -70,31 +58,20 @@ fn server(config: Config) -> Connection {
 
 /// Everything queued for the transport, drained.
 fn drain(conn: &mut Connection) -> Vec<u8> {
-    let q = conn.transmit();
-    let n = q.remaining();
-    q.copy_to_bytes(n).to_vec()
+    common::take_transmit(conn)
 }
 
 /// Server frames split out of `bytes`: (b0, payload). Every byte must belong to a whole,
 /// unmasked frame.
-fn parse(mut bytes: &[u8]) -> Vec<(u8, Vec<u8>)> {
-    let mut out = Vec::new();
-    while !bytes.is_empty() {
-        assert!(bytes.len() >= 2, "truncated header");
-        let b0 = bytes[0];
-        assert_eq!(bytes[1] & 0x80, 0, "a server frame is masked");
-        let (len, n) = match bytes[1] & 0x7f {
-            126 => (usize::from(u16::from_be_bytes([bytes[2], bytes[3]])), 4),
-            127 => {
-                (usize::try_from(u64::from_be_bytes(bytes[2..10].try_into().unwrap())).unwrap(), 10)
-            }
-            l => (usize::from(l), 2),
-        };
-        assert!(bytes.len() >= n + len, "truncated payload");
-        out.push((b0, bytes[n..n + len].to_vec()));
-        bytes = &bytes[n + len..];
-    }
-    out
+fn parse(bytes: &[u8]) -> Vec<(u8, Vec<u8>)> {
+    common::parse_frames(bytes)
+        .into_iter()
+        .map(|f| {
+            let h = f.header;
+            assert!(h.mask.is_none(), "a server frame is masked");
+            (u8::from(h.fin) << 7 | h.rsv << 4 | h.opcode.as_u8(), f.payload)
+        })
+        .collect()
 }
 
 /// The close code in a close frame's payload.

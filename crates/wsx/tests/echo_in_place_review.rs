@@ -8,26 +8,23 @@ use std::time::Duration;
 
 use common::guard;
 use common::raw::{
-    frame, read_frame_unguarded, FIN, OP_BINARY, OP_CLOSE, OP_PING, OP_PONG, OP_TEXT,
+    frame, raw_client_handshake, read_frame_unguarded, FIN, OP_BINARY, OP_CLOSE, OP_PING, OP_PONG,
+    OP_TEXT,
 };
 use futures_util::future::poll_fn;
-use tokio::io::{duplex, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{duplex, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, DuplexStream};
 use tokio::time::{sleep, Instant};
 use wsx::{Accept, Config, Event, WebSocket};
 
-const KEY: &str = "dGhlIHNhbXBsZSBub25jZQ==";
-
-async fn raw_client_handshake<S: AsyncRead + AsyncWrite + Unpin>(io: &mut S) {
-    let req = format!(
-        "GET /chat HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-         Sec-WebSocket-Key: {KEY}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+/// A server `WebSocket` over an in-memory pipe of `capacity` bytes, upgraded by a hand-written
+/// client request with `config`; the client's end of the pipe.
+async fn upgraded(capacity: usize, config: Config) -> (WebSocket<DuplexStream>, DuplexStream) {
+    let (server_io, mut raw) = duplex(capacity);
+    let (server, ()) = tokio::join!(
+        wsx::accept_with(server_io, config, |_| Ok(Accept::default())),
+        raw_client_handshake(&mut raw)
     );
-    io.write_all(req.as_bytes()).await.unwrap();
-    let mut head = Vec::new();
-    while !head.ends_with(b"\r\n\r\n") {
-        head.push(io.read_u8().await.unwrap());
-    }
-    assert!(head.starts_with(b"HTTP/1.1 101 "));
+    (server.unwrap(), raw)
 }
 
 /// The echo loop `wsx serve` runs, reduced: data events are fed back, the rest ignored.
@@ -71,13 +68,9 @@ fn key(rng: &mut Rng) -> Option<[u8; 4]> {
 async fn in_place_echo_keeps_order_with_pongs_and_large_messages_across_split_reads() {
     for seed in 1..=20u64 {
         let mut rng = Rng(seed * 0x9e37_79b9_7f4a_7c15);
-        let (server_io, mut raw) = duplex(8 + rng.below(3000) as usize);
         let config = Config::default().ping_interval(None).stream_threshold(usize::MAX);
-        let (server, ()) = tokio::join!(
-            wsx::accept_with(server_io, config, |_| Ok(Accept::default())),
-            raw_client_handshake(&mut raw)
-        );
-        let server = tokio::spawn(echo_server(server.unwrap()));
+        let (server, raw) = upgraded(8 + rng.below(3000) as usize, config).await;
+        let server = tokio::spawn(echo_server(server));
 
         let mut input = Vec::new();
         let mut expected: Vec<(u8, Vec<u8>)> = Vec::new();
@@ -140,16 +133,12 @@ async fn in_place_echo_keeps_order_with_pongs_and_large_messages_across_split_re
 /// 1.25 intervals, and without an answer the 1011 follows the ping timeout.
 #[tokio::test(start_paused = true)]
 async fn keepalive_still_fires_after_in_place_echoes() {
-    let (server_io, mut raw) = duplex(64 << 10);
     let config = Config::default()
         .ping_interval(Some(Duration::from_secs(1)))
         .ping_timeout(Some(Duration::from_secs(1)))
         .idle_timeout(None);
-    let (server, ()) = tokio::join!(
-        wsx::accept_with(server_io, config, |_| Ok(Accept::default())),
-        raw_client_handshake(&mut raw)
-    );
-    let server = tokio::spawn(echo_server(server.unwrap()));
+    let (server, raw) = upgraded(64 << 10, config).await;
+    let server = tokio::spawn(echo_server(server));
     let (mut rd, mut wr) = tokio::io::split(raw);
     let mut rng = Rng(7);
     for i in 0..30u8 {
@@ -174,13 +163,9 @@ async fn keepalive_still_fires_after_in_place_echoes() {
 /// Echoed data counts as data for the idle timeout; pings alone do not.
 #[tokio::test(start_paused = true)]
 async fn idle_timeout_counts_in_place_echoes_and_fires_after_them() {
-    let (server_io, mut raw) = duplex(64 << 10);
     let config = Config::default().ping_interval(None).idle_timeout(Some(Duration::from_secs(1)));
-    let (server, ()) = tokio::join!(
-        wsx::accept_with(server_io, config, |_| Ok(Accept::default())),
-        raw_client_handshake(&mut raw)
-    );
-    let server = tokio::spawn(echo_server(server.unwrap()));
+    let (server, raw) = upgraded(64 << 10, config).await;
+    let server = tokio::spawn(echo_server(server));
     let (mut rd, mut wr) = tokio::io::split(raw);
     let mut rng = Rng(11);
     for i in 0..20u8 {
@@ -212,13 +197,9 @@ async fn idle_timeout_counts_in_place_echoes_and_fires_after_them() {
 /// queue is at the mark, so the client's writes stall instead of the server's memory growing.
 #[tokio::test(start_paused = true)]
 async fn a_client_that_never_reads_is_held_back() {
-    let (server_io, mut raw) = duplex(64 << 10);
     let config = Config::default().ping_interval(None).write_buffer_high_water(16 << 10);
-    let (server, ()) = tokio::join!(
-        wsx::accept_with(server_io, config, |_| Ok(Accept::default())),
-        raw_client_handshake(&mut raw)
-    );
-    let server = tokio::spawn(echo_server(server.unwrap()));
+    let (server, raw) = upgraded(64 << 10, config).await;
+    let server = tokio::spawn(echo_server(server));
     let (rd, mut wr) = tokio::io::split(raw);
     let written = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let count = written.clone();
@@ -243,16 +224,12 @@ async fn a_client_that_never_reads_is_held_back() {
 /// "armed" would never poll it again and the keepalive ping would never go out.
 #[tokio::test(start_paused = true)]
 async fn a_timer_first_polled_with_the_budget_spent_still_fires() {
-    let (server_io, mut raw) = duplex(64 << 10);
     let config = Config::default()
         .ping_interval(Some(Duration::from_millis(500)))
         .ping_timeout(None)
         .idle_timeout(None);
-    let (server, ()) = tokio::join!(
-        wsx::accept_with(server_io, config, |_| Ok(Accept::default())),
-        raw_client_handshake(&mut raw)
-    );
-    let mut ws = server.unwrap();
+    let (server, mut raw) = upgraded(64 << 10, config).await;
+    let mut ws = server;
     // More ready items than a task's budget (128), so every poll spends it all first.
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<()>();
     for _ in 0..2000 {

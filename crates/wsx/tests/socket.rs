@@ -16,8 +16,9 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use common::raw::{
-    frame, read_frame, read_frame_unguarded, FIN, MASK, OP_BINARY, OP_CLOSE, OP_CONTINUATION,
-    OP_PING, OP_PONG, OP_TEXT, RSV2,
+    frame, header, raw_client_handshake, read_frame, read_frame_unguarded, read_head,
+    upgrade_request, ACCEPT, FIN, KEY, MASK, OP_BINARY, OP_CLOSE, OP_CONTINUATION, OP_PING,
+    OP_PONG, OP_TEXT, RSV2,
 };
 use common::{guard, GUARD};
 use futures_util::{FutureExt, SinkExt, StreamExt, TryStreamExt};
@@ -1202,18 +1203,6 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Counting<S> {
 // Helpers: raw peers (RFC 6455 bytes written and parsed by hand)
 // ---------------------------------------------------------------------------------------------
 
-/// RFC 6455 §1.3's example key and its accept value.
-const KEY: &str = "dGhlIHNhbXBsZSBub25jZQ==";
-const ACCEPT: &str = "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=";
-
-/// An upgrade request for `/chat` with [`KEY`] and `extra` header lines.
-fn upgrade_request(extra: &str) -> String {
-    format!(
-        "GET /chat HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-         Sec-WebSocket-Key: {KEY}\r\nSec-WebSocket-Version: 13\r\n{extra}\r\n"
-    )
-}
-
 fn response_101(key: &str) -> String {
     let accept = wsx::proto::handshake::accept_key(key.as_bytes());
     format!(
@@ -1222,36 +1211,9 @@ fn response_101(key: &str) -> String {
     )
 }
 
-/// Sends an upgrade request and checks the 101 response, byte by byte so that nothing after the
-/// head is consumed.
-async fn raw_client_handshake<S: AsyncRead + AsyncWrite + Unpin>(io: &mut S) {
-    io.write_all(upgrade_request("").as_bytes()).await.unwrap();
-    let head = read_head(io).await;
-    assert!(head.starts_with("HTTP/1.1 101 "), "{head}");
-    assert_eq!(header(&head, "sec-websocket-accept"), Some(ACCEPT), "{head}");
-}
-
 /// Reads an upgrade request and answers 101.
 async fn raw_server_handshake<S: AsyncRead + AsyncWrite + Unpin>(io: &mut S) {
     let head = read_head(io).await;
     let key = header(&head, "sec-websocket-key").expect("no key");
     io.write_all(response_101(key).as_bytes()).await.unwrap();
-}
-
-/// Reads an HTTP head up to and including the blank line, one byte at a time.
-async fn read_head<R: AsyncRead + Unpin>(r: &mut R) -> String {
-    let mut head = Vec::new();
-    while !head.ends_with(b"\r\n\r\n") {
-        let byte = guard("reading an HTTP head", r.read_u8()).await;
-        head.push(byte.expect("connection ended inside an HTTP head"));
-    }
-    String::from_utf8(head).unwrap()
-}
-
-/// The value of header `name` (case-insensitive) in an HTTP head.
-fn header<'a>(head: &'a str, name: &str) -> Option<&'a str> {
-    head.lines().skip(1).find_map(|line| {
-        let (n, v) = line.split_once(':')?;
-        n.trim().eq_ignore_ascii_case(name).then(|| v.trim())
-    })
 }

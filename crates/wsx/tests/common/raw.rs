@@ -1,7 +1,7 @@
 //! RFC 6455 frames written and parsed by hand, for mock peers: the bytes on the wire are checked
 //! independently of `wsx-proto`'s own encoder and decoder.
 
-use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use super::guard;
 
@@ -79,4 +79,43 @@ pub(crate) async fn read_frame_unguarded<R: AsyncRead + Unpin>(r: &mut R) -> Raw
     }
     assert_eq!(head[0] & 0x70, 0, "wsx set RSV bits without an extension");
     RawFrame { b0: head[0], masked, payload }
+}
+
+/// RFC 6455 §1.3's example key and its accept value.
+pub(crate) const KEY: &str = "dGhlIHNhbXBsZSBub25jZQ==";
+pub(crate) const ACCEPT: &str = "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=";
+
+/// An upgrade request for `/chat` with [`KEY`] and `extra` header lines.
+pub(crate) fn upgrade_request(extra: &str) -> String {
+    format!(
+        "GET /chat HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: {KEY}\r\nSec-WebSocket-Version: 13\r\n{extra}\r\n"
+    )
+}
+
+/// Sends an upgrade request and checks the 101 response, byte by byte so that nothing after the
+/// head is consumed.
+pub(crate) async fn raw_client_handshake<S: AsyncRead + AsyncWrite + Unpin>(io: &mut S) {
+    io.write_all(upgrade_request("").as_bytes()).await.unwrap();
+    let head = read_head(io).await;
+    assert!(head.starts_with("HTTP/1.1 101 "), "{head}");
+    assert_eq!(header(&head, "sec-websocket-accept"), Some(ACCEPT), "{head}");
+}
+
+/// Reads an HTTP head up to and including the blank line, one byte at a time.
+pub(crate) async fn read_head<R: AsyncRead + Unpin>(r: &mut R) -> String {
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        let byte = guard("reading an HTTP head", r.read_u8()).await;
+        head.push(byte.expect("connection ended inside an HTTP head"));
+    }
+    String::from_utf8(head).unwrap()
+}
+
+/// The value of header `name` (case-insensitive) in an HTTP head.
+pub(crate) fn header<'a>(head: &'a str, name: &str) -> Option<&'a str> {
+    head.lines().skip(1).find_map(|line| {
+        let (n, v) = line.split_once(':')?;
+        n.trim().eq_ignore_ascii_case(name).then(|| v.trim())
+    })
 }
